@@ -1,0 +1,86 @@
+"""Command line: ``samplerbench list | run SUITE | report RUN``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _list(args) -> int:
+    from . import suite
+    from .registry import DATASETS, METHODS
+
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        flag = " [upper bound: sees labels]" if getattr(cls, "upper_bound", False) else ""
+        print(f"method   {name:12s} {doc}{flag}")
+    for name in DATASETS.names():
+        print(f"dataset  {name}")
+    for name in suite.available():
+        print(f"suite    {name}")
+    return 0
+
+
+def _run(args) -> int:
+    import torch
+
+    from . import suite as suite_mod
+    from .runner import run_suite
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    s = suite_mod.load(args.suite)
+    run_dir = run_suite(s, Path(args.results), Path(args.cache) if args.cache else None, args.run_id,
+                        args.device, progress=not args.quiet)
+    print(f"results: {run_dir}")
+    if args.report:
+        from samplerbench.reports.render import render
+
+        print(f"report: {render(run_dir, Path(args.out))}")
+    return 0
+
+
+def _report(args) -> int:
+    from samplerbench.reports.render import render
+
+    out = render(Path(args.run), Path(args.out))
+    print(f"report: {out}")
+    if not args.quiet:
+        print((out / "table_top1.md").read_text())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="samplerbench", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="registered methods, datasets and built-in suites").set_defaults(fn=_list)
+    r = sub.add_parser("run", help="evaluate a suite (a built-in name or a TOML path)")
+    r.add_argument("suite")
+    r.add_argument("--results", default="results", help="results folder (default: results)")
+    r.add_argument("--run-id", default=None, help="default: <suite>-<suite hash>; an existing run resumes")
+    r.add_argument("--cache", default=None, help="dataset/model cache (default: $SAMPLERBENCH_CACHE or ~/.cache/samplerbench)")
+    r.add_argument("--device", default="cpu", help="cpu (bit-reproducible) or cuda")
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    r.add_argument("--report", action="store_true", help="render the report when done")
+    r.add_argument("--out", default="reports/out", help="report folder (default: reports/out)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(fn=_run)
+    rp = sub.add_parser("report", help="render tables and plots from a run's stored rows")
+    rp.add_argument("run", help="a run folder, results/<run-id>")
+    rp.add_argument("--out", default="reports/out")
+    rp.add_argument("-q", "--quiet", action="store_true")
+    rp.set_defaults(fn=_report)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.fn(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"samplerbench: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

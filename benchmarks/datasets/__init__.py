@@ -1,0 +1,1 @@
+"""Datasets: the embedded synth-events generator and the annotation/list loader."""

@@ -1,0 +1,81 @@
+"""Metric functions: pure, numpy in, float out. Definitions follow MMAction2 and sklearn.
+
+Ties: ranks break ties the way sklearn's ``top_k_accuracy_score`` does (a stable ascending
+argsort, reversed: among equal scores the higher class index ranks first), so that results do
+not depend on an unstable sort. mAP groups tied scores into one threshold, as sklearn's
+``average_precision_score`` and MMAction2's ``mean_average_precision`` do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _ranking(scores: np.ndarray) -> np.ndarray:
+    """Class indices by descending score; ties: higher index first (sklearn's rule)."""
+    return np.argsort(scores, axis=1, kind="stable")[:, ::-1]
+
+
+def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, topk: Sequence[int] = (1, 5)) -> list[float]:
+    """Share of samples whose true class is among the k best-scored classes, for each k."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    ranked = _ranking(scores)
+    return [float(np.mean(np.any(ranked[:, :k] == labels[:, None], axis=1))) for k in topk]
+
+
+def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 recall averaged over the classes that occur in ``labels`` (MMAction2, sklearn's
+    balanced accuracy)."""
+    labels = np.asarray(labels)
+    pred = _ranking(np.asarray(scores))[:, 0]
+    classes = np.unique(labels)
+    return float(np.mean([np.mean(pred[labels == c] == c) for c in classes]))
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Non-interpolated step AP, tied scores grouped; NaN when there is no positive."""
+    scores, positives = np.asarray(scores, dtype=np.float64), np.asarray(positives).astype(bool)
+    total = positives.sum()
+    if total == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    s, p = scores[order], positives[order]
+    tp = np.cumsum(p)
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last position of each distinct score
+    tp_at, n_at = tp[last], last + 1
+    precision = tp_at / n_at
+    recall = tp_at / total
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def mean_average_precision(scores: np.ndarray, multi_hot: np.ndarray) -> float:
+    """Mean over classes of ``average_precision``; classes with no positive are dropped."""
+    scores, multi_hot = np.asarray(scores), np.asarray(multi_hot)
+    aps = [average_precision(scores[:, c], multi_hot[:, c]) for c in range(scores.shape[1])]
+    aps = [a for a in aps if not np.isnan(a)]
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def event_hit_rate(selected: Sequence[np.ndarray], events: Sequence[Sequence[tuple[int, int]]]) -> float:
+    """Share of videos whose selected frames include at least one frame of every event.
+
+    ``selected[i]`` are frame indices of video i; ``events[i]`` its [start, end) windows.
+    Videos without events are left out.
+    """
+    hits = []
+    for frames, evs in zip(selected, events, strict=True):
+        if not evs:
+            continue
+        f = np.asarray(frames)
+        hits.append(all(np.any((f >= s) & (f < e)) for s, e in evs))
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def one_hot(labels: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
+    """Multi-hot matrix (N, C) from per-sample label lists."""
+    out = np.zeros((len(labels), num_classes), dtype=np.int64)
+    for i, labs in enumerate(labels):
+        out[i, list(labs)] = 1
+    return out

@@ -1,0 +1,320 @@
+"""The runner: evaluate every (method, budget, seed) cell of a suite and store tidy rows.
+
+A run lives in ``results/<run-id>/``:
+  cells/<cell>.json      one file per finished cell: metric rows, per-video selections, failures
+  timing/<cell>.json     end-to-end and model-only videos/s, peak memory (seed of the first cell)
+  provenance/<id>.json   one record per invocation; rows point to the one that computed them
+  rows.csv               all rows, tidy (one per cell and metric), rebuilt at the end of a run
+  selections.jsonl       every video's selection (frame indices and hash), per cell
+  failures.csv           videos that could not be evaluated, with the one-line reason
+
+Cells are written atomically as they finish, so a killed run resumes where it stopped and a
+re-run of a finished suite only rebuilds the tables. The test split's candidates are decoded
+and classified once per video and shared by every cell: the classifier's consensus is the mean
+of per-frame logits, so a selection's prediction is exactly the mean over its frames.
+End-to-end timing runs the real per-cell pipeline (decode only what the method needs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from . import metrics, provenance
+from .cost import PipelineCost, model_videos_per_s, peak_memory_mib, sync
+from .datasets.annotations import AnnotationError, VideoRecord, VideoSplit
+from .models import FrameClassifier, ModelConfig
+from .registry import DATASETS, METHODS
+from .sampling import Budget, Sampler, Selection, VideoView, candidate_pool
+from .seeding import generator
+from .suite import MethodSpec, Suite
+from .training import TrainConfig, train_classifier
+from .video import VideoDecodeError, read_frames
+
+log = logging.getLogger(__name__)
+
+#: Metrics whose values must be identical between two runs with the same seed.
+QUALITY = ("top1", "top5", "mean_class_acc", "mAP", "event_hit_rate")
+COST = ("frames", "gflops_total", "gflops_sampler", "gflops_encoder", "gflops_head")
+TIMING = ("videos_per_s_e2e", "videos_per_s_model", "peak_mem_mib")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SAMPLERBENCH_CACHE", Path.home() / ".cache" / "samplerbench"))
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, default=_jsonable))
+    os.replace(tmp, path)
+
+
+def _jsonable(o):
+    if isinstance(o, np.integer | np.floating):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+@dataclass
+class VideoCache:
+    """Per test video: candidates, their decoded pixels and per-frame logits (computed once)."""
+
+    pixels: torch.Tensor
+    logits: np.ndarray
+    candidates: np.ndarray
+
+
+@dataclass
+class Context:
+    """What a cell needs: the split, the frozen model, its cost model, and shared caches."""
+
+    suite: Suite
+    split: VideoSplit
+    model: FrameClassifier
+    cost: PipelineCost
+    device: torch.device
+    frame_size: tuple[int, int]
+    num_candidates: int
+    prov: dict
+    run_id: str
+    videos: dict[str, VideoCache] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    progress: bool = True
+
+    def video(self, rec: VideoRecord) -> VideoCache | None:
+        """Decode and classify a video's candidates once; a bad video is recorded and skipped."""
+        if rec.video_id in self.failures:
+            return None
+        if rec.video_id not in self.videos:
+            try:
+                cands = candidate_pool(rec.num_frames, self.num_candidates)
+                pixels = read_frames(rec.path, cands, size=self.frame_size)
+                with torch.inference_mode():
+                    logits = self.model.frame_logits(pixels.to(self.device)).float().cpu().numpy()
+            except (VideoDecodeError, AnnotationError) as e:
+                self.failures[rec.video_id] = str(e).splitlines()[0]
+                log.warning("%s", self.failures[rec.video_id])
+                return None
+            self.videos[rec.video_id] = VideoCache(pixels, logits, cands)
+        return self.videos[rec.video_id]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def make_view(ctx: Context, rec: VideoRecord, vc: VideoCache, sampler: Sampler) -> VideoView:
+    t = len(vc.candidates)
+    providers = {
+        "pixels": lambda: vc.pixels,
+        "frame_probs": lambda: _softmax(vc.logits),
+        "label": lambda: metrics.one_hot([rec.labels], ctx.split.num_classes)[0],
+    }
+    flops = {"frame_probs": t * ctx.cost.per_frame_classifier_flops()}
+    return VideoView(rec.video_id, rec.num_frames, vc.candidates, allowed=sampler.observes,
+                     providers=providers, provider_flops=flops)
+
+
+def _check(sel: Selection, view: VideoView, budget: Budget, sampler: Sampler) -> None:
+    if sel.indices.size == 0:
+        raise ValueError("empty selection")
+    if sel.indices[0] < 0 or sel.indices[-1] >= view.num_candidates:
+        raise ValueError(f"selection outside the candidate pool 0..{view.num_candidates - 1}")
+    if not sampler.ignores_budget and budget.kind != "adaptive" and sel.indices.size > budget.frames(view.num_candidates):
+        raise ValueError(f"selected {sel.indices.size} frames for a budget of {budget.frames(view.num_candidates)}")
+
+
+def cell_key(spec: MethodSpec, budget: int, seed: int) -> str:
+    return f"{spec.key}__n{budget}__s{seed}"
+
+
+def evaluate_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, seed: int) -> dict:
+    """Select, predict and score every video of the split for one cell."""
+    budget = Budget("count", budget_n)
+    scores, labels, frames_sel, events, per_video, fails = [], [], [], [], [], []
+    for rec in ctx.split.records:
+        vc = ctx.video(rec)
+        if vc is None:
+            fails.append({"video": rec.video_id, "error": ctx.failures[rec.video_id]})
+            continue
+        view = make_view(ctx, rec, vc, sampler)
+        try:
+            sel = sampler.select(view, budget, generator(seed, rec.video_id, spec.key))
+            _check(sel, view, budget, sampler)
+        except Exception as e:  # a method failing on one video is that video's failure
+            fails.append({"video": rec.video_id, "error": f"{rec.path}: {spec.key}: {type(e).__name__}: {e}"})
+            continue
+        n = int(sel.indices.size)
+        enc, head = ctx.cost.encoder_head(n)
+        sampler_flops = view.charged_flops + sel.own_flops
+        scores.append(vc.logits[sel.indices].mean(axis=0))
+        labels.append(rec.labels)
+        chosen = vc.candidates[sel.indices]
+        frames_sel.append(chosen)
+        events.append([(e.start, e.end) for e in rec.events])
+        per_video.append({"video": rec.video_id, "frames": chosen.tolist(), "hash": sel.digest(), "n": n,
+                          "gflops_sampler": sampler_flops / 1e9, "gflops_encoder": enc.gflops,
+                          "gflops_head": head.gflops})
+    values = {}
+    if per_video:
+        s = np.stack(scores)
+        multi_hot = metrics.one_hot(labels, ctx.split.num_classes)
+        if not ctx.split.multilabel:
+            single = np.array([lab[0] for lab in labels])
+            values["top1"], values["top5"] = metrics.top_k_accuracy(s, single, (1, 5))
+            values["mean_class_acc"] = metrics.mean_class_accuracy(s, single)
+        values["mAP"] = metrics.mean_average_precision(s, multi_hot)
+        values["event_hit_rate"] = metrics.event_hit_rate(frames_sel, events)
+        pv = pd.DataFrame(per_video)
+        values["frames"] = float(pv["n"].mean())
+        values["gflops_sampler"] = float(pv["gflops_sampler"].mean())
+        values["gflops_encoder"] = float(pv["gflops_encoder"].mean())
+        values["gflops_head"] = float(pv["gflops_head"].mean())
+        values["gflops_total"] = values["gflops_sampler"] + values["gflops_encoder"] + values["gflops_head"]
+    return {"values": values, "videos": per_video, "failures": fails, "n_videos": len(per_video)}
+
+
+@torch.inference_mode()
+def time_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, seed: int, n_videos: int) -> dict:
+    """End-to-end videos/s (decode what the method needs, select, encode, head) on the first
+    ``n_videos`` good videos after one warm-up video; model-only videos/s at the mean count."""
+    budget = Budget("count", budget_n)
+    recs = [r for r in ctx.split.records if r.video_id not in ctx.failures][: n_videos + 1]
+    needs_pixels = bool(sampler.observes & {"pixels", "frame_probs"})
+    counts, elapsed = [], 0.0
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    for i, rec in enumerate(recs):
+        sync(ctx.device)
+        t0 = time.perf_counter()
+        cands = candidate_pool(rec.num_frames, ctx.num_candidates)
+        pixels = logits = None
+        if needs_pixels:
+            pixels = read_frames(rec.path, cands, size=ctx.frame_size)
+            if "frame_probs" in sampler.observes:
+                logits = ctx.model.frame_logits(pixels.to(ctx.device)).float().cpu().numpy()
+        vc = VideoCache(pixels, logits, cands)
+        view = make_view(ctx, rec, vc, sampler)
+        sel = sampler.select(view, budget, generator(seed, rec.video_id, spec.key))
+        clip = pixels[sel.indices] if pixels is not None else read_frames(rec.path, cands[sel.indices], size=ctx.frame_size)
+        ctx.model(clip[None].to(ctx.device))
+        sync(ctx.device)
+        if i > 0:  # the first video warms up
+            elapsed += time.perf_counter() - t0
+            counts.append(len(sel.indices))
+    mean_n = int(round(np.mean(counts))) if counts else budget_n
+    return {
+        "videos_per_s_e2e": len(counts) / elapsed if elapsed > 0 else float("nan"),
+        "videos_per_s_model": model_videos_per_s(ctx.model, mean_n, (3, *ctx.frame_size), ctx.device,
+                                                 batch=int(ctx.suite.eval.get("timing_batch", 8))),
+        "peak_mem_mib": peak_memory_mib(ctx.device),
+        "timed_videos": len(counts), "batch": int(ctx.suite.eval.get("timing_batch", 8)),
+        "precision": "fp32", "device": str(ctx.device),
+    }
+
+
+def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, run_id: str | None = None,
+              device: str = "cpu", progress: bool = True) -> Path:
+    """Evaluate a suite into ``results_dir/<run-id>``; finished cells are skipped. Returns the run folder."""
+    cache_dir = Path(cache_dir or default_cache_dir())
+    run_id = run_id or f"{suite.name}-{suite.digest()[:8]}"
+    run_dir = Path(results_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    torch.use_deterministic_algorithms(dev.type == "cpu", warn_only=True)
+
+    ds = suite.dataset
+    build = DATASETS.get(ds["name"])
+    params = dict(ds.get("params", {}))
+    split = build(cache_dir, ds.get("split", "test"), progress=progress, **params)
+    train = build(cache_dir, ds.get("train_split", "train"), progress=progress, **params)
+    val = build(cache_dir, ds.get("val_split", "val"), progress=progress, **params)
+    frame_size = tuple(ds.get("frame_size", [64, 64]))
+
+    model_cfg, train_cfg = ModelConfig(**suite.model), TrainConfig(**suite.train)
+    model, train_record = train_classifier(train, val, model_cfg, train_cfg, frame_size, cache_dir, progress)
+    model = model.to(dev)
+
+    prov = provenance.collect(device=str(dev), suite=suite.name, suite_hash=suite.digest(), suite_file=suite.source,
+                              run_id=run_id, seeds=suite.seeds, dataset=ds["name"], split=split.split,
+                              manifest_hash=split.manifest_hash, train_manifest_hash=train.manifest_hash,
+                              classifier=train_record)
+    _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
+    ctx = Context(suite, split, model, PipelineCost(model, (3, *frame_size)), dev, frame_size,
+                  int(suite.eval.get("candidates", 32)), prov, run_id, progress=progress)
+    timing_videos = int(suite.eval.get("timing_videos", 16))
+
+    cells = [(spec, b, s) for spec in suite.methods for b in suite.budgets for s in suite.seeds]
+    todo = [c for c in cells if not (run_dir / "cells" / f"{cell_key(*c)}.json").is_file()]
+    log.info("%s: %d cells, %d to do", run_id, len(cells), len(todo))
+    for spec, b, s in tqdm(todo, desc=f"evaluating {run_id}", unit="cell", disable=not progress):
+        sampler = METHODS.get(spec.name)(**spec.params)
+        key = cell_key(spec, b, s)
+        cell = evaluate_cell(ctx, spec, sampler, b, s)
+        cell.update(cell=key, method=spec.key, method_name=spec.name, label=spec.display, budget=b, seed=s,
+                    upper_bound=sampler.upper_bound, ignores_budget=sampler.ignores_budget,
+                    provenance_id=prov["provenance_id"], config=sampler.config())
+        _write_json(run_dir / "cells" / f"{key}.json", cell)
+    for spec in suite.methods:  # timing: once per (method, budget), first seed
+        for b in suite.budgets:
+            key = cell_key(spec, b, suite.seeds[0])
+            path = run_dir / "timing" / f"{key}.json"
+            if not path.is_file():
+                sampler = METHODS.get(spec.name)(**spec.params)
+                t = time_cell(ctx, spec, sampler, b, suite.seeds[0], timing_videos)
+                _write_json(path, {**t, "cell": key, "provenance_id": prov["provenance_id"]})
+    if ctx.cost.unsupported():
+        prov["fvcore_unsupported_ops"] = ctx.cost.unsupported()
+        _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
+    consolidate(run_dir)
+    return run_dir
+
+
+def consolidate(run_dir: Path) -> pd.DataFrame:
+    """Rebuild rows.csv, selections.jsonl and failures.csv from the cell files."""
+    run_dir = Path(run_dir)
+    provs = {p.stem: json.loads(p.read_text()) for p in (run_dir / "provenance").glob("*.json")}
+    timing = {json.loads(p.read_text())["cell"]: json.loads(p.read_text()) for p in (run_dir / "timing").glob("*.json")}
+    rows, failures = [], []
+    with open(run_dir / "selections.jsonl.tmp", "w") as sel_out:
+        for path in sorted((run_dir / "cells").glob("*.json")):
+            cell = json.loads(path.read_text())
+            prov = provs.get(cell["provenance_id"], {})
+            base = {"run_id": prov.get("run_id", run_dir.name), "suite": prov.get("suite"),
+                    "suite_hash": prov.get("suite_hash"), "dataset": prov.get("dataset"), "split": prov.get("split"),
+                    "manifest_hash": prov.get("manifest_hash"), "method": cell["method"],
+                    "method_name": cell["method_name"], "label": cell["label"], "upper_bound": cell["upper_bound"],
+                    "ignores_budget": cell["ignores_budget"], "budget": cell["budget"], "seed": cell["seed"],
+                    "n_videos": cell["n_videos"], "n_failed": len(cell["failures"]),
+                    "git_commit": prov.get("git_commit"), "git_dirty": prov.get("git_dirty"),
+                    "device": prov.get("hardware", {}).get("device"), "provenance_id": cell["provenance_id"]}
+            for metric, value in cell["values"].items():
+                kind = "quality" if metric in QUALITY else "cost"
+                rows.append({**base, "metric": metric, "value": value, "kind": kind})
+            t = timing.get(cell["cell"])
+            if t:
+                for metric in TIMING:
+                    rows.append({**base, "metric": metric, "value": t[metric], "kind": "timing",
+                                 "provenance_id": t["provenance_id"]})
+            for v in cell["videos"]:
+                sel_out.write(json.dumps({"cell": cell["cell"], **v}) + "\n")
+            failures += [{"cell": cell["cell"], **f} for f in cell["failures"]]
+    os.replace(run_dir / "selections.jsonl.tmp", run_dir / "selections.jsonl")
+    df = pd.DataFrame(rows)
+    df.to_csv(run_dir / "rows.csv.tmp", index=False)
+    os.replace(run_dir / "rows.csv.tmp", run_dir / "rows.csv")
+    pd.DataFrame(failures, columns=["cell", "video", "error"]).to_csv(run_dir / "failures.csv", index=False)
+    return df

@@ -1,0 +1,155 @@
+"""The sampler interface: what a sampler sees (VideoView), what it is asked for (Budget),
+and what it returns (Selection).
+
+A sampler declares what it observes; the view refuses anything else, so that a method that
+peeks at labels cannot do so silently, and every observation it pays for (a scorer network
+on all candidates, say) is charged to the sampler's own cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+#: What a sampler may declare in ``observes``.
+OBSERVABLES = frozenset({"pixels", "frame_probs", "label"})
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many frames to select: a fixed count, a ratio of the candidates, or adaptive."""
+
+    kind: str = "count"  # "count" | "ratio" | "adaptive"
+    value: float = 8
+
+    def __post_init__(self):
+        if self.kind not in ("count", "ratio", "adaptive"):
+            raise ValueError(f"budget kind must be count, ratio or adaptive, not {self.kind!r}")
+        if self.kind == "count" and (self.value < 1 or int(self.value) != self.value):
+            raise ValueError(f"a count budget must be a positive integer, not {self.value}")
+        if self.kind == "ratio" and not 0 < self.value <= 1:
+            raise ValueError(f"a ratio budget must be in (0, 1], not {self.value}")
+
+    def frames(self, num_candidates: int) -> int:
+        """The number of frames this budget asks for out of ``num_candidates`` (capped)."""
+        if self.kind == "count":
+            return min(int(self.value), num_candidates)
+        if self.kind == "ratio":
+            return max(1, min(num_candidates, int(round(self.value * num_candidates))))
+        return num_candidates  # adaptive: an upper bound; the method decides
+
+    @property
+    def label(self) -> str:
+        return {"count": f"{int(self.value)}", "ratio": f"{self.value:g}x", "adaptive": "adaptive"}[self.kind]
+
+
+@dataclass
+class Selection:
+    """A sampler's answer for one video.
+
+    ``indices`` are positions in the candidate pool, sorted by time; ``order`` keeps the order
+    in which they were chosen where that matters (FPS); ``own_flops`` is work the sampler did
+    outside the view (distance matrices...); observation costs are added by the view.
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray | None = None
+    order: np.ndarray | None = None
+    own_flops: float = 0.0
+
+    def __post_init__(self):
+        idx = np.asarray(self.indices, dtype=np.int64).reshape(-1)
+        if idx.size and (np.any(np.diff(idx) <= 0)):
+            raise ValueError("Selection.indices must be strictly increasing (sorted, no repeats)")
+        self.indices = idx
+
+    def digest(self) -> str:
+        """A short hash of the selected positions, recorded per video for reproducibility."""
+        return hashlib.blake2b(self.indices.tobytes(), digest_size=8).hexdigest()
+
+
+@dataclass
+class VideoView:
+    """What a sampler may observe of one video, guarded by its declared ``observes``.
+
+    Observations are computed lazily by the harness (``providers``) and their cost in FLOPs
+    (``provider_flops``) is charged to the sampler once per video.
+    """
+
+    video_id: str
+    num_frames: int
+    candidates: np.ndarray  # frame indices into the video, sorted
+    allowed: frozenset = frozenset()
+    providers: dict[str, Callable[[], Any]] = field(default_factory=dict, repr=False)
+    provider_flops: dict[str, float] = field(default_factory=dict, repr=False)
+    charged_flops: float = 0.0
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_candidates(self) -> int:
+        return len(self.candidates)
+
+    def _observe(self, what: str) -> Any:
+        if what not in self.allowed:
+            raise PermissionError(
+                f"video {self.video_id}: the sampler did not declare that it observes '{what}' "
+                f"(declared: {sorted(self.allowed) or 'nothing'})"
+            )
+        if what not in self._cache:
+            if what not in self.providers:
+                raise LookupError(f"video {self.video_id}: no provider for '{what}' in this task")
+            self._cache[what] = self.providers[what]()
+            self.charged_flops += float(self.provider_flops.get(what, 0.0))
+        return self._cache[what]
+
+    def pixels(self):
+        """uint8 tensor (T, 3, H, W) of the candidate frames."""
+        return self._observe("pixels")
+
+    def frame_probs(self) -> np.ndarray:
+        """(T, C) class probabilities of the frozen classifier on each candidate alone."""
+        return self._observe("frame_probs")
+
+    def label(self) -> np.ndarray:
+        """Multi-hot (C,) ground truth: only for upper bounds that declare it."""
+        return self._observe("label")
+
+
+class Sampler:
+    """Base class of every method. Subclasses are dataclasses whose fields are the config."""
+
+    name: ClassVar[str] = "?"
+    observes: ClassVar[frozenset] = frozenset()
+    #: True for methods that see the labels: they are upper bounds, never baselines.
+    upper_bound: ClassVar[bool] = False
+    #: True when the method ignores the budget and uses every candidate (dense).
+    ignores_budget: ClassVar[bool] = False
+
+    def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        from dataclasses import asdict, is_dataclass
+
+        return asdict(self) if is_dataclass(self) else {}
+
+
+def segment_centres(t: int, n: int) -> np.ndarray:
+    """Centres of n equal segments of range(t): floor((i + 0.5) * t / n) (TSN at test time)."""
+    return np.floor((np.arange(n) + 0.5) * t / n).astype(np.int64)
+
+
+def candidate_pool(num_frames: int, t: int) -> np.ndarray:
+    """The T candidate frames of a video: one per equal segment, at its centre; every frame
+    when the video is shorter than T."""
+    return segment_centres(num_frames, t) if num_frames > t else np.arange(num_frames, dtype=np.int64)
+
+
+def top_n_sorted(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the n highest scores (first index wins ties), returned sorted by time."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    return np.sort(order[:n])

@@ -1,0 +1,89 @@
+"""Suites: a TOML file naming the dataset, model, budgets, seeds and methods of a run.
+
+The suite hash is taken over the parsed content (canonical JSON), so comments and formatting
+do not change it; it names the default run id, so re-running a suite resumes its run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SUITES_DIR = Path(__file__).parent / "suites"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    params: dict = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Unique name of this configured method (name, plus a hash when it has parameters)."""
+        if not self.params:
+            return self.name
+        return f"{self.name}-{hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:6]}"
+
+    @property
+    def display(self) -> str:
+        return self.label or self.key
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    dataset: dict
+    model: dict
+    train: dict
+    eval: dict
+    methods: tuple[MethodSpec, ...]
+    description: str = ""
+    source: str = ""
+
+    @property
+    def budgets(self) -> list[int]:
+        return list(self.eval.get("budgets", [1, 2, 4, 8, 16]))
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.eval.get("seeds", [0]))
+
+    def digest(self) -> str:
+        d = asdict(self)
+        d.pop("source")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def load(name_or_path: str | Path) -> Suite:
+    """A built-in suite by name (``default``, ``quick``) or a TOML file by path."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = SUITES_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise FileNotFoundError(f"{name_or_path}: no such suite file (built-in suites: {', '.join(available())})")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML ({e})") from None
+    missing = [k for k in ("name", "dataset", "methods") if k not in raw]
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(missing)}")
+    methods = []
+    for i, m in enumerate(raw["methods"]):
+        if "name" not in m:
+            raise ValueError(f"{path}: methods[{i}] has no name")
+        methods.append(MethodSpec(m["name"], dict(m.get("params", {})), m.get("label")))
+    keys = [m.key for m in methods]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{path}: the same method configuration is listed twice: {keys}")
+    return Suite(name=raw["name"], dataset=raw["dataset"], model=raw.get("model", {}), train=raw.get("train", {}),
+                 eval=raw.get("eval", {}), methods=tuple(methods), description=raw.get("description", ""),
+                 source=str(path))

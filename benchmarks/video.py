@@ -1,0 +1,147 @@
+"""Video I/O through PyAV: decode only the requested frames, write H.264 mp4.
+
+``read_frames`` demuxes the packets once (no decoding) to learn each frame's timestamp and
+where the keyframes are, then walks forward through each group of pictures that holds a wanted
+frame, seeking only when the next wanted frame lies beyond the next keyframe. Frames are
+numbered in presentation order, so B-frames are handled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+
+class VideoDecodeError(RuntimeError):
+    """A missing, empty or corrupt video; the message names the file."""
+
+
+@dataclass(frozen=True)
+class VideoIndex:
+    """Presentation timestamps of every frame (sorted) and which frame numbers are keyframes."""
+
+    pts: np.ndarray
+    keyframes: np.ndarray  # sorted frame numbers of keyframes
+    fps: float
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.pts)
+
+
+def _open(path: str | os.PathLike):
+    p = Path(path)
+    if not p.is_file():
+        raise VideoDecodeError(f"{p}: no such video file")
+    if p.stat().st_size == 0:
+        raise VideoDecodeError(f"{p}: empty file")
+    try:
+        container = av.open(str(p))
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError(f"{p}: cannot open as video ({e})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(f"{p}: no video stream")
+    return container
+
+
+def index_video(path: str | os.PathLike) -> VideoIndex:
+    """Demux (without decoding) to list frame timestamps and keyframes."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        pts, keys = [], []
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.size == 0:
+                continue
+            pts.append(packet.pts)
+            keys.append(packet.is_keyframe)
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError(f"{path}: corrupt stream ({e})") from None
+    finally:
+        container.close()
+    if not pts:
+        raise VideoDecodeError(f"{path}: the video stream has no frames")
+    order = np.argsort(pts, kind="stable")
+    pts_sorted = np.asarray(pts, dtype=np.int64)[order]
+    key_frames = np.flatnonzero(np.asarray(keys, dtype=bool)[order])
+    if key_frames.size == 0 or key_frames[0] != 0:
+        key_frames = np.concatenate([[0], key_frames])
+    return VideoIndex(pts=pts_sorted, keyframes=key_frames, fps=fps)
+
+
+def read_frames(
+    path: str | os.PathLike,
+    indices,
+    size: tuple[int, int] | None = None,
+    index: VideoIndex | None = None,
+) -> torch.Tensor:
+    """Decode frames ``indices`` (any order, repeats allowed) as uint8 (N, 3, H, W).
+
+    ``size`` = (height, width) resizes in FFmpeg's scaler while converting to RGB.
+    """
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    index = index or index_video(path)
+    n = index.num_frames
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise VideoDecodeError(f"{path}: frame index out of range 0..{n - 1}: {idx.min()}..{idx.max()}")
+    wanted = np.unique(idx)
+    out: dict[int, np.ndarray] = {}
+    kw = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        pts_to_frame = {int(p): i for i, p in enumerate(index.pts)}
+        decoder = None
+        pos = -1  # frame number of the last decoded frame
+        for target in wanted:
+            key_before = index.keyframes[np.searchsorted(index.keyframes, target, side="right") - 1]
+            if decoder is None or key_before > pos or target <= pos:
+                container.seek(int(index.pts[key_before]), stream=stream, backward=True, any_frame=False)
+                decoder = container.decode(stream)
+                pos = -1
+            for frame in decoder:
+                if frame.pts is None:
+                    continue
+                pos = pts_to_frame.get(int(frame.pts), pos + 1)
+                if pos == target:
+                    out[int(target)] = frame.to_ndarray(format="rgb24", **kw)
+                    break
+                if pos > target:
+                    break
+            if int(target) not in out:
+                raise VideoDecodeError(f"{path}: could not decode frame {target}")
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError(f"{path}: corrupt stream ({e})") from None
+    finally:
+        container.close()
+    if not idx.size:
+        h, w = size if size else (0, 0)
+        return torch.empty((0, 3, h, w), dtype=torch.uint8)
+    arr = np.stack([out[int(i)] for i in idx])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25, gop: int = 12, crf: int = 18) -> None:
+    """Write uint8 (N, H, W, 3) RGB frames as H.264 (yuv420p) mp4; atomically (tmp + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.mp4")
+    n, h, w, _ = frames.shape
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": str(crf), "g": str(gop), "preset": "veryfast", "threads": "1"}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)

@@ -1,0 +1,72 @@
+"""Baselines every sampling table needs, over a candidate pool of T frames.
+
+- ``uniform``: TSN (Wang et al., ECCV 2016) test-time sampling: the pool split into N equal
+  segments, the centre of each (MMAction2 ``SampleFrames(test_mode=True)``).
+- ``random``: N candidates without replacement from the per-(seed, video, method) generator,
+  sorted by time.
+- ``dense``: every candidate: the cost upper bound. Ignores the budget.
+- ``stride``: EVFR's uniform frame sampling (UFS): every s-th candidate from the first, with
+  s = floor(T / N), the first N of them.
+- ``head``: the first N candidates (CLIP4Clip's ``slice_framepos=0``).
+
+Deviations: none in the selection rules. Positions are computed in the candidate pool (as the
+papers do with their T=8..32 pools), not in the raw video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from samplerbench.registry import METHODS
+from samplerbench.sampling import Budget, Sampler, Selection, VideoView, segment_centres
+
+
+@METHODS.register("uniform")
+@dataclass
+class Uniform(Sampler):
+    name = "uniform"
+
+    def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
+        return Selection(segment_centres(view.num_candidates, budget.frames(view.num_candidates)))
+
+
+@METHODS.register("random")
+@dataclass
+class Random(Sampler):
+    name = "random"
+
+    def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
+        t = view.num_candidates
+        return Selection(np.sort(rng.choice(t, size=budget.frames(t), replace=False)))
+
+
+@METHODS.register("dense")
+@dataclass
+class Dense(Sampler):
+    name = "dense"
+    ignores_budget = True
+
+    def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
+        return Selection(np.arange(view.num_candidates))
+
+
+@METHODS.register("stride")
+@dataclass
+class Stride(Sampler):
+    name = "stride"
+
+    def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
+        t = view.num_candidates
+        n = budget.frames(t)
+        return Selection(np.arange(n) * max(1, t // n))
+
+
+@METHODS.register("head")
+@dataclass
+class Head(Sampler):
+    name = "head"
+
+    def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
+        return Selection(np.arange(budget.frames(view.num_candidates)))

@@ -1,0 +1,37 @@
+"""Oracle: the semi-optimal policy of SOSampler (Lee et al., BMVC 2024, arXiv 2409.05260),
+computed with the labels. An upper bound, never a baseline.
+
+Each candidate alone goes through the frozen classifier; its importance is the probability of
+the true class; the top N by importance are kept, sorted by time (SOSampler's selection rule).
+For a multi-label video the importance is the largest probability over its true classes.
+
+Cost: the classifier on every candidate is charged to the sampler (it is work the policy does).
+Deviations: none; the paper's softmax over frames with a temperature does not change a top-N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from samplerbench.registry import METHODS
+from samplerbench.sampling import Budget, Sampler, Selection, VideoView, top_n_sorted
+
+
+@METHODS.register("oracle")
+@dataclass
+class Oracle(Sampler):
+    name = "oracle"
+    observes = frozenset({"frame_probs", "label"})
+    upper_bound = True
+    #: "true" (probability of the true class) or "max" (the maximum class probability).
+    target: str = "true"
+
+    def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
+        probs = view.frame_probs()
+        if self.target == "max":
+            scores = probs.max(axis=1)
+        else:
+            scores = probs[:, view.label().astype(bool)].max(axis=1)
+        return Selection(top_n_sorted(scores, budget.frames(view.num_candidates)), scores=scores)

@@ -1,0 +1,61 @@
+"""nox sessions. All of them share one virtual environment (.nox/shared): the torch build is
+about 5.5 GB, too much to install once per session. It is (re)installed only when
+pyproject.toml or constraints.txt change.
+
+  nox -s bench            the default suite, then its report (nox -s bench -- --quick: smoke suite)
+  nox -s tests            the test suite (nox -s tests -- -m "not slow" to skip the end-to-end tests)
+  nox -s lint             ruff
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+VENV = ROOT / ".nox" / "shared"
+BIN = VENV / ("Scripts" if sys.platform == "win32" else "bin")
+
+nox.options.sessions = ["bench"]
+
+
+def shared_env(session: nox.Session) -> dict:
+    """Create/refresh the shared venv; return the environment that puts it first on PATH."""
+    stamp = VENV / ".samplerbench-stamp"
+    want = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in ("pyproject.toml", "constraints.txt"))).hexdigest()
+    if not (stamp.is_file() and stamp.read_text() == want):
+        if not (BIN / "python").exists():
+            session.run(sys.executable, "-m", "venv", str(VENV), external=True)
+        pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt")]
+        session.run(*pip, "-e", f"{ROOT}[test]", external=True)
+        stamp.write_text(want)
+    return {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(VENV)}
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """Run the default suite (or --quick) and render its report into reports/out/<run-id>/."""
+    env = shared_env(session)
+    args = list(session.posargs)
+    suite = "default"
+    if "--quick" in args:
+        args.remove("--quick")
+        suite = "quick"
+    session.run(str(BIN / "samplerbench"), "run", suite, "--report", *args, env=env, external=True)
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    env = shared_env(session)
+    session.run(str(BIN / "python"), "-m", "pytest", *session.posargs, env=env, external=True)
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    env = shared_env(session)
+    session.run(str(BIN / "ruff"), "check", "benchmarks", "methods", "reports", "tests", "noxfile.py",
+                env=env, external=True)

@@ -1,0 +1,1 @@
+"""Report generation from stored result rows."""

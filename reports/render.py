@@ -1,0 +1,154 @@
+"""Render a run's stored rows as paper-style tables and plots, without recomputing anything.
+
+Output in ``reports/out/<run-id>/``:
+  table_top1.{md,tex,csv}     methods x budgets, top-1 accuracy (%) (mAP for multi-label data)
+  table_detail.{md,tex,csv}   per method and budget: frames, GFLOPs (total and sampler), quality
+                              metrics, videos/s end-to-end and model-only, peak memory
+  acc_vs_frames.{png,pdf}, acc_vs_gflops.{png,pdf}
+Values are means over seeds, with the standard deviation where there are several seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+UNITS = ("GFLOPs follow fvcore's convention: one multiply-add counts as one FLOP, per video, "
+         "including the sampler's own work. Frames: frames encoded per video.")
+UPPER = "†"
+PCT = {"top1", "top5", "mean_class_acc", "mAP", "event_hit_rate"}
+DETAIL_COLUMNS = [
+    ("frames", "Frames", "{:.1f}"), ("gflops_total", "GFLOPs", "{:.4f}"), ("gflops_sampler", "Sampler GFLOPs", "{:.4f}"),
+    ("top1", "Top-1", "{:.1f}"), ("top5", "Top-5", "{:.1f}"), ("mean_class_acc", "Mean class acc.", "{:.1f}"),
+    ("mAP", "mAP", "{:.1f}"), ("event_hit_rate", "Event hit rate", "{:.1f}"),
+    ("videos_per_s_e2e", "Videos/s (end-to-end)", "{:.1f}"), ("videos_per_s_model", "Videos/s (model)", "{:.0f}"),
+    ("peak_mem_mib", "Peak mem. (MiB)", "{:.0f}"),
+]
+
+
+def load_rows(run_dir: Path) -> pd.DataFrame:
+    path = Path(run_dir) / "rows.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no result rows (run the suite first)")
+    df = pd.read_csv(path)
+    df.loc[df["metric"].isin(PCT), "value"] *= 100
+    df["name"] = df["label"] + np.where(df["upper_bound"], UPPER, "")
+    return df
+
+
+def _summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds for each (method, budget, metric)."""
+    g = df.groupby(["name", "method", "budget", "metric"], sort=False)["value"]
+    return g.agg(mean="mean", std="std", seeds="count").reset_index()
+
+
+def _fmt(mean: float, std: float, seeds: int, fmt: str) -> str:
+    if pd.isna(mean):
+        return "–"
+    s = fmt.format(mean)
+    if seeds > 1 and not pd.isna(std) and std > 0:
+        s += " ± " + fmt.format(std)
+    return s
+
+
+def _method_order(df: pd.DataFrame) -> list[str]:
+    names = list(dict.fromkeys(df["name"]))
+    return [n for n in names if not n.endswith(UPPER)] + [n for n in names if n.endswith(UPPER)]
+
+
+def _write(table: pd.DataFrame, out: Path, stem: str, caption: str) -> None:
+    table = table.reset_index()
+    table.to_csv(out / f"{stem}.csv", index=False)
+    md = table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False)
+    (out / f"{stem}.md").write_text(f"{caption}\n\n{md}\n")
+    latex = table.to_latex(index=False, escape=True, column_format="l" + "r" * (table.shape[1] - 1))
+    latex = latex.replace(UPPER, "$^\\dagger$")
+    (out / f"{stem}.tex").write_text(
+        "% requires \\usepackage{booktabs}\n\\begin{table}\n\\centering\n\\small\n" + latex
+        + f"\\caption{{{_latex_escape(caption)}}}\n\\end{{table}}\n")
+
+
+def _latex_escape(s: str) -> str:
+    return s.replace("%", "\\%").replace("_", "\\_").replace("†", "$^\\dagger$").replace("&", "\\&")
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
+    """Render every table and plot of a run; returns the output folder."""
+    run_dir = Path(run_dir)
+    df = load_rows(run_dir)
+    out = Path(out_root) / run_dir.name
+    out.mkdir(parents=True, exist_ok=True)
+    summ = _summary(df)
+    order = _method_order(df)
+    headline = "top1" if "top1" in set(df["metric"]) else "mAP"
+    head_name = {"top1": "Top-1 accuracy (%)", "mAP": "mAP (%)"}[headline]
+    provs = [json.loads(p.read_text()) for p in sorted((run_dir / "provenance").glob("*.json"))]
+    p0 = provs[-1] if provs else {}
+    where = (f"Run {run_dir.name}: {p0.get('dataset')} / {p0.get('split')} (manifest {str(p0.get('manifest_hash'))[:12]}), "
+             f"commit {str(p0.get('git_commit'))[:10]}{' (dirty)' if p0.get('git_dirty') else ''}, "
+             f"{p0.get('hardware', {}).get('cpu')} ({p0.get('hardware', {}).get('device')}). ")
+    seeds = int(df["seed"].nunique())
+    upper = f" {UPPER} sees the labels: an upper bound, not a baseline." if any(n.endswith(UPPER) for n in order) else ""
+
+    # Table 1: methods x budgets (headline metric), with frames and GFLOPs at the largest budget.
+    h = summ[summ["metric"] == headline]
+    t1 = pd.DataFrame(index=order)
+    for b in sorted(h["budget"].unique()):
+        col = h[h["budget"] == b].set_index("name")
+        t1[f"N={b}"] = [_fmt(*col.loc[n, ["mean", "std", "seeds"]], "{:.1f}") if n in col.index else "–" for n in order]
+    t1.index.name = "Method"
+    _write(t1, out, "table_top1", f"{head_name} by frame budget N (candidates: {p0.get('suite')} suite; "
+           f"mean ± std over {seeds} seed(s)).{upper} {where}{UNITS}")
+
+    # Table 2: per method and budget, every metric as a column.
+    stats = {(r.name, r.budget, r.metric): (r.mean, r.std, r.seeds) for r in summ.itertuples(index=False)}
+    rows = []
+    for n in order:
+        for b in sorted(summ.loc[summ["name"] == n, "budget"].unique()):
+            r = {"Method": n, "N": int(b)}
+            for metric, label, fmt in DETAIL_COLUMNS:
+                if (n, b, metric) in stats:
+                    r[label] = _fmt(*stats[(n, b, metric)], fmt)
+            rows.append(r)
+    t2 = pd.DataFrame(rows).set_index(["Method", "N"])
+    _write(t2, out, "table_detail", f"Per method and budget (accuracy in %, mean ± std over {seeds} seed(s); "
+           f"videos/s on the first seed).{upper} {where}{UNITS}")
+
+    _plots(df, headline, head_name, order, out)
+    return out
+
+
+def _plots(df: pd.DataFrame, headline: str, head_name: str, order: list[str], out: Path) -> None:
+    sns.set_theme(style="whitegrid", context="paper")
+    wide = df[df["metric"].isin([headline, "frames", "gflops_total"])].pivot_table(
+        index=["name", "budget", "seed"], columns="metric", values="value").reset_index()
+    palette = dict(zip(order, sns.color_palette("tab10", len(order)), strict=False))
+    for x, xlabel, stem in (("frames", "Frames encoded per video", "acc_vs_frames"),
+                            ("gflops_total", "GFLOPs per video (fvcore: 1 multiply-add = 1 FLOP)", "acc_vs_gflops")):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        sns.lineplot(data=wide, x=x, y=headline, hue="name", hue_order=order, palette=palette, style="name",
+                     style_order=order, markers=True, dashes=False, errorbar="sd", err_style="bars", ax=ax)
+        ax.set_xscale("log", base=2 if x == "frames" else 10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(head_name)
+        ax.legend(title="Method († sees labels)", fontsize=8, title_fontsize=8, loc="lower right")
+        fig.tight_layout()
+        for ext in ("png", "pdf"):
+            fig.savefig(out / f"{stem}.{ext}", dpi=150)
+        plt.close(fig)

@@ -1,0 +1,22 @@
+"""Shared fixtures: a tiny synth-events dataset generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from samplerbench.datasets.synth import SynthConfig, generate
+
+TINY = dict(seed=3, size=32, min_frames=24, max_frames=40, min_event=4, max_event=8,
+            splits={"train": 24, "val": 8, "test": 12})
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> SynthConfig:
+    return SynthConfig(**TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory, tiny_cfg) -> Path:
+    return generate(tiny_cfg, tmp_path_factory.mktemp("data") / "tiny", workers=1, progress=False)
