@@ -23,6 +23,7 @@ from . import checkpoints
 from .datasets.annotations import VideoSplit
 from .metrics import one_hot
 from .models import FrameClassifier, ModelConfig
+from .sampling import segment_centres
 from .seeding import derive_seed, torch_generator
 from .video import read_frames
 
@@ -31,10 +32,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 12
+    epochs: int = 10
     batch_videos: int = 32
     segments: int = 8
-    lr: float = 3e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     patience: int = 4
     seed: int = 0
@@ -48,9 +49,9 @@ def decode_all(split: VideoSplit, size: tuple[int, int], progress: bool = True) 
 
 def tsn_indices(num_frames: int, segments: int, rng: np.random.Generator | None) -> np.ndarray:
     """One frame per equal segment: a random one when training, the centre otherwise."""
-    edges = np.linspace(0, num_frames, segments + 1)
     if rng is None:
-        return np.minimum(((edges[:-1] + edges[1:]) / 2).astype(np.int64), num_frames - 1)
+        return segment_centres(num_frames, segments)
+    edges = np.linspace(0, num_frames, segments + 1)
     return np.minimum((edges[:-1] + rng.random(segments) * np.diff(edges)).astype(np.int64), num_frames - 1)
 
 
@@ -81,14 +82,23 @@ def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig,
     key = checkpoints.key_of("classifier", asdict(model_cfg), asdict(cfg), train.manifest_hash,
                              val.manifest_hash, list(size), train.num_classes, 1)
     path = Path(cache_dir) / "models" / f"classifier-{key}.pt"
-    model = FrameClassifier(model_cfg, train.num_classes)
     if path.is_file():
+        model = FrameClassifier(model_cfg, train.num_classes)
         state, meta = checkpoints.load(path)
         model.load_state_dict(state)
         model.eval().requires_grad_(False)
         return model, {**meta, "checkpoint": str(path), "cached": True}
 
-    torch.manual_seed(derive_seed("init", cfg.seed))  # parameter init; training draws use generators
+    # Init and dropout draw from torch's RNG: fork it, seeded, so the caller's state is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed("init", cfg.seed))
+        model = FrameClassifier(model_cfg, train.num_classes)
+        model, meta = _fit(model, train, val, model_cfg, cfg, size, key, progress)
+    checkpoints.save(path, model.state_dict(), meta)
+    return model, {**meta, "checkpoint": str(path), "cached": False}
+
+
+def _fit(model, train, val, model_cfg, cfg, size, key, progress):
     t0 = time.perf_counter()
     train_frames, val_frames = decode_all(train, size, progress), decode_all(val, size, progress)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -128,8 +138,7 @@ def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig,
     meta = {"key": key, "model": asdict(model_cfg), "train": asdict(cfg), "train_manifest": train.manifest_hash,
             "val_manifest": val.manifest_hash, "best_epoch": best_epoch, "val_top1": best, "history": history,
             "wall_s": time.perf_counter() - t0, "torch": torch.__version__}
-    checkpoints.save(path, model.state_dict(), meta)
-    return model, {**meta, "checkpoint": str(path), "cached": False}
+    return model, meta
 
 
 def _augment(clips: torch.Tensor, g: torch.Generator) -> torch.Tensor:

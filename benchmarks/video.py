@@ -129,8 +129,28 @@ def read_frames(
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25, gop: int = 12, crf: int = 18) -> None:
-    """Write uint8 (N, H, W, 3) RGB frames as H.264 (yuv420p) mp4; atomically (tmp + rename)."""
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range RGB -> planar YUV 4:2:0 as PyAV's (H*3/2, W) layout, in numpy.
+
+    Done here rather than by FFmpeg's scaler, whose SIMD path (and so its rounding) depends on
+    the input buffer's alignment: the same frames gave different files from run to run.
+    """
+    h, w, _ = rgb.shape
+    x = rgb.astype(np.float64)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    cb = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    cr = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+
+    def sub(c):
+        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+    planes = [np.clip(np.rint(p), 0, 255).astype(np.uint8).ravel() for p in (y, sub(cb), sub(cr))]
+    return np.concatenate(planes).reshape(h * 3 // 2, w)
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25, gop: int = 12, crf: int = 0) -> None:
+    """Write uint8 (N, H, W, 3) RGB frames (even H, W) as H.264 yuv420p mp4; atomically (tmp + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
@@ -138,9 +158,12 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25, gop:
     with av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        # One encoder thread: x264's output must be byte-identical between runs (manifest hashes).
+        stream.codec_context.thread_count = 1
+        stream.codec_context.thread_type = "NONE"
         stream.options = {"crf": str(crf), "g": str(gop), "preset": "veryfast", "threads": "1"}
         for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(f), format="yuv420p")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

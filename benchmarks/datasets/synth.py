@@ -57,7 +57,7 @@ class SynthConfig:
     max_events: int = 3
     splits: dict = field(default_factory=lambda: {"train": 800, "val": 100, "test": 300})
     gop: int = 12
-    version: int = 2  # bump when the renderer or the file layout changes
+    version: int = 3  # bump when the renderer or the file layout changes
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -94,9 +94,17 @@ def _background(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
     freq = rng.uniform(0.02, 0.09, size=(k, 2)) * rng.choice([-1, 1], size=(k, 2))
     phase = rng.uniform(0, 2 * np.pi, size=k)
     amp = rng.normal(0, 1, size=(k, 3)) * np.array([1.0, 0.35, 0.35])  # luminance, then two tints
-    mix = np.array([[1, 1, 1], [1, -1, 0], [0, 1, -1]], dtype=np.float32)
-    waves = np.sin(xx[..., None] * freq[:, 0] + yy[..., None] * freq[:, 1] + phase) @ amp
-    tex = (110 + 12 * (waves @ mix)).astype(np.float32)
+    # Elementwise float64 only: a BLAS matmul here rounds differently with memory alignment and
+    # thread count, and x264 turns one flipped pixel into a different file.
+    yy, xx = yy.astype(np.float64), xx.astype(np.float64)
+    chan = [np.zeros((big, big)) for _ in range(3)]  # luminance, tint a, tint b
+    for j in range(k):
+        wave = np.sin(xx * freq[j, 0] + yy * freq[j, 1] + phase[j])
+        for c in range(3):
+            chan[c] += wave * amp[j, c]
+    lum, ta, tb = chan
+    tex = np.stack([lum + ta, lum - ta + tb, lum - tb], axis=-1)
+    tex = (110 + 12 * tex).astype(np.float32)
     frames = np.empty((n, size, size, 3), dtype=np.float32)
     for t in range(n):
         oy, ox = np.rint(margin + v * t).astype(int)

@@ -1,0 +1,81 @@
+"""Each sampler against a hand-worked or brute-force case."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from samplerbench.registry import METHODS
+from samplerbench.sampling import Budget, Selection, VideoView, candidate_pool, top_n_sorted
+from samplerbench.seeding import generator
+
+
+def view(t=32, allowed=frozenset(), **providers):
+    return VideoView("v", 100, candidate_pool(100, t), allowed=allowed, providers=providers,
+                     provider_flops={"frame_probs": 123.0})
+
+
+def select(name, n, v=None, seed=0, **params):
+    v = v or view()
+    return METHODS.get(name)(**params).select(v, Budget("count", n), generator(seed, "v", name))
+
+
+def test_uniform_hand_worked():
+    assert select("uniform", 4).indices.tolist() == [4, 12, 20, 28]
+    assert select("uniform", 1).indices.tolist() == [16]
+    assert select("uniform", 3, view(t=10)).indices.tolist() == [1, 5, 8]
+
+
+def test_stride_head_dense():
+    assert select("stride", 4).indices.tolist() == [0, 8, 16, 24]
+    assert select("stride", 3, view(t=10)).indices.tolist() == [0, 3, 6]
+    assert select("head", 3).indices.tolist() == [0, 1, 2]
+    assert select("dense", 2).indices.tolist() == list(range(32))
+
+
+def test_random_is_sorted_unique_seeded_and_covers_all_subsets():
+    a, b = select("random", 5, seed=1), select("random", 5, seed=1)
+    assert np.array_equal(a.indices, b.indices)
+    assert len(set(a.indices)) == 5 and np.all(np.diff(a.indices) > 0)
+    seen = {tuple(select("random", 2, view(t=4), seed=s).indices) for s in range(200)}
+    assert seen == set(itertools.combinations(range(4), 2))  # every subset is reachable
+
+
+def test_candidate_pool_is_tsn_centres():
+    assert candidate_pool(100, 4).tolist() == [12, 37, 62, 87]
+    assert candidate_pool(5, 32).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_oracle_brute_force_top_n_of_true_class():
+    rng = np.random.default_rng(0)
+    probs = rng.random((32, 5))
+    label = np.array([0, 0, 1, 0, 0])
+    v = view(allowed=frozenset({"frame_probs", "label"}), frame_probs=lambda: probs, label=lambda: label)
+    sel = select("oracle", 4, v)
+    best = max(itertools.combinations(range(32), 4), key=lambda c: sum(probs[list(c), 2]))
+    assert sel.indices.tolist() == sorted(best)
+    assert v.charged_flops == 123.0  # the classifier on every candidate is the sampler's cost
+
+
+def test_view_refuses_undeclared_observation():
+    v = view(frame_probs=lambda: np.zeros((32, 2)))
+    with pytest.raises(PermissionError, match="did not declare"):
+        v.frame_probs()
+
+
+def test_top_n_sorted_ties_first_index():
+    assert top_n_sorted(np.array([1, 3, 3, 3, 0]), 2).tolist() == [1, 2]
+
+
+def test_selection_validates_and_hashes():
+    with pytest.raises(ValueError):
+        Selection(np.array([3, 1]))
+    assert Selection(np.array([1, 3])).digest() == Selection(np.array([1, 3])).digest()
+    assert Selection(np.array([1, 3])).digest() != Selection(np.array([1, 4])).digest()
+
+
+def test_budget():
+    assert Budget("count", 8).frames(4) == 4
+    assert Budget("ratio", 0.25).frames(32) == 8
+    with pytest.raises(ValueError):
+        Budget("count", 0)
