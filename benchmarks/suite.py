@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import tomllib
 
 SUITES_DIR = Path(__file__).parent / "suites"
 

@@ -32,12 +32,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    batch_videos: int = 32
+    epochs: int = 16
+    batch_videos: int = 16
     segments: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    patience: int = 4
+    patience: int = 6
     seed: int = 0
 
 

@@ -103,7 +103,8 @@ def read_frames(
         pos = -1  # frame number of the last decoded frame
         for target in wanted:
             key_before = index.keyframes[np.searchsorted(index.keyframes, target, side="right") - 1]
-            if decoder is None or key_before > pos or target <= pos:
+            # Seek only when it skips work: the target's keyframe lies beyond the next frame.
+            if decoder is None or key_before > pos + 1 or target <= pos:
                 container.seek(int(index.pts[key_before]), stream=stream, backward=True, any_frame=False)
                 decoder = container.decode(stream)
                 pos = -1
@@ -112,7 +113,8 @@ def read_frames(
                     continue
                 pos = pts_to_frame.get(int(frame.pts), pos + 1)
                 if pos == target:
-                    out[int(target)] = frame.to_ndarray(format="rgb24", **kw)
+                    same = size is None or (frame.height, frame.width) == tuple(size)
+                    out[int(target)] = frame.to_ndarray(format="rgb24", **({} if same else kw))
                     break
                 if pos > target:
                     break

@@ -122,3 +122,18 @@ def test_report_renders_tables_and_plots(tiny_run, tmp_path):
     assert "\\begin{tabular}" in (out / "table_top1.tex").read_text()
     t = pd.read_csv(out / "table_top1.csv")
     assert list(t.columns) == ["Method", "N=1", "N=4"] and len(t) == 4
+
+
+def test_multilabel_variant_reports_map(tmp_path):
+    from samplerbench.reports.render import render
+
+    path = write_suite(tmp_path / "ml.toml", name="tiny-ml")
+    path.write_text(path.read_text().replace('name = "synth-events"', 'name = "synth-events-ml"'))
+    run_dir = run_suite(suite_mod.load(path), tmp_path / "results", tmp_path / "cache", progress=False)
+    rows = pd.read_csv(run_dir / "rows.csv")
+    assert "top1" not in set(rows["metric"])  # single-label metrics are not defined here
+    m = rows[rows.metric == "mAP"]["value"]
+    assert len(m) == 16 and m.between(0, 1).all()
+    hit = rows[(rows.metric == "event_hit_rate") & (rows.method == "dense")]["value"]
+    assert (hit > 0).all()
+    assert "mAP (%)" in (render(run_dir, tmp_path / "out") / "table_top1.md").read_text()
