@@ -1,9 +1,9 @@
-"""The harness's frame classifier: a small CNN frame encoder and a TSN consensus head.
+"""The harness's frame classifier: a small CNN frame encoder and a consensus head.
 
-``FrameCNN`` costs about 16 MFLOPs (fvcore convention) per 64x64 frame. The head classifies
-every frame and averages the logits over the frames given (TSN's average consensus), so the
-prediction on a selection equals the mean of the per-frame logits of the selected frames:
-the runner can encode a video's candidates once and score every selection from them exactly.
+``FrameCNN`` costs about 16 MFLOPs (fvcore convention) per 64x64 frame. The head pools the
+selected frames' features (max, as SOSampler's classifier; or TSN's average of logits) and
+classifies. The encoder works frame by frame, so the runner can encode a video's candidates
+once and apply the head to any selection's features: the same numbers as running the model.
 """
 
 from __future__ import annotations
@@ -54,17 +54,30 @@ class FrameCNN(nn.Module):
 
 
 class ConsensusHead(nn.Module):
-    """Per-frame linear classifier; logits averaged over frames (TSN average consensus)."""
+    """Consensus over frames, then a linear classifier.
 
-    def __init__(self, dim: int, num_classes: int, dropout: float = 0.3):
+    ``max`` (default): max over frames of each feature, then fc: SOSampler's classifier head
+    (max over frames). ``avg``: fc on every frame, logits averaged (TSN). With ``avg`` the
+    classifier stayed at chance on synth-events within the training budget: the one event frame
+    gets 1/N of the gradient. Either way the prediction on a selection is a function of the
+    selected frames' features alone, so the runner computes them once per video.
+    """
+
+    def __init__(self, dim: int, num_classes: int, dropout: float = 0.3, consensus: str = "max"):
         super().__init__()
+        if consensus not in ("max", "avg"):
+            raise ValueError(f"consensus must be max or avg, not {consensus!r}")
+        self.consensus = consensus
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(dim, num_classes)
 
     def frame_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """Each frame alone: (M, D) -> (M, C)."""
         return self.fc(self.dropout(feats))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, C)
+        if self.consensus == "max":
+            return self.fc(self.dropout(feats.amax(dim=1)))
         return self.frame_logits(feats).mean(dim=1)
 
 
@@ -75,6 +88,7 @@ class ModelConfig:
     dim: int = 128
     pool: str = "max"
     dropout: float = 0.3
+    consensus: str = "max"
 
 
 class FrameClassifier(nn.Module):
@@ -84,11 +98,15 @@ class FrameClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = ENCODERS.get(cfg.encoder)(width=cfg.width, dim=cfg.dim, pool=cfg.pool)
-        self.head = ConsensusHead(cfg.dim, num_classes, cfg.dropout)
+        self.head = ConsensusHead(cfg.dim, num_classes, cfg.dropout, cfg.consensus)
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (M, 3, H, W) -> per-frame features (M, D)."""
+        return self.encoder(normalise(frames))
 
     def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 (M, 3, H, W) -> per-frame logits (M, C)."""
-        return self.head.frame_logits(self.encoder(normalise(frames)))
+        """uint8 (M, 3, H, W) -> per-frame logits (M, C), each frame alone."""
+        return self.head.frame_logits(self.features(frames))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         b, n = frames.shape[:2]

@@ -10,8 +10,8 @@ A run lives in ``results/<run-id>/``:
 
 Cells are written atomically as they finish, so a killed run resumes where it stopped and a
 re-run of a finished suite only rebuilds the tables. The test split's candidates are decoded
-and classified once per video and shared by every cell: the classifier's consensus is the mean
-of per-frame logits, so a selection's prediction is exactly the mean over its frames.
+and encoded once per video and shared by every cell: the encoder works frame by frame, so the
+head applied to a selection's cached features gives exactly the model's output on that selection.
 End-to-end timing runs the real per-cell pipeline (decode only what the method needs).
 """
 
@@ -69,10 +69,11 @@ def _jsonable(o):
 
 @dataclass
 class VideoCache:
-    """Per test video: candidates, their decoded pixels and per-frame logits (computed once)."""
+    """Per test video: candidates, their decoded pixels, features and single-frame logits."""
 
     pixels: torch.Tensor
-    logits: np.ndarray
+    feats: torch.Tensor | None
+    logits: np.ndarray | None
     candidates: np.ndarray
 
 
@@ -102,12 +103,13 @@ class Context:
                 cands = candidate_pool(rec.num_frames, self.num_candidates)
                 pixels = read_frames(rec.path, cands, size=self.frame_size)
                 with torch.inference_mode():
-                    logits = self.model.frame_logits(pixels.to(self.device)).float().cpu().numpy()
+                    feats = self.model.features(pixels.to(self.device)).float().cpu()
+                    logits = self.model.head.frame_logits(feats.to(self.device)).float().cpu().numpy()
             except (VideoDecodeError, AnnotationError) as e:
                 self.failures[rec.video_id] = str(e).splitlines()[0]
                 log.warning("%s", self.failures[rec.video_id])
                 return None
-            self.videos[rec.video_id] = VideoCache(pixels, logits, cands)
+            self.videos[rec.video_id] = VideoCache(pixels, feats, logits, cands)
         return self.videos[rec.video_id]
 
 
@@ -160,7 +162,9 @@ def evaluate_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: in
         n = int(sel.indices.size)
         enc, head = ctx.cost.encoder_head(n)
         sampler_flops = view.charged_flops + sel.own_flops
-        scores.append(vc.logits[sel.indices].mean(axis=0))
+        with torch.inference_mode():
+            out = ctx.model.head(vc.feats[torch.from_numpy(sel.indices)][None].to(ctx.device))
+        scores.append(out[0].float().cpu().numpy())
         labels.append(rec.labels)
         chosen = vc.candidates[sel.indices]
         frames_sel.append(chosen)
@@ -206,7 +210,7 @@ def time_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, s
             pixels = read_frames(rec.path, cands, size=ctx.frame_size)
             if "frame_probs" in sampler.observes:
                 logits = ctx.model.frame_logits(pixels.to(ctx.device)).float().cpu().numpy()
-        vc = VideoCache(pixels, logits, cands)
+        vc = VideoCache(pixels, None, logits, cands)
         view = make_view(ctx, rec, vc, sampler)
         sel = sampler.select(view, budget, generator(seed, rec.video_id, spec.key))
         clip = pixels[sel.indices] if pixels is not None else read_frames(rec.path, cands[sel.indices], size=ctx.frame_size)
