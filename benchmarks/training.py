@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 16
+    epochs: int = 10
     batch_videos: int = 16
-    segments: int = 8
-    lr: float = 2e-3
+    segments: int = 16
+    lr: float = 1e-3
+    warmup: float = 0.05
     weight_decay: float = 1e-4
     patience: int = 6
     seed: int = 0
@@ -103,7 +104,8 @@ def _fit(model, train, val, model_cfg, cfg, size, key, progress):
     train_frames, val_frames = decode_all(train, size, progress), decode_all(val, size, progress)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = int(np.ceil(len(train) / cfg.batch_videos))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                pct_start=cfg.warmup)
     best, best_state, best_epoch, history = -1.0, None, 0, []
     for epoch in range(cfg.epochs):
         model.train()

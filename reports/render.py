@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -141,13 +142,15 @@ def _plots(df: pd.DataFrame, headline: str, head_name: str, order: list[str], ou
     palette = dict(zip(order, sns.color_palette("tab10", len(order)), strict=False))
     for x, xlabel, stem in (("frames", "Frames encoded per video", "acc_vs_frames"),
                             ("gflops_total", "GFLOPs per video (fvcore: 1 multiply-add = 1 FLOP)", "acc_vs_gflops")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, ax = plt.subplots(figsize=(7.6, 4.2))
         sns.lineplot(data=wide, x=x, y=headline, hue="name", hue_order=order, palette=palette, style="name",
                      style_order=order, markers=True, dashes=False, errorbar="sd", err_style="bars", ax=ax)
         ax.set_xscale("log", base=2 if x == "frames" else 10)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
         ax.set_xlabel(xlabel)
         ax.set_ylabel(head_name)
-        ax.legend(title="Method († sees labels)", fontsize=8, title_fontsize=8, loc="lower right")
+        ax.legend(title="Method († sees labels)", fontsize=8, title_fontsize=8, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.tight_layout()
         for ext in ("png", "pdf"):
             fig.savefig(out / f"{stem}.{ext}", dpi=150)

@@ -28,3 +28,23 @@ def test_pipeline_cost_scales_with_frames():
     convs = [(3, 16, 64), (16, 32, 32), (32, 64, 16), (64, 128, 8)]
     conv_macs = sum(cin * cout * 9 * s * s for cin, cout, s in convs)
     assert conv_macs <= e1.flops < conv_macs * 1.05  # BN/pool are small extras
+
+
+def test_head_on_cached_features_equals_the_model_on_the_selection(tiny_root):
+    """The runner's shortcut: encode the candidates once, apply the head to a selection's features."""
+    import numpy as np
+
+    from samplerbench.datasets.synth import load_split
+    from samplerbench.sampling import candidate_pool
+    from samplerbench.video import read_frames
+
+    rec = load_split(tiny_root, "test").records[0]
+    cands = candidate_pool(rec.num_frames, 8)
+    for consensus in ("max", "avg"):
+        model = FrameClassifier(ModelConfig(consensus=consensus), 10).eval()
+        with torch.inference_mode():
+            feats = model.features(read_frames(rec.path, cands))
+            sel = np.array([1, 4, 6])
+            shortcut = model.head(feats[torch.from_numpy(sel)][None])
+            direct = model(read_frames(rec.path, cands[sel])[None])
+        assert torch.allclose(shortcut, direct, atol=1e-5)
