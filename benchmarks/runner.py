@@ -139,6 +139,17 @@ def _check(sel: Selection, view: VideoView, budget: Budget, sampler: Sampler) ->
         raise ValueError(f"selected {sel.indices.size} frames for a budget of {budget.frames(view.num_candidates)}")
 
 
+def _done(path: Path, classifier_key: str) -> bool:
+    """A cell is finished if its file exists and was computed with the same classifier: a run
+    resumed after the classifier changed (new code, new data) recomputes it instead of mixing."""
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("classifier_key") == classifier_key
+    except json.JSONDecodeError:
+        return False
+
+
 def cell_key(spec: MethodSpec, budget: int, seed: int) -> str:
     return f"{spec.key}__n{budget}__s{seed}"
 
@@ -262,7 +273,8 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
     timing_videos = int(suite.eval.get("timing_videos", 16))
 
     cells = [(spec, b, s) for spec in suite.methods for b in suite.budgets for s in suite.seeds]
-    todo = [c for c in cells if not (run_dir / "cells" / f"{cell_key(*c)}.json").is_file()]
+    clf_key = train_record["key"]
+    todo = [c for c in cells if not _done(run_dir / "cells" / f"{cell_key(*c)}.json", clf_key)]
     log.info("%s: %d cells, %d to do", run_id, len(cells), len(todo))
     for spec, b, s in tqdm(todo, desc=f"evaluating {run_id}", unit="cell", disable=not progress):
         sampler = METHODS.get(spec.name)(**spec.params)
@@ -270,16 +282,16 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
         cell = evaluate_cell(ctx, spec, sampler, b, s)
         cell.update(cell=key, method=spec.key, method_name=spec.name, label=spec.display, budget=b, seed=s,
                     upper_bound=sampler.upper_bound, ignores_budget=sampler.ignores_budget,
-                    provenance_id=prov["provenance_id"], config=sampler.config())
+                    provenance_id=prov["provenance_id"], classifier_key=clf_key, config=sampler.config())
         _write_json(run_dir / "cells" / f"{key}.json", cell)
     for spec in suite.methods:  # timing: once per (method, budget), first seed
         for b in suite.budgets:
             key = cell_key(spec, b, suite.seeds[0])
             path = run_dir / "timing" / f"{key}.json"
-            if not path.is_file():
+            if not _done(path, clf_key):
                 sampler = METHODS.get(spec.name)(**spec.params)
                 t = time_cell(ctx, spec, sampler, b, suite.seeds[0], timing_videos)
-                _write_json(path, {**t, "cell": key, "provenance_id": prov["provenance_id"]})
+                _write_json(path, {**t, "cell": key, "provenance_id": prov["provenance_id"], "classifier_key": clf_key})
     if ctx.cost.unsupported():
         prov["fvcore_unsupported_ops"] = ctx.cost.unsupported()
         _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)

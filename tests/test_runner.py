@@ -137,3 +137,21 @@ def test_multilabel_variant_reports_map(tmp_path):
     hit = rows[(rows.metric == "event_hit_rate") & (rows.method == "dense")]["value"]
     assert (hit > 0).all()
     assert "mAP (%)" in (render(run_dir, tmp_path / "out") / "table_top1.md").read_text()
+
+
+def test_resume_recomputes_cells_of_another_classifier(tiny_run, monkeypatch):
+    import json
+
+    import samplerbench.runner as runner
+
+    s, tmp, run_dir = tiny_run
+    stale = sorted((run_dir / "cells").glob("*.json"))[0]
+    cell = json.loads(stale.read_text())
+    cell["classifier_key"] = "some-older-checkpoint"
+    stale.write_text(json.dumps(cell))
+    calls = []
+    real = runner.evaluate_cell
+    monkeypatch.setattr(runner, "evaluate_cell", lambda *a, **k: calls.append(a[1].key) or real(*a, **k))
+    run_suite(s, tmp / "results", tmp / "cache", progress=False)
+    assert len(calls) == 1
+    assert json.loads(stale.read_text())["classifier_key"] != "some-older-checkpoint"
