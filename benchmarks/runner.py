@@ -103,8 +103,9 @@ class Context:
                 cands = candidate_pool(rec.num_frames, self.num_candidates)
                 pixels = read_frames(rec.path, cands, size=self.frame_size)
                 with torch.inference_mode():
-                    feats = self.model.features(pixels.to(self.device)).float().cpu()
-                    logits = self.model.head.frame_logits(feats.to(self.device)).float().cpu().numpy()
+                    feats = self.model.features(pixels.to(self.device))
+                    logits = self.model.head.frame_logits(feats).float().cpu().numpy()
+                    feats = feats.float().cpu()
             except (VideoDecodeError, AnnotationError) as e:
                 self.failures[rec.video_id] = str(e).splitlines()[0]
                 log.warning("%s", self.failures[rec.video_id])

@@ -68,7 +68,7 @@ def _method_order(df: pd.DataFrame) -> list[str]:
 def _write(table: pd.DataFrame, out: Path, stem: str, caption: str) -> None:
     table = table.reset_index()
     table.to_csv(out / f"{stem}.csv", index=False)
-    md = table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False)
+    md = table.to_markdown(index=False)
     (out / f"{stem}.md").write_text(f"{caption}\n\n{md}\n")
     latex = table.to_latex(index=False, escape=True, column_format="l" + "r" * (table.shape[1] - 1))
     latex = latex.replace(UPPER, "$^\\dagger$")
@@ -79,14 +79,6 @@ def _write(table: pd.DataFrame, out: Path, stem: str, caption: str) -> None:
 
 def _latex_escape(s: str) -> str:
     return s.replace("%", "\\%").replace("_", "\\_").replace("†", "$^\\dagger$").replace("&", "\\&")
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
