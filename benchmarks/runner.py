@@ -151,6 +151,11 @@ def _done(path: Path, classifier_key: str) -> bool:
         return False
 
 
+def method_budgets(spec: MethodSpec, suite: Suite, candidates: int) -> list[int]:
+    """The suite's budgets; a method that ignores the budget (dense) runs once, at T."""
+    return [candidates] if METHODS.get(spec.name).ignores_budget else list(suite.budgets)
+
+
 def cell_key(spec: MethodSpec, budget: int, seed: int) -> str:
     return f"{spec.key}__n{budget}__s{seed}"
 
@@ -273,7 +278,9 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
                   int(suite.eval.get("candidates", 32)), prov, run_id, progress=progress)
     timing_videos = int(suite.eval.get("timing_videos", 16))
 
-    cells = [(spec, b, s) for spec in suite.methods for b in suite.budgets for s in suite.seeds]
+    candidates = int(suite.eval.get("candidates", 32))
+    cells = [(spec, b, s) for spec in suite.methods for b in method_budgets(spec, suite, candidates)
+             for s in suite.seeds]
     clf_key = train_record["key"]
     todo = [c for c in cells if not _done(run_dir / "cells" / f"{cell_key(*c)}.json", clf_key)]
     log.info("%s: %d cells, %d to do", run_id, len(cells), len(todo))
@@ -286,7 +293,7 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
                     provenance_id=prov["provenance_id"], classifier_key=clf_key, config=sampler.config())
         _write_json(run_dir / "cells" / f"{key}.json", cell)
     for spec in suite.methods:  # timing: once per (method, budget), first seed
-        for b in suite.budgets:
+        for b in method_budgets(spec, suite, candidates):
             key = cell_key(spec, b, suite.seeds[0])
             path = run_dir / "timing" / f"{key}.json"
             if not _done(path, clf_key):
@@ -296,18 +303,21 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
     if ctx.cost.unsupported():
         prov["fvcore_unsupported_ops"] = ctx.cost.unsupported()
         _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
-    consolidate(run_dir)
+    consolidate(run_dir, {cell_key(*c) for c in cells})
     return run_dir
 
 
-def consolidate(run_dir: Path) -> pd.DataFrame:
-    """Rebuild rows.csv, selections.jsonl and failures.csv from the cell files."""
+def consolidate(run_dir: Path, keys: set[str] | None = None) -> pd.DataFrame:
+    """Rebuild rows.csv, selections.jsonl and failures.csv from the cell files (those of
+    ``keys`` only, when given: cells of an earlier grid of the same run stay on disk, unused)."""
     run_dir = Path(run_dir)
     provs = {p.stem: json.loads(p.read_text()) for p in (run_dir / "provenance").glob("*.json")}
     timing = {json.loads(p.read_text())["cell"]: json.loads(p.read_text()) for p in (run_dir / "timing").glob("*.json")}
     rows, failures = [], []
     with open(run_dir / "selections.jsonl.tmp", "w") as sel_out:
         for path in sorted((run_dir / "cells").glob("*.json")):
+            if keys is not None and path.stem not in keys:
+                continue
             cell = json.loads(path.read_text())
             prov = provs.get(cell["provenance_id"], {})
             base = {"run_id": prov.get("run_id", run_dir.name), "suite": prov.get("suite"),

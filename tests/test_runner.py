@@ -12,6 +12,7 @@ from samplerbench.runner import QUALITY, run_suite
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow
+CELLS = 3 * 2 * 2 + 2  # uniform, random, oracle x 2 budgets x 2 seeds; dense ignores the budget: N = T only
 
 
 def write_suite(path: Path, name="tiny") -> Path:
@@ -26,6 +27,8 @@ def write_suite(path: Path, name="tiny") -> Path:
         [train]
         epochs = 1
         batch_videos = 8
+        pretrain_steps = 20
+        pretrain_batch = 16
         [eval]
         candidates = 8
         budgets = [1, 4]
@@ -58,12 +61,12 @@ def test_rows_carry_provenance_and_cover_every_cell(tiny_run):
         assert col in rows.columns
     assert rows["suite_hash"].eq(s.digest()).all() and rows["manifest_hash"].notna().all()
     cells = rows.groupby(["method", "budget", "seed"]).size()
-    assert len(cells) == 4 * 2 * 2
+    assert len(cells) == CELLS
     assert set(QUALITY) <= set(rows["metric"])
     sel = pd.read_json(run_dir / "selections.jsonl", lines=True)
-    assert len(sel) == 4 * 2 * 2 * TINY["splits"]["test"]
+    assert len(sel) == CELLS * TINY["splits"]["test"]
     frames = rows[(rows.metric == "frames")].set_index(["method", "budget", "seed"])["value"]
-    assert frames[("uniform", 4, 0)] == 4 and frames[("dense", 1, 0)] == 8
+    assert frames[("uniform", 4, 0)] == 4 and frames[("dense", 8, 0)] == 8
     oracle_gf = rows[(rows.metric == "gflops_sampler") & (rows.method == "oracle")]["value"]
     assert (oracle_gf > 0).all()
 
@@ -104,7 +107,7 @@ def test_bad_video_is_a_recorded_failure(tiny_run):
     victim.write_bytes(b"not a video")
     run_dir = run_suite(s, tmp / "results", cache, run_id="bad", progress=False)
     fails = pd.read_csv(run_dir / "failures.csv")
-    assert len(fails) == 16 and fails["error"].str.contains(victim.name).all()
+    assert len(fails) == CELLS and fails["error"].str.contains(victim.name).all()
     rows = pd.read_csv(run_dir / "rows.csv")
     assert (rows["n_videos"] == TINY["splits"]["test"] - 1).all() and (rows["n_failed"] == 1).all()
 
@@ -121,7 +124,7 @@ def test_report_renders_tables_and_plots(tiny_run, tmp_path):
     assert "oracle†" in md and "one multiply-add counts as one FLOP" in md
     assert "\\begin{tabular}" in (out / "table_top1.tex").read_text()
     t = pd.read_csv(out / "table_top1.csv")
-    assert list(t.columns) == ["Method", "N=1", "N=4"] and len(t) == 4
+    assert list(t.columns) == ["Method", "N=1", "N=4", "N=8"] and len(t) == 4
 
 
 def test_multilabel_variant_reports_map(tmp_path):
@@ -133,7 +136,7 @@ def test_multilabel_variant_reports_map(tmp_path):
     rows = pd.read_csv(run_dir / "rows.csv")
     assert "top1" not in set(rows["metric"])  # single-label metrics are not defined here
     m = rows[rows.metric == "mAP"]["value"]
-    assert len(m) == 16 and m.between(0, 1).all()
+    assert len(m) == CELLS and m.between(0, 1).all()
     hit = rows[(rows.metric == "event_hit_rate") & (rows.method == "dense")]["value"]
     assert (hit > 0).all()
     assert "mAP (%)" in (render(run_dir, tmp_path / "out") / "table_top1.md").read_text()

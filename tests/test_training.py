@@ -1,0 +1,47 @@
+"""Frame pretraining: learns from event frames only, and is skipped without event annotations."""
+
+from pathlib import Path
+
+import torch
+
+from samplerbench.datasets.annotations import Event, VideoRecord, VideoSplit
+from samplerbench.models import FrameClassifier, ModelConfig
+from samplerbench.training import TrainConfig, _pretrain
+
+
+def _split(with_events: bool) -> tuple[VideoSplit, list[torch.Tensor]]:
+    """4 classes; each video is noise except frames 4..8, which carry a bright square in the
+    label's quadrant. Frames outside the event would teach nothing."""
+    g = torch.Generator().manual_seed(0)
+    records, frames = [], []
+    for i in range(24):
+        label = i % 4
+        v = torch.randint(0, 60, (12, 3, 32, 32), dtype=torch.uint8, generator=g)
+        y, x = divmod(label, 2)
+        v[4:8, :, 16 * y + 4:16 * y + 12, 16 * x + 4:16 * x + 12] = 255
+        frames.append(v)
+        events = (Event(label, 4, 8),) if with_events else ()
+        records.append(VideoRecord(f"v{i}", Path(f"v{i}.mp4"), 12, (label,), events))
+    return VideoSplit("fake", "train", records, ["a", "b", "c", "d"]), frames
+
+
+def test_pretraining_learns_event_frames():
+    split, frames = _split(True)
+    torch.manual_seed(0)
+    model = FrameClassifier(ModelConfig(width=8, dim=32), 4)
+    out = _pretrain(model, split, frames, TrainConfig(pretrain_steps=150, pretrain_batch=16), progress=False)
+    assert out["steps"] == 150 and out["frame_top1"] > 0.9
+    with torch.inference_mode():
+        model.eval()
+        pred = model.frame_logits(torch.stack([f[5] for f in frames])).argmax(1)
+    assert (pred == torch.tensor([r.labels[0] for r in split.records])).float().mean() > 0.9
+
+
+def test_pretraining_is_skipped_without_events_or_steps():
+    model = FrameClassifier(ModelConfig(width=8, dim=32), 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    split, frames = _split(False)
+    assert _pretrain(model, split, frames, TrainConfig(pretrain_steps=10), progress=False) == {}
+    split, frames = _split(True)
+    assert _pretrain(model, split, frames, TrainConfig(pretrain_steps=0), progress=False) == {}
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
