@@ -1,4 +1,4 @@
-"""Command line: ``samplerbench list | run SUITE | report RUN``."""
+"""Command line: ``samplerbench list | run SUITE | report RUN | cost [PRESET ...]``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,33 @@ def _report(args) -> int:
     return 0
 
 
+def _cost(args) -> int:
+    from dataclasses import replace
+
+    from . import paper_cost
+
+    if args.encoder:
+        cfg = paper_cost.CostConfig("custom", args.encoder, args.candidates, args.frames,
+                                    resolution=args.resolution or paper_cost.ENCODERS.get(args.encoder, (None, 224))[1],
+                                    sampler=args.sampler, sampler_resolution=args.sampler_resolution,
+                                    restorer=args.restorer, sllm_head=args.restorer, note="custom configuration")
+        configs = [cfg]
+    else:
+        names = args.presets or list(paper_cost.PRESETS)
+        unknown = [n for n in names if n not in paper_cost.PRESETS]
+        if unknown:
+            raise ValueError(f"unknown cost preset(s) {unknown}; have {sorted(paper_cost.PRESETS)}")
+        configs = [paper_cost.PRESETS[n] for n in names]
+    print("GFLOPs per video, fvcore convention (one multiply-add = one FLOP); ptflops (aten backend) cross-checks "
+          f"each module, tolerance {100 * paper_cost.TOLERANCE:.0f}%.\n")
+    for cfg in configs:
+        if args.keep_ratio:
+            cfg = replace(cfg, frames=max(1, round(args.keep_ratio * cfg.candidates)))
+        comps = paper_cost.components(cfg, cross_check=not args.no_cross_check)
+        print(paper_cost.table(cfg, comps) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="samplerbench", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -73,6 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--out", default="reports/out")
     rp.add_argument("-q", "--quiet", action="store_true")
     rp.set_defaults(fn=_report)
+    c = sub.add_parser("cost", help="per-video GFLOPs of the papers' configurations, counted from the modules")
+    c.add_argument("presets", nargs="*", help="preset names (default: all); see --encoder for a custom one")
+    c.add_argument("--encoder", help="custom: clip-vit-b32, clip-vit-b16, resnet50, mobilenet_v2, vit-b16-tokens")
+    c.add_argument("-T", "--candidates", type=int, default=32)
+    c.add_argument("-N", "--frames", type=int, default=8, help="frames encoded (or frame-equivalents of tokens)")
+    c.add_argument("--keep-ratio", type=float, default=None, help="N = round(ratio * T), overrides presets' N")
+    c.add_argument("--resolution", type=int, default=None)
+    c.add_argument("--sampler", default="none", help="none, sosampler, mmsampler, kcenter")
+    c.add_argument("--sampler-resolution", type=int, default=224)
+    c.add_argument("--restorer", action="store_true", help="SLLM: restorer and temporal head")
+    c.add_argument("--no-cross-check", action="store_true", help="skip ptflops")
+    c.set_defaults(fn=_cost)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

@@ -7,9 +7,11 @@ reported with every count instead of being silently dropped.
 
 from __future__ import annotations
 
+import copy
 import logging
 import resource
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -24,28 +26,79 @@ class FlopCount:
 
     flops: float
     unsupported: dict[str, int] = field(default_factory=dict)
+    by_operator: dict[str, float] = field(default_factory=dict)
 
     @property
     def gflops(self) -> float:
         return self.flops / 1e9
 
 
+def sdpa_flop_jit(inputs, outputs) -> int:
+    """fvcore handle for ``aten::scaled_dot_product_attention`` (fvcore has none and drops it):
+    Q K^T and A V, L*S*E + L*S*Ev multiply-adds per batch and head; softmax not counted, as
+    fvcore counts no elementwise op."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    *batch, L, E = q
+    S, Ev = k[-2], v[-1]
+    n = 1
+    for b in batch:
+        n *= b
+    return n * L * S * (E + Ev)
+
+
+EXTRA_HANDLES = {"aten::scaled_dot_product_attention": sdpa_flop_jit}
+
+
 def count_flops(module: nn.Module, *inputs: torch.Tensor) -> FlopCount:
-    """Count ``module(*inputs)`` with fvcore in eval mode; unsupported ops are kept, not hidden."""
-    from fvcore.nn import FlopCountAnalysis
+    """Count ``module(*inputs)`` with fvcore in eval mode (plus the handles fvcore lacks);
+    unsupported ops are kept, not hidden."""
+    with warnings.catch_warnings():  # fvcore uses torch.jit, which warns that it is deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     was_training = module.training
     module.eval()
     try:
-        fca = FlopCountAnalysis(module, inputs)
+        fca = FlopCountAnalysis(module, inputs).set_op_handle(**EXTRA_HANDLES)
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        total = float(fca.total())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            total = float(fca.total())
         unsupported = dict(fca.unsupported_ops())
+        by_operator = {k: float(v) for k, v in fca.by_operator().items()}
     finally:
         module.train(was_training)
     if unsupported:
         log.info("fvcore could not count %s in %s", unsupported, type(module).__name__)
-    return FlopCount(total, unsupported)
+    return FlopCount(total, unsupported, by_operator)
+
+
+def count_flops_ptflops(module: nn.Module, *inputs: torch.Tensor) -> float:
+    """The cross-check: ptflops' aten backend (mm, matmul, addmm, bmm, convolution MACs), with
+    attention forced onto the math kernel so that its matmuls are visible to it."""
+    from ptflops import get_model_complexity_info
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    class _Call(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, _dummy=None):
+            return self.inner(*inputs)
+
+    was_training = module.training
+    try:
+        with sdpa_kernel(SDPBackend.MATH), torch.no_grad():  # inference_mode hides aten.linear from it
+            macs, _ = get_model_complexity_info(_Call(), (1,), input_constructor=lambda _: {}, as_strings=False,
+                                                print_per_layer_stat=False, backend="aten", verbose=False)
+    finally:
+        module.train(was_training)
+    if macs is None:
+        raise RuntimeError(f"ptflops could not count {type(module).__name__}")
+    return float(macs)
 
 
 class PipelineCost:
@@ -93,23 +146,68 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
-def model_videos_per_s(model: nn.Module, n: int, frame_shape, device: torch.device, batch: int = 8,
-                       warmup: int = 3, min_time: float = 0.3) -> float:
+@dataclass(frozen=True)
+class ThroughputConfig:
+    """How model-only throughput is measured (recorded with every timing)."""
+
+    batch: int = 8  # videos per forward; halved on out-of-memory
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast (CUDA)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model first
+    warmup: int = 3
+    min_time: float = 0.3  # seconds of timed iterations, at least 3 of them
+
+    def __post_init__(self):
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def model_videos_per_s(model: nn.Module, n: int, frame_shape, device: torch.device,
+                       cfg: ThroughputConfig = ThroughputConfig()) -> dict:
     """Model-only throughput as timm's benchmark measures it: synthetic uint8 input already on
-    the device, warm-up, synchronise before reading the clock."""
+    the device, ``inference_mode``, warm-up, synchronise before reading the clock. Backs off the
+    batch size on out-of-memory. Returns videos/s and the settings it ran with."""
     if n == 0:
-        return float("inf")
-    x = torch.randint(0, 256, (batch, n, *frame_shape), dtype=torch.uint8, device=device)
-    model.eval()
-    for _ in range(warmup):
-        model(x)
-    sync(device)
-    iters, t0 = 0, time.perf_counter()
+        return {"videos_per_s": float("inf"), "batch": cfg.batch, "precision": cfg.precision}
+    if cfg.precision != "fp32" and device.type != "cuda":
+        raise ValueError(f"{cfg.precision} autocast timing needs a CUDA device, not {device}")
+    run = copy.deepcopy(model) if cfg.channels_last or cfg.compile else model  # leave the caller's model as it is
+    if cfg.channels_last:
+        run = run.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        run = torch.compile(run)
+    batch = cfg.batch
     while True:
-        model(x)
-        iters += 1
+        try:
+            return {"videos_per_s": _time_forward(run, n, frame_shape, device, cfg, batch), "batch": batch,
+                    "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile}
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+            if not _is_oom(e) or batch == 1:
+                raise
+            log.warning("out of memory at batch %d; retrying at %d", batch, batch // 2)
+            batch //= 2
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+@torch.inference_mode()
+def _time_forward(model, n, frame_shape, device, cfg: ThroughputConfig, batch: int) -> float:
+    x = torch.randint(0, 256, (batch, n, *frame_shape), dtype=torch.uint8, device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    model.eval()
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        for _ in range(cfg.warmup):
+            model(x)
         sync(device)
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_time and iters >= 3:
-            return batch * iters / elapsed
+        iters, t0 = 0, time.perf_counter()
+        while True:
+            model(x)
+            iters += 1
+            sync(device)
+            elapsed = time.perf_counter() - t0
+            if elapsed >= cfg.min_time and iters >= 3:
+                return batch * iters / elapsed

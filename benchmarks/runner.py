@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from . import metrics, provenance
-from .cost import PipelineCost, model_videos_per_s, peak_memory_mib, sync
+from .cost import PipelineCost, ThroughputConfig, model_videos_per_s, peak_memory_mib, sync
 from .datasets.annotations import AnnotationError, VideoRecord, VideoSplit
 from .models import FrameClassifier, ModelConfig
 from .registry import DATASETS, METHODS
@@ -237,14 +237,21 @@ def time_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, s
             elapsed += time.perf_counter() - t0
             counts.append(len(sel.indices))
     mean_n = int(round(np.mean(counts))) if counts else budget_n
+    model_only = model_videos_per_s(ctx.model, mean_n, (3, *ctx.frame_size), ctx.device, throughput_config(ctx.suite))
     return {
         "videos_per_s_e2e": len(counts) / elapsed if elapsed > 0 else float("nan"),
-        "videos_per_s_model": model_videos_per_s(ctx.model, mean_n, (3, *ctx.frame_size), ctx.device,
-                                                 batch=int(ctx.suite.eval.get("timing_batch", 8))),
+        "videos_per_s_model": model_only.pop("videos_per_s"),
         "peak_mem_mib": peak_memory_mib(ctx.device),
-        "timed_videos": len(counts), "batch": int(ctx.suite.eval.get("timing_batch", 8)),
-        "precision": "fp32", "device": str(ctx.device),
+        "timed_videos": len(counts), "device": str(ctx.device), **model_only,
     }
+
+
+def throughput_config(suite: Suite) -> ThroughputConfig:
+    """``[eval] timing = {batch, precision, channels_last, compile}`` (``timing_batch``: older name)."""
+    opts = dict(suite.eval.get("timing", {}))
+    if "timing_batch" in suite.eval:
+        opts.setdefault("batch", int(suite.eval["timing_batch"]))
+    return ThroughputConfig(**opts)
 
 
 def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, run_id: str | None = None,
@@ -270,7 +277,8 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
     model = model.to(dev)
 
     prov = provenance.collect(device=str(dev), suite=suite.name, suite_hash=suite.digest(), suite_file=suite.source,
-                              run_id=run_id, seeds=suite.seeds, dataset=ds["name"], split=split.split,
+                              run_id=run_id, seeds=suite.seeds, candidates=int(suite.eval.get("candidates", 32)),
+                              timing=asdict(throughput_config(suite)), dataset=ds["name"], split=split.split,
                               manifest_hash=split.manifest_hash, train_manifest_hash=train.manifest_hash,
                               classifier=train_record)
     _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)

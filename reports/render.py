@@ -97,6 +97,10 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
              f"commit {str(p0.get('git_commit'))[:10]}{' (dirty)' if p0.get('git_dirty') else ''}, "
              f"{p0.get('hardware', {}).get('cpu')} ({p0.get('hardware', {}).get('device')}). ")
     seeds = int(df["seed"].nunique())
+    uncounted = p0.get("fvcore_unsupported_ops") or {}
+    if uncounted:  # surfaced, never silently dropped
+        where += ("Ops fvcore does not count (elementwise and pooling, negligible next to the convolutions): "
+                  + ", ".join(sorted(k.removeprefix("aten::") for k in uncounted)) + ". ")
     upper = f" {UPPER} sees the labels: an upper bound, not a baseline." if any(n.endswith(UPPER) for n in order) else ""
 
     # Table 1: methods x budgets (headline metric), with frames and GFLOPs at the largest budget.
@@ -106,7 +110,7 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
         col = h[h["budget"] == b].set_index("name")
         t1[f"N={b}"] = [_fmt(*col.loc[n, ["mean", "std", "seeds"]], "{:.1f}") if n in col.index else "–" for n in order]
     t1.index.name = "Method"
-    _write(t1, out, "table_top1", f"{head_name} by frame budget N (candidates: {p0.get('suite')} suite; "
+    _write(t1, out, "table_top1", f"{head_name} by frame budget N of T={p0.get('candidates', '?')} candidates ({p0.get('suite')} suite; "
            f"mean ± std over {seeds} seed(s)).{upper} {where}{UNITS}")
 
     # Table 2: per method and budget, every metric as a column.

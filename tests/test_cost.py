@@ -1,5 +1,6 @@
 """fvcore counting against hand-computed multiply-adds."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -48,3 +49,65 @@ def test_head_on_cached_features_equals_the_model_on_the_selection(tiny_root):
             shortcut = model.head(feats[torch.from_numpy(sel)][None])
             direct = model(read_frames(rec.path, cands[sel])[None])
         assert torch.allclose(shortcut, direct, atol=1e-5)
+
+
+def test_attention_is_counted_and_matches_hand_count_and_ptflops():
+    """fvcore drops scaled_dot_product_attention; our handle counts Q K^T and A V."""
+    from samplerbench.archs import Attention
+    from samplerbench.cost import count_flops_ptflops
+
+    n, d, heads = 10, 32, 4
+    attn = Attention(d, heads).eval()
+    x = torch.zeros(1, n, d)
+    hand = 3 * n * d * d + n * d * d + 2 * n * n * d  # qkv, proj, QK^T and AV over all heads
+    counted = count_flops(attn, x)
+    assert counted.flops == hand
+    assert "aten::scaled_dot_product_attention" not in counted.unsupported
+    # an independent counter (aten ops, math SDPA); its addmm also counts the bias additions
+    assert count_flops_ptflops(attn, x) == hand + n * (3 * d + d)
+
+
+def test_sdpa_handle_with_distinct_lengths():
+    class Cross(nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    q, k, v = torch.zeros(2, 3, 5, 8), torch.zeros(2, 3, 7, 8), torch.zeros(2, 3, 7, 6)
+    assert count_flops(Cross(), q, k, v).flops == 2 * 3 * 5 * 7 * (8 + 6)
+
+
+def test_batch_norm_is_what_separates_fvcore_from_ptflops():
+    """fvcore counts eval batch norm (one FLOP per element); ptflops' aten backend does not."""
+    from samplerbench.cost import count_flops_ptflops
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)).eval()
+    x = torch.zeros(1, 3, 8, 8)
+    fc = count_flops(net, x)
+    conv = 4 * 8 * 8 * 27
+    assert count_flops_ptflops(net, x) == conv
+    assert fc.by_operator["conv"] == conv and fc.flops == conv + fc.by_operator["batch_norm"] > conv
+
+
+def test_throughput_backs_off_the_batch_on_out_of_memory():
+    from samplerbench.cost import ThroughputConfig, model_videos_per_s
+
+    seen = []
+
+    class Greedy(nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            if x.shape[0] > 2:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return x.float().mean()
+
+    out = model_videos_per_s(Greedy(), 4, (3, 8, 8), torch.device("cpu"), ThroughputConfig(batch=8, min_time=0.01))
+    assert out["batch"] == 2 and out["videos_per_s"] > 0 and seen[:2] == [8, 4]
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # only out-of-memory is retried
+        model_videos_per_s(Broken(), 4, (3, 8, 8), torch.device("cpu"), ThroughputConfig(batch=8))
+    with pytest.raises(ValueError, match="CUDA"):
+        model_videos_per_s(Greedy(), 4, (3, 8, 8), torch.device("cpu"), ThroughputConfig(precision="bf16"))

@@ -1,0 +1,51 @@
+"""Paper configurations: counted from the modules, cross-checked, disagreements explained."""
+
+import pytest
+
+from samplerbench import paper_cost
+from samplerbench.cli import main
+from samplerbench.farthest import farthest_point_macs
+
+
+def test_sosampler_counts_scorer_on_every_candidate_and_classifier_on_the_selection():
+    comps = paper_cost.components(paper_cost.PRESETS["sosampler-anet"])
+    scorer, clf = comps
+    assert (scorer.role, scorer.calls, clf.role, clf.calls) == ("sampler", 10, "encoder", 6)
+    # the scorer's ~4% gap to ptflops is fvcore counting batch norm, which ptflops' aten backend skips
+    assert abs(scorer.disagreement) > paper_cost.TOLERANCE and abs(scorer.residual) <= paper_cost.TOLERANCE
+    assert scorer.verdict().startswith("fvcore also counts")
+    assert clf.verdict() == "agree"
+    table = paper_cost.table(paper_cost.PRESETS["sosampler-anet"], comps)
+    total = (scorer.fvcore * 10 + clf.fvcore * 6) / 1e9
+    assert f"{total:.3f}" in table
+
+
+def test_unexplained_disagreement_is_flagged():
+    c = paper_cost.Component("x", 1, fvcore=100.0, ptflops=90.0, explained=0.0)
+    assert c.verdict().startswith("DISAGREE")
+
+
+def test_kcenter_sampler_cost_is_the_greedy_formula():
+    cfg = paper_cost.CostConfig("k", "vit-b16-tokens", 2, 1, sampler="kcenter")
+    comps = paper_cost.components(cfg, cross_check=False)
+    assert comps[0].role == "sampler" and comps[0].fvcore == farthest_point_macs(2 * 196, 196, 771)
+
+
+def test_cost_command_prints_a_table(capsys):
+    assert main(["cost", "--encoder", "resnet50", "-T", "8", "-N", "2", "--resolution", "64", "--no-cross-check"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet50 @64" in out and "one multiply-add = one FLOP" in out
+    assert main(["cost", "no-such-preset"]) == 2
+
+
+@pytest.mark.parametrize("name", ["clip-vit-b32"])
+def test_clip_layout_cost_matches_its_hand_count(name):
+    """CLIP ViT-B/32 at 224: patch conv + 12 blocks over 50 tokens + projection (multiply-adds),
+    plus fvcore's layer-norm term (5 per element, affine)."""
+    comp = paper_cost.components(paper_cost.CostConfig("c", name, 1, 1), cross_check=False)[0]
+    n, d = 50, 768
+    conv = 49 * 768 * 3 * 32 * 32
+    block = 4 * n * d * d + 2 * n * n * d + 8 * n * d * d  # qkv+proj, attention, MLP
+    proj = d * 512
+    norms = (2 * 12 * n * d + n * d + d) * 5  # two per block, ln_pre on all tokens, ln_post on the class token
+    assert comp.fvcore == conv + 12 * block + proj + norms
