@@ -27,6 +27,7 @@ class FlopCount:
     flops: float
     unsupported: dict[str, int] = field(default_factory=dict)
     by_operator: dict[str, float] = field(default_factory=dict)
+    uncalled: list[str] = field(default_factory=list)  # submodules the traced call never ran
 
     @property
     def gflops(self) -> float:
@@ -68,11 +69,14 @@ def count_flops(module: nn.Module, *inputs: torch.Tensor) -> FlopCount:
             total = float(fca.total())
         unsupported = dict(fca.unsupported_ops())
         by_operator = {k: float(v) for k, v in fca.by_operator().items()}
+        uncalled = sorted(fca.uncalled_modules())
     finally:
         module.train(was_training)
     if unsupported:
         log.info("fvcore could not count %s in %s", unsupported, type(module).__name__)
-    return FlopCount(total, unsupported, by_operator)
+    if uncalled:
+        log.warning("%s: submodules never called in the counted forward: %s", type(module).__name__, uncalled)
+    return FlopCount(total, unsupported, by_operator, uncalled)
 
 
 def count_flops_ptflops(module: nn.Module, *inputs: torch.Tensor) -> float:

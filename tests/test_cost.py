@@ -111,3 +111,16 @@ def test_throughput_backs_off_the_batch_on_out_of_memory():
         model_videos_per_s(Broken(), 4, (3, 8, 8), torch.device("cpu"), ThroughputConfig(batch=8))
     with pytest.raises(ValueError, match="CUDA"):
         model_videos_per_s(Greedy(), 4, (3, 8, 8), torch.device("cpu"), ThroughputConfig(precision="bf16"))
+
+
+def test_uncalled_submodules_are_reported():
+    class Half(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.skipped = nn.Linear(3, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.used(x)
+
+    fc = count_flops(Half(), torch.zeros(1, 3))
+    assert fc.flops == 9 and fc.uncalled == ["skipped"]
