@@ -5,6 +5,8 @@ pyproject.toml or constraints.txt change.
   nox -s bench            the default suite, then its report (nox -s bench -- --quick: smoke suite)
   nox -s tests            the test suite (nox -s tests -- -m "not slow" to skip the end-to-end tests)
   nox -s lint             ruff
+  nox -s throughput       pytest-benchmark throughput benchmarks, then the gate against
+                          results/baselines/throughput.json (-- --update-baseline to rewrite it)
 """
 
 from __future__ import annotations
@@ -52,6 +54,46 @@ def bench(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     env = shared_env(session)
     session.run(str(BIN / "python"), "-m", "pytest", *session.posargs, env=env, external=True)
+
+
+@nox.session(venv_backend="none")
+def throughput(session: nox.Session) -> None:
+    """Run the throughput benchmarks (raw JSON kept in results/throughput/) and gate them.
+
+    A regression must survive one re-run of the flagged benchmarks (the gate takes each one's
+    best attempt); --update-baseline runs the suite three times and records the medians."""
+    import json
+    import time
+
+    env = shared_env(session)
+    args = list(session.posargs)
+    update = "--update-baseline" in args
+    if update:
+        args.remove("--update-baseline")
+    folder = ROOT / "results" / "throughput"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+
+    def bench(name: str, *select: str) -> Path:
+        out = folder / f"{stamp}-{name}.json"
+        session.run(str(BIN / "python"), "-m", "pytest", *(select or ["benchmarks/throughput"]), "-q",
+                    "-p", "no:cacheprovider", f"--benchmark-json={out}", "--benchmark-disable-gc",
+                    "--benchmark-sort=name", "--benchmark-columns=min,median,rounds", *args, env=env, external=True)
+        return out
+
+    gate = [str(BIN / "samplerbench"), "gate"]
+    if update:
+        runs = [bench(f"baseline{i}") for i in range(3)]
+        session.run(*gate, *map(str, runs), "--update-baseline", env=env, external=True)
+        return
+    first = bench("run")
+    session.run(*gate, str(first), env=env, external=True, success_codes=[0, 1])
+    verdicts = json.loads(first.with_suffix(".gate.json").read_text())["verdicts"]
+    flagged = [v["name"] for v in verdicts if v["status"] == "regression"]
+    if flagged:
+        session.log(f"re-running {len(flagged)} flagged benchmark(s) to confirm: {flagged}")
+        again = bench("confirm", *(f"benchmarks/throughput/test_throughput.py::{n}" for n in flagged))
+        session.run(*gate, str(first), str(again), env=env, external=True)
 
 
 @nox.session(venv_backend="none")

@@ -1,4 +1,4 @@
-"""Command line: ``samplerbench list | run SUITE | report RUN | cost [PRESET ...]``."""
+"""Command line: ``samplerbench list | run SUITE | report RUN | cost [PRESET ...] | gate RUN_JSON``."""
 
 from __future__ import annotations
 
@@ -79,6 +79,12 @@ def _cost(args) -> int:
     return 0
 
 
+def _gate(args) -> int:
+    from .gate import run_gate
+
+    return run_gate([Path(p) for p in args.run_json], Path(args.baseline), args.tolerance, args.update_baseline)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="samplerbench", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -112,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--restorer", action="store_true", help="SLLM: restorer and temporal head")
     c.add_argument("--no-cross-check", action="store_true", help="skip ptflops")
     c.set_defaults(fn=_cost)
+    g = sub.add_parser("gate", help="compare a pytest-benchmark JSON with the throughput baseline")
+    g.add_argument("run_json", nargs="+", help="pytest-benchmark JSON(s); several: best attempt per benchmark")
+    g.add_argument("--baseline", default="results/baselines/throughput.json")
+    g.add_argument("--tolerance", type=float, default=None, help="default: the baseline's (0.25)")
+    g.add_argument("--update-baseline", action="store_true", help="write the runs' medians as the new baseline")
+    g.set_defaults(fn=_gate)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

