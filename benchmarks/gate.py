@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_BASELINE = Path("results/baselines/throughput.json")
-DEFAULT_TOLERANCE = 0.35
+DEFAULT_TOLERANCE = 0.5
 UPDATE_HINT = "nox -s throughput -- --update-baseline"
 
 

@@ -40,7 +40,7 @@ def test_gate_exit_codes_and_baseline_update(tmp_path, capsys):
     assert "1 new" in capsys.readouterr().out
     assert run_gate(run_json, baseline, update=True) == 0
     assert json.loads(baseline.read_text())["benchmarks"]["a"]["normalised"] == pytest.approx(1.0)
-    assert json.loads(baseline.read_text())["tolerance"] == 0.35
+    assert json.loads(baseline.read_text())["tolerance"] == 0.5
     run_json.write_text(json.dumps(fake_run({"a": 0.02})))
     assert run_gate(run_json, baseline) == 1
     assert json.loads(run_json.with_suffix(".gate.json").read_text())["verdicts"][0]["status"] == "regression"
@@ -79,13 +79,17 @@ def test_gate_fails_on_a_slowed_sampler_and_passes_unchanged_code(tmp_path, caps
     """))
     # As `nox -s throughput` does it: the baseline is the median of three runs, and a gate
     # looks at each benchmark's best of two attempts.
+    # The tolerance here is wider than the committed 50%: this test proves the mechanism with
+    # a slowdown (4x, +300%) far outside the noise, and must not fail on a noisy CI moment
+    # (unchanged best-of-two attempts have been measured up to +36% on this machine).
+    tol = 0.75
     baseline = tmp_path / "baseline.json"
-    assert run_gate([_bench(tmp_path, f"base{i}", []) for i in range(3)], baseline, update=True) == 0
+    assert run_gate([_bench(tmp_path, f"base{i}", []) for i in range(3)], baseline, tol, update=True) == 0
     for i in range(3):
         attempts = [_bench(tmp_path, f"same{i}{j}", []) for j in range(2)]
-        assert run_gate(attempts, baseline) == 0, capsys.readouterr().out
+        assert run_gate(attempts, baseline, tol) == 0, capsys.readouterr().out
     slowed = [_bench(tmp_path, f"slowed{j}", ["slow_random"]) for j in range(2)]
-    assert run_gate(slowed, baseline) == 1
+    assert run_gate(slowed, baseline, tol) == 1
     verdicts = {v["name"]: v["status"]
                 for v in json.loads(slowed[-1].with_suffix(".gate.json").read_text())["verdicts"]}
     assert verdicts["test_select[random-T4096]"] == "regression"

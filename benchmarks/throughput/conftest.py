@@ -24,7 +24,7 @@ class _Small:
 class References:
     """Fixed reference workloads, one per kind of work, so that a noisy neighbour slows the
     reference the way it slows the benchmark: ``python`` (small-array numpy calls and small
-    objects, for the samplers), ``torch`` (a small convolution, for the encoder and the runner) and
+    objects, for the samplers), ``torch`` (a small convolution, for the encoder), ``pipeline`` (both, for the runner) and
     ``decode`` (raw PyAV decoding of a clip's first frames: FFmpeg work that none of our code
     touches). Inputs are fixed, so their work never changes."""
 
@@ -50,6 +50,11 @@ class References:
     def torch(self) -> None:
         for _ in range(4):
             torch.nn.functional.conv2d(self.x, self.w, padding=1)
+
+    def pipeline(self) -> None:
+        """Decoding and convolution together: the runner cell does both."""
+        self.decode()
+        self.torch()
 
     def decode(self) -> None:
         import av

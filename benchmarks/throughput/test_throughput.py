@@ -127,4 +127,4 @@ def test_end_to_end_cell(normalised, small_split, device):
         sync(device)
         return out
 
-    assert normalised(cell, reference="torch")["n_videos"] == 4
+    assert normalised(cell, reference="pipeline")["n_videos"] == 4
