@@ -91,7 +91,7 @@ def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig,
                      size: tuple[int, int], cache_dir: Path, progress: bool = True) -> tuple[FrameClassifier, dict]:
     """Train (or load from the cache) the classifier; returns it frozen in eval mode, and its record."""
     key = checkpoints.key_of("classifier", asdict(model_cfg), asdict(cfg), train.manifest_hash,
-                             val.manifest_hash, list(size), train.num_classes, 1)
+                             val.manifest_hash, list(size), train.num_classes, 2)  # 2: frame pretraining, epoch 0
     path = Path(cache_dir) / "models" / f"classifier-{key}.pt"
     if path.is_file():
         model = FrameClassifier(model_cfg, train.num_classes)
