@@ -79,3 +79,37 @@ def test_budget():
     assert Budget("ratio", 0.25).frames(32) == 8
     with pytest.raises(ValueError):
         Budget("count", 0)
+
+
+def test_mgsampler_hand_worked():
+    """8 candidates; all the motion happens between candidates 4 and 5 and 5 and 6."""
+    from samplerbench.methods.mgsampler import motion, quantile_frames
+
+    px = np.zeros((8, 1, 2, 2), dtype=np.uint8)
+    px[5:] = 100
+    px[6:] = 200
+    m = motion(px)
+    assert np.allclose(m, [200 / 7, 0, 0, 0, 0, 100, 100, 0])  # first = mean of the 7 differences
+    # cdf = [1/8, 1/8, 1/8, 1/8, 1/8, 9/16, 1, 1]; levels 1/4 and 3/4 -> frames 5 and 6
+    assert quantile_frames(m, 2).tolist() == [5, 6]
+    # levels 1/6, 1/2, 5/6: frames 5, 5, 6 -> each kept once
+    assert quantile_frames(m, 3).tolist() == [5, 6]
+    # no motion at all: a flat distribution, cdf = (t + 1) / 8; levels 1/8, 3/8, 5/8, 7/8 are
+    # first reached at frames 0, 2, 4, 6
+    assert quantile_frames(np.zeros(8), 4).tolist() == [0, 2, 4, 6]
+
+
+def test_mgsampler_brute_force_and_cost():
+    """Against a direct inverse-CDF search, and its analytic cost."""
+    rng = np.random.default_rng(0)
+    px = rng.integers(0, 255, (32, 3, 8, 8), dtype=np.uint8)
+    import torch
+
+    v = view(allowed=frozenset({"pixels"}), pixels=lambda: torch.from_numpy(px))
+    sel = select("mgsampler", 6, v)
+    d = [np.abs(px[i].astype(float) - px[i - 1]).mean() for i in range(1, 32)]
+    m = np.array([np.mean(d)] + d)
+    cdf = np.cumsum(m) / m.sum()
+    want = sorted({min(next(t for t in range(32) if cdf[t] >= (i + 0.5) / 6 - 1e-12), 31) for i in range(6)})
+    assert sel.indices.tolist() == want
+    assert sel.own_flops == 31 * 3 * 8 * 8
