@@ -123,10 +123,12 @@ def make_view(ctx: Context, rec: VideoRecord, vc: VideoCache, sampler: Sampler) 
     t = len(vc.candidates)
     providers = {
         "pixels": lambda: vc.pixels,
+        "features": lambda: vc.feats.numpy(),
         "frame_probs": lambda: _softmax(vc.logits),
         "label": lambda: metrics.one_hot([rec.labels], ctx.split.num_classes)[0],
     }
-    flops = {"frame_probs": t * ctx.cost.per_frame_classifier_flops()}
+    flops = {"frame_probs": t * ctx.cost.per_frame_classifier_flops(),
+             "features": t * ctx.cost.encoder_head(1)[0].flops}
     return VideoView(rec.video_id, rec.num_frames, vc.candidates, allowed=sampler.observes,
                      providers=providers, provider_flops=flops)
 
@@ -214,7 +216,7 @@ def time_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, s
     ``n_videos`` good videos after one warm-up video; model-only videos/s at the mean count."""
     budget = Budget("count", budget_n)
     recs = [r for r in ctx.split.records if r.video_id not in ctx.failures][: n_videos + 1]
-    needs_pixels = bool(sampler.observes & {"pixels", "frame_probs"})
+    needs_pixels = bool(sampler.observes & {"pixels", "features", "frame_probs"})
     counts, elapsed = [], 0.0
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
@@ -222,12 +224,14 @@ def time_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, s
         sync(ctx.device)
         t0 = time.perf_counter()
         cands = candidate_pool(rec.num_frames, ctx.num_candidates)
-        pixels = logits = None
+        pixels = feats = logits = None
         if needs_pixels:
             pixels = read_frames(rec.path, cands, size=ctx.frame_size)
-            if "frame_probs" in sampler.observes:
-                logits = ctx.model.frame_logits(pixels.to(ctx.device)).float().cpu().numpy()
-        vc = VideoCache(pixels, None, logits, cands)
+            if sampler.observes & {"features", "frame_probs"}:
+                f = ctx.model.features(pixels.to(ctx.device))
+                feats = f.float().cpu()
+                logits = ctx.model.head.frame_logits(f).float().cpu().numpy()
+        vc = VideoCache(pixels, feats, logits, cands)
         view = make_view(ctx, rec, vc, sampler)
         sel = sampler.select(view, budget, generator(seed, rec.video_id, spec.key))
         clip = pixels[sel.indices] if pixels is not None else read_frames(rec.path, cands[sel.indices], size=ctx.frame_size)

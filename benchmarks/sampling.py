@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 #: What a sampler may declare in ``observes``.
-OBSERVABLES = frozenset({"pixels", "frame_probs", "label"})
+OBSERVABLES = frozenset({"pixels", "features", "frame_probs", "label"})
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,10 @@ class VideoView:
     def pixels(self):
         """uint8 tensor (T, 3, H, W) of the candidate frames."""
         return self._observe("pixels")
+
+    def features(self) -> np.ndarray:
+        """(T, D) float32 embeddings of the candidates from the harness's frame encoder."""
+        return self._observe("features")
 
     def frame_probs(self) -> np.ndarray:
         """(T, C) class probabilities of the frozen classifier on each candidate alone."""

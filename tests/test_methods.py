@@ -113,3 +113,19 @@ def test_mgsampler_brute_force_and_cost():
     want = sorted({min(next(t for t in range(32) if cdf[t] >= (i + 0.5) / 6 - 1e-12), 31) for i in range(6)})
     assert sel.indices.tolist() == want
     assert sel.own_flops == 31 * 3 * 8 * 8
+
+
+def test_evfr_fps_hand_worked_and_seeded():
+    """Features on a line 0..7; the start comes from the seeded generator, then the farthest."""
+    feats = np.arange(8, dtype=np.float32)[:, None]
+    v = view(t=8, allowed=frozenset({"features"}), features=lambda: feats)
+    sel = select("evfr-fps", 3, v, seed=5)
+    start = int(generator(5, "v", "evfr-fps").integers(8))
+    far = 0 if start >= 4 else 7  # the farther end (the first maximum on a tie)
+    assert sel.order[0] == start and sel.order[1] == far
+    assert sel.indices.tolist() == sorted(sel.order.tolist()) and len(set(sel.order.tolist())) == 3
+    assert sel.own_flops == (3 - 1) * 8 * 1
+    again = select("evfr-fps", 3, view(t=8, allowed=frozenset({"features"}), features=lambda: feats), seed=5)
+    assert again.order.tolist() == sel.order.tolist()
+    with pytest.raises(ValueError, match="metric"):
+        METHODS.get("evfr-fps")(metric="chebyshev")
