@@ -118,9 +118,14 @@ def _count(name: str, module: torch.nn.Module, inputs: tuple, calls: int, role: 
 
 
 def components(cfg: CostConfig, cross_check: bool = True) -> list[Component]:
-    """Count every component of ``cfg`` (fvcore; ptflops as the cross-check)."""
+    """Count every component of ``cfg`` (fvcore; ptflops as the cross-check). Modules get
+    random weights (they do not change the counts) from a forked RNG: the caller's is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        return _components(cfg, cross_check)
+
+
+def _components(cfg: CostConfig, cross_check: bool) -> list[Component]:
     out: list[Component] = []
-    torch.manual_seed(0)  # random weights; they do not change the counts
     T, N = cfg.candidates, cfg.frames
     if cfg.sampler == "sosampler":
         r = cfg.sampler_resolution
