@@ -4,29 +4,59 @@ sampling's token selection are the same algorithm over different points.
 Start from a given point; keep each point's distance to the selected set (its running
 minimum); next = the first argmax. Each selected point but the last updates that minimum with
 one distance per point, so the work is ``(k - 1) * n * d`` multiply-adds
-(:func:`farthest_point_macs`), where the authors' K-center code computes the full
-``n * n * d`` distance matrix first (:func:`pairwise_distance_macs`).
+(:func:`farthest_point_macs`) and the memory O(n * d), where the authors' K-center code
+computes the full ``n * n * d`` distance matrix first (:func:`pairwise_distance_macs`).
+
+Distances (monotone forms; the argmax is the same as for the true distance):
+``euclidean`` squared, as ``|x|^2 - 2 x.c + |c|^2`` (one matrix-vector product per step, no
+(n, d) temporary); ``cosine`` 1 - cos on rows normalised once (EVFR's code computes 1 + cos,
+which selects the same point again); ``manhattan``; ``minkowski`` sum |x - c|^p (no root).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-METRICS = ("euclidean", "cosine", "manhattan")
+METRICS = ("euclidean", "cosine", "manhattan", "minkowski")
 
 
-def distances_to(x: torch.Tensor, c: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
-    """Distance of every row of ``x`` (n, d) to one point ``c`` (d,): n * d multiply-adds."""
-    if metric == "euclidean":
-        return (x - c).pow(2).sum(-1)  # squared: same argmax, no sqrt
-    if metric == "cosine":  # 1 - cos (EVFR's code computes 1 + cos, which reselects points)
-        return 1 - torch.nn.functional.normalize(x, dim=-1) @ torch.nn.functional.normalize(c, dim=0)
-    if metric == "manhattan":
+@dataclass(frozen=True)
+class Points:
+    """Points prepared once for repeated distance queries (norms, normalised rows)."""
+
+    x: torch.Tensor
+    metric: str = "euclidean"
+    p: float = 2.0
+    sq: torch.Tensor | None = None
+
+    @classmethod
+    def prepare(cls, x: torch.Tensor, metric: str = "euclidean", p: float = 2.0) -> Points:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+        if metric == "minkowski" and not p >= 1:
+            raise ValueError(f"Minkowski p must be >= 1 (a metric), not {p}")
+        if metric == "cosine":
+            return cls(torch.nn.functional.normalize(x, dim=-1), metric, p)
+        if metric == "euclidean":
+            return cls(x, metric, p, x.pow(2).sum(-1))
+        return cls(x, metric, p)
+
+
+def distances_to(pts: Points, i: int) -> torch.Tensor:
+    """Distance of every point to point ``i``: n * d multiply-adds."""
+    x, c = pts.x, pts.x[i]
+    if pts.metric == "euclidean":
+        return (pts.sq - 2 * (x @ c) + pts.sq[i]).clamp_min_(0)
+    if pts.metric == "cosine":
+        return 1 - x @ c
+    if pts.metric == "manhattan":
         return (x - c).abs().sum(-1)
-    raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+    return (x - c).abs().pow(pts.p).sum(-1)
 
 
-def farthest_point_sampling(x: torch.Tensor, k: int, start: int, metric: str = "euclidean",
+def farthest_point_sampling(x: torch.Tensor, k: int, start: int, metric: str = "euclidean", p: float = 2.0,
                             distance=distances_to) -> torch.Tensor:
     """Indices of ``k`` points of ``x`` (n, d), in selection order, starting from ``start``.
 
@@ -36,16 +66,19 @@ def farthest_point_sampling(x: torch.Tensor, k: int, start: int, metric: str = "
     k = min(int(k), n)
     if k <= 0:
         return torch.empty(0, dtype=torch.long)
+    if not 0 <= int(start) < n:
+        raise ValueError(f"start {start} outside 0..{n - 1}")
+    pts = Points.prepare(x, metric, p)
     chosen = torch.empty(k, dtype=torch.long)
     chosen[0] = int(start)
     if k == 1:
         return chosen
-    mind = distance(x, x[chosen[0]], metric)
+    mind = distance(pts, int(start)).clone()
     for i in range(1, k):
         mind[chosen[i - 1]] = -1.0  # chosen points never come back, even at distance 0
         chosen[i] = int(torch.argmax(mind))  # first maximum on ties
         if i < k - 1:
-            mind = torch.minimum(mind, distance(x, x[chosen[i]], metric))
+            torch.minimum(mind, distance(pts, int(chosen[i])), out=mind)
     return chosen
 
 
@@ -58,3 +91,23 @@ def farthest_point_macs(n: int, k: int, d: int) -> int:
 def pairwise_distance_macs(n: int, m: int, d: int) -> int:
     """Multiply-adds of a full (n, m) distance matrix in dimension d (the authors' cdist)."""
     return n * m * d
+
+
+def brute_force_farthest(x: torch.Tensor, k: int, start: int, metric: str = "euclidean", p: float = 2.0) -> torch.Tensor:
+    """The reference: the full (n, n) distance matrix, then the minimum over the selected set
+    recomputed at every step (O(n^2) memory; the authors' approach). For tests and benchmarks."""
+    n = x.shape[0]
+    k = min(int(k), n)
+    if metric == "cosine":
+        xn = torch.nn.functional.normalize(x, dim=-1)
+        full = 1 - xn @ xn.T
+    elif metric == "euclidean":
+        full = torch.cdist(x, x).pow(2)
+    else:
+        full = torch.cdist(x, x, p=1.0 if metric == "manhattan" else p).pow(1.0 if metric == "manhattan" else p)
+    chosen = [int(start)]
+    for _ in range(1, k):
+        d = full[chosen].amin(0)
+        d[chosen] = -1.0
+        chosen.append(int(torch.argmax(d)))
+    return torch.tensor(chosen[:k], dtype=torch.long)

@@ -296,8 +296,9 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
     clf_key = train_record["key"]
     todo = [c for c in cells if not _done(run_dir / "cells" / f"{cell_key(*c)}.json", clf_key)]
     log.info("%s: %d cells, %d to do", run_id, len(cells), len(todo))
+    samplers = {}  # one instance per method for all its cells: per-video memos are shared
     for spec, b, s in tqdm(todo, desc=f"evaluating {run_id}", unit="cell", disable=not progress):
-        sampler = METHODS.get(spec.name)(**spec.params)
+        sampler = samplers.setdefault(spec.key, METHODS.get(spec.name)(**spec.params))
         key = cell_key(spec, b, s)
         cell = evaluate_cell(ctx, spec, sampler, b, s)
         cell.update(cell=key, method=spec.key, method_name=spec.name, label=spec.display, budget=b, seed=s,
@@ -309,7 +310,7 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
             key = cell_key(spec, b, suite.seeds[0])
             path = run_dir / "timing" / f"{key}.json"
             if not _done(path, clf_key):
-                sampler = METHODS.get(spec.name)(**spec.params)
+                sampler = METHODS.get(spec.name)(**spec.params)  # fresh: no memo hides the work
                 t = time_cell(ctx, spec, sampler, b, suite.seeds[0], timing_videos)
                 _write_json(path, {**t, "cell": key, "provenance_id": prov["provenance_id"], "classifier_key": clf_key})
     if ctx.cost.unsupported():

@@ -139,7 +139,8 @@ class Sampler:
     def config(self) -> dict:
         from dataclasses import asdict, is_dataclass
 
-        return asdict(self) if is_dataclass(self) else {}
+        # fields starting with "_" are per-instance memos (deterministic per video), not config
+        return {k: v for k, v in asdict(self).items() if not k.startswith("_")} if is_dataclass(self) else {}
 
 
 def segment_centres(t: int, n: int) -> np.ndarray:
@@ -157,3 +158,15 @@ def top_n_sorted(scores: np.ndarray, n: int) -> np.ndarray:
     """Positions of the n highest scores (first index wins ties), returned sorted by time."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     return np.sort(order[:n])
+
+
+def quantile_frames(m: np.ndarray, n: int) -> np.ndarray:
+    """Frames at the (i + 0.5) / n quantiles of cumulative non-negative weights ``m`` (the
+    inverse CDF: MGSampler's motion, EVFR AFS's variance): the first frame whose normalised
+    cumulative weight reaches each level; sorted, without repeats; uniform if all are zero."""
+    t = len(m)
+    total = float(m.sum())
+    cdf = np.cumsum(m) / total if total > 0 else np.arange(1, t + 1) / t
+    levels = (np.arange(n) + 0.5) / n
+    idx = np.searchsorted(cdf, levels, side="left")
+    return np.unique(np.minimum(idx, t - 1))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from samplerbench.registry import METHODS
-from samplerbench.sampling import Budget, Sampler, Selection, VideoView
+from samplerbench.sampling import Budget, Sampler, Selection, VideoView, quantile_frames
 
 
 def motion(pixels: np.ndarray) -> np.ndarray:
@@ -34,17 +34,6 @@ def motion(pixels: np.ndarray) -> np.ndarray:
     d = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))
     first = d.mean() if d.size else 0.0
     return np.concatenate([[first], d])
-
-
-def quantile_frames(m: np.ndarray, n: int) -> np.ndarray:
-    """Frames at the (i + 0.5) / n quantiles of the cumulative motion: the first frame whose
-    normalised cumulative motion reaches each level; sorted, without repeats."""
-    t = len(m)
-    total = float(m.sum())
-    cdf = np.cumsum(m) / total if total > 0 else np.arange(1, t + 1) / t
-    levels = (np.arange(n) + 0.5) / n
-    idx = np.searchsorted(cdf, levels, side="left")
-    return np.unique(np.minimum(idx, t - 1))
 
 
 @METHODS.register("mgsampler")

@@ -4,16 +4,24 @@ import numpy as np
 import pytest
 import torch
 
-from samplerbench.farthest import distances_to, farthest_point_macs, farthest_point_sampling
+from samplerbench.farthest import (
+    METRICS,
+    brute_force_farthest,
+    distances_to,
+    farthest_point_macs,
+    farthest_point_sampling,
+)
 
 
-def brute_force_fps(x: np.ndarray, k: int, start: int, metric: str) -> list[int]:
-    """Recompute each point's distance to the whole selected set at every step."""
+def brute_force_fps(x: np.ndarray, k: int, start: int, metric: str, p: float = 3.0) -> list[int]:
+    """Recompute each point's distance to the whole selected set at every step (pure Python)."""
     def dist(a, b):
         if metric == "euclidean":
-            return float(((a - b) ** 2).sum())
+            return float(np.sqrt(((a - b) ** 2).sum()))
         if metric == "manhattan":
             return float(np.abs(a - b).sum())
+        if metric == "minkowski":
+            return float((np.abs(a - b) ** p).sum() ** (1 / p))
         return 1 - float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
     chosen = [start]
@@ -29,12 +37,36 @@ def brute_force_fps(x: np.ndarray, k: int, start: int, metric: str) -> list[int]
     return chosen
 
 
-@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "cosine"])
-def test_matches_brute_force(metric):
-    rng = np.random.default_rng(3)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("seed", [3, 4])
+def test_matches_brute_force(metric, seed):
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(40, 5))
-    got = farthest_point_sampling(torch.from_numpy(x), 12, start=7, metric=metric).tolist()
-    assert got == brute_force_fps(x, 12, 7, metric)
+    start = int(rng.integers(40))
+    got = farthest_point_sampling(torch.from_numpy(x), 12, start=start, metric=metric, p=3.0).tolist()
+    assert got == brute_force_fps(x, 12, start, metric)
+    # and the full-distance-matrix reference used by the speed benchmark
+    assert brute_force_farthest(torch.from_numpy(x), 12, start, metric, p=3.0).tolist() == got
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_matches_full_matrix_reference_on_wide_points(metric):
+    x = torch.from_numpy(np.random.default_rng(5).normal(size=(300, 64)))
+    got = farthest_point_sampling(x, 40, start=11, metric=metric, p=1.5)
+    assert got.tolist() == brute_force_farthest(x, 40, 11, metric, p=1.5).tolist()
+
+
+def test_cosine_never_reselects_even_for_parallel_points():
+    # rows 0-2 point the same way (cos = 1): with EVFR's 1 + cos the chosen row would come back
+    x = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    got = farthest_point_sampling(x, 5, start=0, metric="cosine").tolist()
+    assert sorted(got) == [0, 1, 2, 3, 4]
+    assert got[1] == 3  # the orthogonal row is the farthest from row 0
+
+
+def test_minkowski_rejects_p_below_one():
+    with pytest.raises(ValueError, match="p must be >= 1"):
+        farthest_point_sampling(torch.randn(5, 2), 2, start=0, metric="minkowski", p=0.5)
 
 
 def test_hand_worked_line_with_ties():
@@ -53,9 +85,9 @@ def test_duplicates_are_never_selected_twice():
 def test_mac_formula_matches_counted_work(n, k, d):
     calls = []
 
-    def counting(x, c, metric):
-        calls.append(x.shape[0] * x.shape[1])  # one multiply-add per point and dimension
-        return distances_to(x, c, metric)
+    def counting(pts, i):
+        calls.append(pts.x.shape[0] * pts.x.shape[1])  # one multiply-add per point and dimension
+        return distances_to(pts, i)
 
     farthest_point_sampling(torch.randn(n, d), k, start=0, distance=counting)
     assert sum(calls) == farthest_point_macs(n, k, d)
