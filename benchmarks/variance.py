@@ -5,10 +5,9 @@ how much a video changes from one candidate to the following one, three ways.
   population covariances, the mean over the valid region and the colour channels): the
   definition and defaults of ``skimage.metrics.structural_similarity(gaussian_weights=True,
   use_sample_covariance=False, channel_axis=...)``, against which it is tested. Written here
-  in torch, batched over all consecutive pairs with a separable window: about 2x faster than
-  the library called once per pair (32 against 60 ms for 32 candidates at 64x64, 2 CPU cores),
-  and scikit-image stays a test-only dependency; float64, since E[x^2] - E[x]^2 loses digits
-  in float32.
+  in torch, batched over all consecutive pairs, the separable window as banded matrix
+  products: see :func:`ssim_pairs` for the speed, and scikit-image stays a test-only
+  dependency.
 - ``flow``: the mean magnitude (pixels per candidate step) of OpenCV's Farneback dense optical
   flow on the grey frames, with the parameters of OpenCV's tutorial.
 - ``feature``: 1 - cosine similarity of consecutive frame embeddings.
@@ -35,33 +34,49 @@ def _gaussian_taps(sigma: float = SSIM_SIGMA, taps: int = SSIM_TAPS) -> torch.Te
     return g / g.sum()
 
 
+def _band(n: int, g: torch.Tensor) -> torch.Tensor:
+    """(n - taps + 1, n) matrix whose product with a length-n signal is its valid convolution."""
+    taps = len(g)
+    m = torch.zeros(n - taps + 1, n, dtype=g.dtype)
+    for i in range(n - taps + 1):
+        m[i, i : i + taps] = g
+    return m
+
+
 def ssim_pairs(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0) -> torch.Tensor:
     """Mean SSIM of each pair of images: (M, C, H, W) x2 -> (M,). Valid region only, as
-    skimage crops its filtered maps by half a window."""
-    a, b = a.to(torch.float64), b.to(torch.float64)
-    m, c = a.shape[:2]
-    g = _gaussian_taps()
-    kh, kw = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    skimage crops its filtered maps by half a window. The separable blur is two products with
+    banded matrices (``G_h X G_w^T``): BLAS instead of a grouped convolution, 9x faster on CPU;
+    10 ms for 32 candidates at 64x64 where scikit-image per pair takes 60-95 ms (2 cores).
+    Pixels are centred on mid-grey first (variances and covariances do not change; the means
+    get it back), so float32 keeps E[x^2] - E[x]^2 to about 1e-8 of SSIM."""
+    m = a.shape[0]
+    mid = data_range / 2
+    a, b = a.to(torch.float32) - mid, b.to(torch.float32) - mid
+    g = _gaussian_taps().to(torch.float32)
+    gh, gw = _band(a.shape[-2], g), _band(a.shape[-1], g)
 
-    def blur(x):  # separable Gaussian, valid padding, per channel
-        return F.conv2d(F.conv2d(x, kh, groups=c), kw, groups=c)
+    def blur(x):
+        return gh @ x @ gw.T
 
     mu_a, mu_b = blur(a), blur(b)
     var_a = blur(a * a) - mu_a**2
     var_b = blur(b * b) - mu_b**2
     cov = blur(a * b) - mu_a * mu_b
+    mu_a, mu_b = mu_a + mid, mu_b + mid
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.reshape(m, -1).mean(1)
+    return s.reshape(m, -1).mean(1).to(torch.float64)
 
 
 def ssim_flops(t: int, c: int, h: int, w: int) -> float:
-    """Multiply-adds of :func:`ssim_pairs` on the T - 1 consecutive pairs: five separable
-    blurs (2 x 11 taps per output pixel) and the products (three per pixel, 12 per map pixel)."""
+    """Multiply-adds of :func:`ssim_pairs` on the T - 1 consecutive pairs: five blurred maps,
+    each two banded products done densely (hv * h * w + hv * w * wv), plus the products
+    (three per pixel) and about 12 per output pixel for the formula."""
     if t < 2:
         return 0.0
     hv, wv = h - SSIM_TAPS + 1, w - SSIM_TAPS + 1
-    blurs = 5 * c * (SSIM_TAPS * (hv * w) + SSIM_TAPS * (hv * wv))
+    blurs = 5 * c * (hv * h * w + hv * w * wv)
     return float((t - 1) * (blurs + 3 * c * h * w + 12 * c * hv * wv))
 
 
@@ -69,7 +84,11 @@ def ssim_index(pixels: torch.Tensor) -> np.ndarray:
     """(T, C, H, W) uint8 -> (T - 1,) 1 - SSIM of each candidate with the next."""
     if len(pixels) < 2:
         return np.zeros(0)
-    return (1 - ssim_pairs(pixels[:-1], pixels[1:])).numpy()
+    step = 64  # pairs per batch: bounded temporaries for long videos
+    pairs = len(pixels) - 1
+    out = [1 - ssim_pairs(pixels[i : min(i + step, pairs)], pixels[i + 1 : min(i + step, pairs) + 1])
+           for i in range(0, pairs, step)]
+    return torch.cat(out).numpy()
 
 
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
