@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 METRICS = ("euclidean", "cosine", "manhattan", "minkowski")
@@ -56,27 +57,33 @@ def distances_to(pts: Points, i: int) -> torch.Tensor:
     return (x - c).abs().pow(pts.p).sum(-1)
 
 
-def farthest_point_sampling(x: torch.Tensor, k: int, start: int, metric: str = "euclidean", p: float = 2.0,
+def farthest_point_sampling(x: torch.Tensor, k: int, start, metric: str = "euclidean", p: float = 2.0,
                             distance=distances_to) -> torch.Tensor:
-    """Indices of ``k`` points of ``x`` (n, d), in selection order, starting from ``start``.
+    """Indices of ``k`` points of ``x`` (n, d), in selection order, starting from ``start``:
+    one index, or a sequence of distinct indices chosen first in that order (K-center's
+    hybrid frames), from which the greedy search continues.
 
     ``distance`` is the per-point distance function (a parameter so that a test can count
     its calls)."""
     n = x.shape[0]
     k = min(int(k), n)
+    starts = [int(s) for s in np.atleast_1d(np.asarray(start, dtype=np.int64))]
     if k <= 0:
         return torch.empty(0, dtype=torch.long)
-    if not 0 <= int(start) < n:
-        raise ValueError(f"start {start} outside 0..{n - 1}")
+    if not starts or any(not 0 <= s < n for s in starts) or len(set(starts)) != len(starts):
+        raise ValueError(f"start {start} must be distinct indices in 0..{n - 1}")
+    if len(starts) >= k:
+        return torch.tensor(starts[:k], dtype=torch.long)
     pts = Points.prepare(x, metric, p)
     chosen = torch.empty(k, dtype=torch.long)
-    chosen[0] = int(start)
-    if k == 1:
-        return chosen
-    mind = distance(pts, int(start)).clone()
-    for i in range(1, k):
-        mind[chosen[i - 1]] = -1.0  # chosen points never come back, even at distance 0
+    chosen[: len(starts)] = torch.tensor(starts)
+    mind = distance(pts, starts[0]).clone()
+    for s in starts[1:]:
+        torch.minimum(mind, distance(pts, s), out=mind)
+    mind[chosen[: len(starts)]] = -1.0  # chosen points never come back, even at distance 0
+    for i in range(len(starts), k):
         chosen[i] = int(torch.argmax(mind))  # first maximum on ties
+        mind[chosen[i]] = -1.0
         if i < k - 1:
             torch.minimum(mind, distance(pts, int(chosen[i])), out=mind)
     return chosen
@@ -105,9 +112,9 @@ def brute_force_farthest(x: torch.Tensor, k: int, start: int, metric: str = "euc
         full = torch.cdist(x, x).pow(2)
     else:
         full = torch.cdist(x, x, p=1.0 if metric == "manhattan" else p).pow(1.0 if metric == "manhattan" else p)
-    chosen = [int(start)]
-    for _ in range(1, k):
+    chosen = [int(s) for s in np.atleast_1d(np.asarray(start, dtype=np.int64))][:k]
+    while len(chosen) < k:
         d = full[chosen].amin(0)
         d[chosen] = -1.0
         chosen.append(int(torch.argmax(d)))
-    return torch.tensor(chosen[:k], dtype=torch.long)
+    return torch.tensor(chosen, dtype=torch.long)

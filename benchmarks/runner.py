@@ -30,13 +30,22 @@ import torch
 from tqdm import tqdm
 
 from . import metrics, provenance
-from .cost import PipelineCost, ThroughputConfig, model_videos_per_s, peak_memory_mib, sync
+from .cost import (
+    FlopCount,
+    PipelineCost,
+    ThroughputConfig,
+    count_flops,
+    model_videos_per_s,
+    peak_memory_mib,
+    sync,
+)
 from .datasets.annotations import AnnotationError, VideoRecord, VideoSplit
 from .models import FrameClassifier, ModelConfig
 from .registry import DATASETS, METHODS
 from .sampling import Budget, Sampler, Selection, VideoView, candidate_pool
 from .seeding import generator
 from .suite import MethodSpec, Suite
+from .tokens import TokenClassifier, TokenModelConfig, patchify, train_token_classifier
 from .training import TrainConfig, train_classifier
 from .video import VideoDecodeError, read_frames
 
@@ -44,7 +53,7 @@ log = logging.getLogger(__name__)
 
 #: Metrics whose values must be identical between two runs with the same seed.
 QUALITY = ("top1", "top5", "mean_class_acc", "mAP", "event_hit_rate")
-COST = ("frames", "gflops_total", "gflops_sampler", "gflops_encoder", "gflops_head")
+COST = ("frames", "tokens", "frames_touched", "gflops_total", "gflops_sampler", "gflops_encoder", "gflops_head")
 TIMING = ("videos_per_s_e2e", "videos_per_s_model", "peak_mem_mib")
 
 
@@ -93,6 +102,35 @@ class Context:
     videos: dict[str, VideoCache] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     progress: bool = True
+    train: VideoSplit | None = None  # for consumers trained on a sampler's selections (token ViTs)
+    val: VideoSplit | None = None
+    cache_dir: Path | None = None
+    token_models: dict[str, tuple[TokenClassifier, dict]] = field(default_factory=dict)
+    token_costs: dict[tuple[str, int], FlopCount] = field(default_factory=dict)
+
+    def token_model(self, spec: MethodSpec, sampler: Sampler) -> TokenClassifier:
+        """The token ViT trained on this method's selections (trained once, cached on disk)."""
+        if spec.key not in self.token_models:
+            if self.train is None or self.val is None:
+                raise RuntimeError(f"{spec.key}: a token consumer needs the train and val splits")
+            cfg = TokenModelConfig(**{**self.suite.token_model, "patch": sampler.patch})
+            with torch.inference_mode(False), torch.enable_grad():  # may be first asked inside a timed cell
+                model, record = train_token_classifier(sampler, self.train, self.val, cfg, self.num_candidates,
+                                                       self.suite.budgets, self.frame_size,
+                                                       self.cache_dir or default_cache_dir(), self.model.encoder,
+                                                       self.prov.get("classifier", {}).get("key", ""),
+                                                       self.progress)
+            self.token_models[spec.key] = (model.to(self.device), record)
+            self.prov.setdefault("token_models", {})[spec.key] = record
+        return self.token_models[spec.key][0]
+
+    def token_flops(self, spec: MethodSpec, model: TokenClassifier, k: int) -> FlopCount:
+        """fvcore FLOPs of the token ViT on k tokens (counted once per k)."""
+        if (spec.key, k) not in self.token_costs:
+            dim = model.in_features
+            self.token_costs[(spec.key, k)] = count_flops(model, torch.zeros(1, k, dim, dtype=torch.uint8),
+                                                          torch.zeros(1, k, dtype=torch.long))
+        return self.token_costs[(spec.key, k)]
 
     def video(self, rec: VideoRecord) -> VideoCache | None:
         """Decode and classify a video's candidates once; a bad video is recorded and skipped."""
@@ -130,7 +168,7 @@ def make_view(ctx: Context, rec: VideoRecord, vc: VideoCache, sampler: Sampler) 
     flops = {"frame_probs": t * ctx.cost.per_frame_classifier_flops(),
              "features": t * ctx.cost.encoder_head(1)[0].flops}
     return VideoView(rec.video_id, rec.num_frames, vc.candidates, allowed=sampler.observes,
-                     providers=providers, provider_flops=flops)
+                     providers=providers, provider_flops=flops, frame_size=ctx.frame_size)
 
 
 def _check(sel: Selection, view: VideoView, budget: Budget, sampler: Sampler) -> None:
@@ -138,6 +176,10 @@ def _check(sel: Selection, view: VideoView, budget: Budget, sampler: Sampler) ->
         raise ValueError("empty selection")
     if sel.indices[0] < 0 or sel.indices[-1] >= view.num_candidates:
         raise ValueError(f"selection outside the candidate pool 0..{view.num_candidates - 1}")
+    if sampler.consumer == "tokens":
+        if sel.tokens is None or sel.tokens.size == 0:
+            raise ValueError("a token sampler returned no tokens")
+        return
     if not sampler.ignores_budget and budget.kind != "adaptive" and sel.indices.size > budget.frames(view.num_candidates):
         raise ValueError(f"selected {sel.indices.size} frames for a budget of {budget.frames(view.num_candidates)}")
 
@@ -179,10 +221,19 @@ def evaluate_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: in
             fails.append({"video": rec.video_id, "error": f"{rec.path}: {spec.key}: {type(e).__name__}: {e}"})
             continue
         n = int(sel.indices.size)
-        enc, head = ctx.cost.encoder_head(n)
         sampler_flops = view.charged_flops + sel.own_flops
+        extra = {}
         with torch.inference_mode():
-            out = ctx.model.head(vc.feats[torch.from_numpy(sel.indices)][None].to(ctx.device))
+            if sampler.consumer == "tokens":
+                model = ctx.token_model(spec, sampler)
+                tok = torch.from_numpy(sel.tokens)
+                out = model(patchify(vc.pixels, model.cfg.patch)[tok][None].to(ctx.device), tok[None].to(ctx.device))
+                enc, head = ctx.token_flops(spec, model, len(tok)), FlopCount(0.0)
+                extra = {"tokens": len(tok), "frames_touched": n}
+                n = len(tok) / model.grid.per_frame  # frame-equivalents
+            else:
+                enc, head = ctx.cost.encoder_head(n)
+                out = ctx.model.head(vc.feats[torch.from_numpy(sel.indices)][None].to(ctx.device))
         scores.append(out[0].float().cpu().numpy())
         labels.append(rec.labels)
         chosen = vc.candidates[sel.indices]
@@ -190,7 +241,7 @@ def evaluate_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: in
         events.append([(e.start, e.end) for e in rec.events])
         per_video.append({"video": rec.video_id, "frames": chosen.tolist(), "hash": sel.digest(), "n": n,
                           "gflops_sampler": sampler_flops / 1e9, "gflops_encoder": enc.gflops,
-                          "gflops_head": head.gflops})
+                          "gflops_head": head.gflops, **extra})
     values = {}
     if per_video:
         s = np.stack(scores)
@@ -203,6 +254,9 @@ def evaluate_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: in
         values["event_hit_rate"] = metrics.event_hit_rate(frames_sel, events)
         pv = pd.DataFrame(per_video)
         values["frames"] = float(pv["n"].mean())
+        for extra_col in ("tokens", "frames_touched"):
+            if extra_col in pv:
+                values[extra_col] = float(pv[extra_col].mean())
         values["gflops_sampler"] = float(pv["gflops_sampler"].mean())
         values["gflops_encoder"] = float(pv["gflops_encoder"].mean())
         values["gflops_head"] = float(pv["gflops_head"].mean())
@@ -217,6 +271,8 @@ def time_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, s
     budget = Budget("count", budget_n)
     recs = [r for r in ctx.split.records if r.video_id not in ctx.failures][: n_videos + 1]
     needs_pixels = bool(sampler.observes & {"pixels", "features", "frame_probs"})
+    tokens = sampler.consumer == "tokens"
+    token_model = ctx.token_model(spec, sampler) if tokens else None
     counts, elapsed = [], 0.0
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
@@ -235,13 +291,24 @@ def time_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, s
         view = make_view(ctx, rec, vc, sampler)
         sel = sampler.select(view, budget, generator(seed, rec.video_id, spec.key))
         clip = pixels[sel.indices] if pixels is not None else read_frames(rec.path, cands[sel.indices], size=ctx.frame_size)
-        ctx.model(clip[None].to(ctx.device))
+        if tokens:  # the touched frames' patches, then the selected tokens among them
+            p = token_model.cfg.patch
+            per_frame = token_model.grid.per_frame
+            local = np.searchsorted(sel.indices, sel.tokens // per_frame) * per_frame + sel.tokens % per_frame
+            patches = patchify(clip, p)[torch.from_numpy(local)]
+            token_model(patches[None].to(ctx.device), torch.from_numpy(sel.tokens)[None].to(ctx.device))
+        else:
+            ctx.model(clip[None].to(ctx.device))
         sync(ctx.device)
         if i > 0:  # the first video warms up
             elapsed += time.perf_counter() - t0
-            counts.append(len(sel.indices))
+            counts.append(len(sel.tokens) if tokens else len(sel.indices))
     mean_n = int(round(np.mean(counts))) if counts else budget_n
-    model_only = model_videos_per_s(ctx.model, mean_n, (3, *ctx.frame_size), ctx.device, throughput_config(ctx.suite))
+    if tokens:  # model-only: the ViT on K tokens
+        model_only = model_videos_per_s(token_model, mean_n, (token_model.in_features,), ctx.device,
+                                        throughput_config(ctx.suite))
+    else:
+        model_only = model_videos_per_s(ctx.model, mean_n, (3, *ctx.frame_size), ctx.device, throughput_config(ctx.suite))
     return {
         "videos_per_s_e2e": len(counts) / elapsed if elapsed > 0 else float("nan"),
         "videos_per_s_model": model_only.pop("videos_per_s"),
@@ -287,7 +354,8 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
                               classifier=train_record)
     _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
     ctx = Context(suite, split, model, PipelineCost(model, (3, *frame_size)), dev, frame_size,
-                  int(suite.eval.get("candidates", 32)), prov, run_id, progress=progress)
+                  int(suite.eval.get("candidates", 32)), prov, run_id, progress=progress, train=train, val=val,
+                  cache_dir=cache_dir)
     timing_videos = int(suite.eval.get("timing_videos", 16))
 
     candidates = int(suite.eval.get("candidates", 32))
@@ -315,6 +383,7 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
                 _write_json(path, {**t, "cell": key, "provenance_id": prov["provenance_id"], "classifier_key": clf_key})
     if ctx.cost.unsupported():
         prov["fvcore_unsupported_ops"] = ctx.cost.unsupported()
+    if ctx.cost.unsupported() or ctx.token_models:  # token ViTs: their training record (wall time, epochs)
         _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
     consolidate(run_dir, {cell_key(*c) for c in cells})
     return run_dir

@@ -60,16 +60,26 @@ class Selection:
     scores: np.ndarray | None = None
     order: np.ndarray | None = None
     own_flops: float = 0.0
+    #: token samplers: ids of the selected patch tokens (``tokens.TokenGrid`` layout), sorted;
+    #: ``indices`` are then the frames they touch
+    tokens: np.ndarray | None = None
 
     def __post_init__(self):
         idx = np.asarray(self.indices, dtype=np.int64).reshape(-1)
         if idx.size and (np.any(np.diff(idx) <= 0)):
             raise ValueError("Selection.indices must be strictly increasing (sorted, no repeats)")
         self.indices = idx
+        if self.tokens is not None:
+            tok = np.asarray(self.tokens, dtype=np.int64).reshape(-1)
+            if tok.size and np.any(np.diff(tok) <= 0):
+                raise ValueError("Selection.tokens must be strictly increasing (sorted, no repeats)")
+            self.tokens = tok
 
     def digest(self) -> str:
-        """A short hash of the selected positions, recorded per video for reproducibility."""
-        return hashlib.blake2b(self.indices.tobytes(), digest_size=8).hexdigest()
+        """A short hash of the selected positions (tokens, for token samplers), recorded per
+        video for reproducibility."""
+        chosen = self.indices if self.tokens is None else self.tokens
+        return hashlib.blake2b(chosen.tobytes(), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -85,6 +95,7 @@ class VideoView:
     candidates: np.ndarray  # frame indices into the video, sorted
     allowed: frozenset = frozenset()
     providers: dict[str, Callable[[], Any]] = field(default_factory=dict, repr=False)
+    frame_size: tuple[int, int] | None = None  # (H, W) of the decoded candidates: layout, not content
     provider_flops: dict[str, float] = field(default_factory=dict, repr=False)
     charged_flops: float = 0.0
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -132,6 +143,9 @@ class Sampler:
     upper_bound: ClassVar[bool] = False
     #: True when the method ignores the budget and uses every candidate (dense).
     ignores_budget: ClassVar[bool] = False
+    #: What reads the selection: "frames" (the frozen frame classifier) or "tokens" (a token
+    #: ViT trained on this sampler's selections; the budget is then in frame-equivalents)
+    consumer: ClassVar[str] = "frames"
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
         raise NotImplementedError

@@ -44,6 +44,7 @@ class Suite:
     methods: tuple[MethodSpec, ...]
     description: str = ""
     source: str = ""
+    token_model: dict = field(default_factory=dict)  # TokenModelConfig overrides for token samplers
 
     @property
     def budgets(self) -> list[int]:
@@ -87,4 +88,4 @@ def load(name_or_path: str | Path) -> Suite:
         raise ValueError(f"{path}: the same method configuration is listed twice: {keys}")
     return Suite(name=raw["name"], dataset=raw["dataset"], model=raw.get("model", {}), train=raw.get("train", {}),
                  eval=raw.get("eval", {}), methods=tuple(methods), description=raw.get("description", ""),
-                 source=str(path))
+                 source=str(path), token_model=raw.get("token_model", {}))

@@ -2,6 +2,7 @@
 
 Output in ``reports/out/<run-id>/``:
   table_top1.{md,tex,csv}     methods x budgets, top-1 accuracy (%) (mAP for multi-label data)
+  table_hit_rate.{md,tex,csv} methods x budgets, event hit rate (%)
   table_detail.{md,tex,csv}   per method and budget: frames, GFLOPs (total and sampler), quality
                               metrics, videos/s end-to-end and model-only, peak memory
   acc_vs_frames.{png,pdf}, acc_vs_gflops.{png,pdf}
@@ -23,11 +24,14 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 UNITS = ("GFLOPs follow fvcore's convention: one multiply-add counts as one FLOP, per video, "
-         "including the sampler's own work. Frames: frames encoded per video.")
+         "including the sampler's own work. Frames: frames encoded per video; for token samplers, "
+         "frame-equivalents (tokens / tokens per frame), with the frames their tokens touch apart; "
+         "their event hit rate counts a touched frame.")
 UPPER = "†"
 PCT = {"top1", "top5", "mean_class_acc", "mAP", "event_hit_rate"}
 DETAIL_COLUMNS = [
-    ("frames", "Frames", "{:.1f}"), ("gflops_total", "GFLOPs", "{:.4f}"), ("gflops_sampler", "Sampler GFLOPs", "{:.4f}"),
+    ("frames", "Frames", "{:.1f}"), ("tokens", "Tokens", "{:.0f}"), ("frames_touched", "Frames touched", "{:.1f}"),
+    ("gflops_total", "GFLOPs", "{:.4f}"), ("gflops_sampler", "Sampler GFLOPs", "{:.4f}"),
     ("top1", "Top-1", "{:.1f}"), ("top5", "Top-5", "{:.1f}"), ("mean_class_acc", "Mean class acc.", "{:.1f}"),
     ("mAP", "mAP", "{:.1f}"), ("event_hit_rate", "Event hit rate", "{:.1f}"),
     ("videos_per_s_e2e", "Videos/s (end-to-end)", "{:.1f}"), ("videos_per_s_model", "Videos/s (model)", "{:.0f}"),
@@ -103,15 +107,26 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
                   + ", ".join(sorted(k.removeprefix("aten::") for k in uncounted)) + ". ")
     upper = f" {UPPER} sees the labels: an upper bound, not a baseline." if any(n.endswith(UPPER) for n in order) else ""
 
-    # Table 1: methods x budgets (headline metric), with frames and GFLOPs at the largest budget.
-    h = summ[summ["metric"] == headline]
-    t1 = pd.DataFrame(index=order)
-    for b in sorted(h["budget"].unique()):
-        col = h[h["budget"] == b].set_index("name")
-        t1[f"N={b}"] = [_fmt(*col.loc[n, ["mean", "std", "seeds"]], "{:.1f}") if n in col.index else "–" for n in order]
-    t1.index.name = "Method"
-    _write(t1, out, "table_top1", f"{head_name} by frame budget N of T={p0.get('candidates', '?')} candidates ({p0.get('suite')} suite; "
-           f"mean ± std over {seeds} seed(s)).{upper} {where}{UNITS}")
+    tokens = p0.get("token_models") or {}
+    if tokens:
+        where += ("Token samplers (" + ", ".join(sorted(tokens)) + ") are read by a token ViT trained on their own "
+                  "selections, not by the frame classifier: compare them with each other (validation top-1 "
+                  + ", ".join(f"{k} {v.get('val', float('nan')):.2f}" for k, v in sorted(tokens.items())) + "). ")
+
+    # Tables 1 and 1b: methods x budgets (headline metric; event hit rate).
+    for metric, stem, title in ((headline, "table_top1", head_name), ("event_hit_rate", "table_hit_rate",
+                                                                      "Event hit rate (%)")):
+        h = summ[summ["metric"] == metric]
+        if h.empty:
+            continue
+        t1 = pd.DataFrame(index=order)
+        for b in sorted(h["budget"].unique()):
+            col = h[h["budget"] == b].set_index("name")
+            t1[f"N={b}"] = [_fmt(*col.loc[n, ["mean", "std", "seeds"]], "{:.1f}") if n in col.index else "–"
+                            for n in order]
+        t1.index.name = "Method"
+        _write(t1, out, stem, f"{title} by frame budget N of T={p0.get('candidates', '?')} candidates "
+               f"({p0.get('suite')} suite; mean ± std over {seeds} seed(s)).{upper} {where}{UNITS}")
 
     # Table 2: per method and budget, every metric as a column.
     stats = {(r.name, r.budget, r.metric): (r.mean, r.std, r.seeds) for r in summ.itertuples(index=False)}

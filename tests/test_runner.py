@@ -1,5 +1,6 @@
 """End to end on a tiny suite: rows with provenance, resume, determinism, failures, report."""
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
@@ -158,3 +159,32 @@ def test_resume_recomputes_cells_of_another_classifier(tiny_run, monkeypatch):
     run_suite(s, tmp / "results", tmp / "cache", progress=False)
     assert len(calls) == 1
     assert json.loads(stale.read_text())["classifier_key"] != "some-older-checkpoint"
+
+
+def test_token_samplers_run_with_their_own_trained_vit(tmp_path):
+    """kcenter and tokens-uniform through the runner: a token ViT is trained per method on its
+    own selections (recorded in the provenance), budgets are frame-equivalents, the ViT's
+    FLOPs grow with the tokens, and a second run reuses the cached ViT."""
+    path = write_suite(tmp_path / "tok.toml", name="tiny-tok")
+    text = path.read_text().split("[[methods]]")[0].replace("seeds = [0, 1]", "seeds = [0]")
+    text = text.replace("[eval]", "[token_model]\nepochs = 1\nwidth = 32\ndepth = 1\nheads = 2\nbatch = 8\n[eval]")
+    path.write_text(text + '[[methods]]\nname = "kcenter"\n[[methods]]\nname = "tokens-uniform"\n')
+    s = suite_mod.load(path)
+    run_dir = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
+    rows = pd.read_csv(run_dir / "rows.csv").set_index(["method", "budget", "metric"])["value"]
+    for m in ("kcenter", "tokens-uniform"):
+        assert rows[(m, 1, "tokens")] == 4 and rows[(m, 4, "tokens")] == 16  # 2x2 patches of 16 at 32x32
+        assert rows[(m, 1, "frames")] == 1 and rows[(m, 4, "frames")] == 4
+        assert 0 < rows[(m, 1, "gflops_encoder")] < rows[(m, 4, "gflops_encoder")]
+    assert rows[("tokens-uniform", 4, "frames_touched")] == 4
+    assert rows[("kcenter", 4, "frames_touched")] >= 1
+    assert rows[("kcenter", 4, "gflops_sampler")] > 0 and rows[("tokens-uniform", 4, "gflops_sampler")] == 0
+    prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
+    rec = prov["token_models"]["kcenter"]
+    assert rec["cached"] is False and rec["epochs_run"] == 1 and rec["wall_s"] > 0
+    shutil.rmtree(run_dir)
+    again = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
+    prov2 = json.loads(next((again / "provenance").glob("*.json")).read_text())
+    assert prov2["token_models"]["kcenter"]["cached"] is True
+    rows2 = pd.read_csv(again / "rows.csv").set_index(["method", "budget", "metric"])["value"]
+    assert rows2[("kcenter", 4, "top1")] == rows[("kcenter", 4, "top1")]

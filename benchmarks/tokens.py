@@ -1,0 +1,220 @@
+"""Spatio-temporal patch tokens and the transformer that consumes a selection of them
+(K-centered patch sampling, Park et al., ECCV 2022).
+
+A video's T candidate frames are cut into ``patch`` x ``patch`` patches: token ``i`` is frame
+``i // (rows * cols)``, row ``(i // cols) % rows``, column ``i % cols`` (t-major). A sampler
+picks token ids; :class:`TokenClassifier` (a small ViT: linear patch embedding, a learned
+position embedding looked up by each token's (t, h, w), joint attention, class token) reads
+the selected patches. It is trained on the train split with the selections of the sampler it
+will serve (:func:`train_token_classifier`), as the paper trains its transformer on K-center
+tokens; the uniform-frame baseline trains the same ViT on its own tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .archs import TokenViT
+from .datasets.annotations import VideoSplit
+from .fitting import FitConfig, cached_fit, fit
+from .models import normalise
+from .sampling import Budget, Sampler, VideoView, candidate_pool
+from .seeding import derive_seed, generator
+from .video import read_frames
+
+log = logging.getLogger(__name__)
+
+#: The paper's coordinate ranges: t in [-4, 4], h and w in about [-2.83, 2.83].
+T_RANGE, S_RANGE = 4.0, 2.83
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    frames: int
+    rows: int
+    cols: int
+
+    @classmethod
+    def of(cls, pixels_shape, patch: int) -> TokenGrid:
+        t, _, h, w = pixels_shape
+        if h % patch or w % patch:
+            raise ValueError(f"frames of {h}x{w} do not divide into {patch}x{patch} patches")
+        return cls(t, h // patch, w // patch)
+
+    @property
+    def per_frame(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def total(self) -> int:
+        return self.frames * self.per_frame
+
+    def frame_of(self, ids: np.ndarray) -> np.ndarray:
+        return np.asarray(ids) // self.per_frame
+
+    def cell_of(self, ids: np.ndarray) -> np.ndarray:
+        return np.asarray(ids) % self.per_frame
+
+
+def patchify(pixels: torch.Tensor, patch: int) -> torch.Tensor:
+    """uint8 (T, C, H, W) -> uint8 (T * rows * cols, C * patch * patch), t-major, each patch
+    laid out (c, y, x) like a patch-embedding convolution's weight."""
+    t, c, h, w = pixels.shape
+    x = pixels.reshape(t, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(t * (h // patch) * (w // patch), c * patch * patch)
+
+
+def coordinates(grid: TokenGrid) -> torch.Tensor:
+    """(n, 3) (t, h, w) per token, scaled to the paper's ranges."""
+    def span(n, r):
+        return torch.linspace(-r, r, n) if n > 1 else torch.zeros(1)
+
+    t, h, w = torch.meshgrid(span(grid.frames, T_RANGE), span(grid.rows, S_RANGE), span(grid.cols, S_RANGE),
+                             indexing="ij")
+    return torch.stack([t, h, w], -1).reshape(-1, 3)
+
+
+def normalise_patches(patches: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float, mean/std 0.5 (the paper's normalisation): values in [-1, 1]."""
+    return (patches.float() / 255.0 - 0.5) / 0.5
+
+
+def sampler_points(pixels: torch.Tensor, patch: int, w_t: float = 1.0, w_s: float = 1.0) -> tuple[torch.Tensor, TokenGrid]:
+    """What K-center measures distances between: each token's normalised pixels and its
+    (w_t t, w_s h, w_s w) coordinates: (n, C * patch^2 + 3)."""
+    grid = TokenGrid.of(pixels.shape, patch)
+    xyz = coordinates(grid) * torch.tensor([w_t, w_s, w_s])
+    return torch.cat([normalise_patches(patchify(pixels, patch)), xyz], 1), grid
+
+
+@dataclass(frozen=True)
+class TokenModelConfig:
+    patch: int = 16
+    embed: str = "encoder"  # "encoder": the frozen frame encoder per patch; "linear": ViT's
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    epochs: int = 12
+    batch: int = 32
+    lr: float = 5e-4
+    seed: int = 0
+
+
+class TokenClassifier(nn.Module):
+    """uint8 patches (B, K, C p^2) and their token ids (B, K) -> logits (B, classes).
+
+    ``embed = "encoder"`` (default): each patch alone through the harness's frozen frame
+    encoder (pretrained on frames), then a linear map to the width: the stand-in for the
+    paper's ImageNet-pretrained ViT. ``"linear"`` is ViT's own patch embedding, trained from
+    scratch: it stayed at chance on synth-events even on single event frames (val top-1
+    0.05-0.11 after 7 epochs, patch 8 or 16). A trainable CNN per patch learned (0.64 on
+    single frames after 8 epochs) but took 5 minutes of pretraining alone on 2 cores.
+    A token depends only on its own patch either way; the transformer trains on top.
+    """
+
+    def __init__(self, cfg: TokenModelConfig, grid: TokenGrid, num_classes: int, encoder: nn.Module | None = None):
+        super().__init__()
+        if cfg.embed not in ("encoder", "linear"):
+            raise ValueError(f"token embed must be encoder or linear, not {cfg.embed!r}")
+        if cfg.embed == "encoder" and encoder is None:
+            raise ValueError("embed = 'encoder' needs the frame encoder")
+        self.cfg, self.grid = cfg, grid
+        self.vit = TokenViT(cfg.patch, grid.total, cfg.width, cfg.depth, cfg.heads, num_classes)
+        self.encoder = encoder.requires_grad_(False) if cfg.embed == "encoder" else None
+        if self.encoder is not None:
+            self.vit.embed = nn.Linear(encoder.dim, cfg.width)
+
+    @property
+    def in_features(self) -> int:
+        return 3 * self.cfg.patch**2
+
+    def patch_features(self, patches: torch.Tensor) -> torch.Tensor:
+        """What ``vit.embed`` reads: the frozen encoder's features of each patch, or its pixels."""
+        if self.encoder is None:
+            return normalise_patches(patches)
+        b, k, _ = patches.shape
+        p = self.cfg.patch
+        self.encoder.eval()  # frozen, BatchNorm included
+        with torch.no_grad():
+            return self.encoder(normalise(patches.reshape(b * k, 3, p, p))).view(b, k, -1)
+
+    def forward(self, patches: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        if ids is None:  # throughput timing: the first K positions
+            ids = torch.arange(patches.shape[1], device=patches.device).expand(patches.shape[0], -1)
+        return self.vit(self.patch_features(patches), ids)
+
+
+def _selected(sampler: Sampler, pixels: torch.Tensor, video_id: str, n: int, seed: int) -> np.ndarray:
+    """The sampler's token ids on one video's candidate pixels."""
+    view = VideoView(video_id, len(pixels), np.arange(len(pixels)), allowed=sampler.observes,
+                     providers={"pixels": lambda: pixels}, frame_size=tuple(pixels.shape[-2:]))
+    sel = sampler.select(view, Budget("count", n), generator(seed, video_id, sampler.name))
+    if sel.tokens is None:
+        raise ValueError(f"{sampler.name} returned frames, not tokens")
+    return sel.tokens
+
+
+def _decode_pools(split: VideoSplit, candidates: int, size) -> torch.Tensor:
+    return torch.stack([read_frames(r.path, candidate_pool(r.num_frames, candidates), size=size)
+                        for r in split.records])
+
+
+@torch.inference_mode()
+def token_top1(model: TokenClassifier, sampler: Sampler, pools: torch.Tensor, split: VideoSplit,
+               budgets, seed: int = 0) -> float:
+    """Top-1 of ``model`` on the sampler's selections, averaged over the budgets."""
+    accs = []
+    for n in budgets:
+        hits = 0
+        for i, rec in enumerate(split.records):
+            tok = _selected(sampler, pools[i], rec.video_id, n, seed)
+            logits = model(patchify(pools[i], model.cfg.patch)[tok][None], torch.from_numpy(tok)[None])
+            hits += int(logits.argmax(1).item()) in rec.labels
+        accs.append(hits / len(split.records))
+    return float(np.mean(accs))
+
+
+def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit, cfg: TokenModelConfig,
+                           candidates: int, budgets, size, cache_dir: Path, encoder: nn.Module | None = None,
+                           encoder_key: str = "", progress: bool = True) -> tuple[TokenClassifier, dict]:
+    """The token ViT trained on ``sampler``'s token selections (or loaded from the cache).
+
+    Each batch draws one budget from ``budgets`` (frame-equivalents; seeded) and trains on the
+    sampler's selections at it, K-center's start seeded per (epoch, video): one model serves
+    every budget of the suite. The frozen encoder's patch features are computed once per
+    training video. Early stopping on the validation split's top-1 averaged over the budgets.
+    """
+    grid = TokenGrid(candidates, size[0] // cfg.patch, size[1] // cfg.patch)
+    parts = [asdict(cfg), {"sampler": sampler.name, **sampler.config()}, train.manifest_hash, val.manifest_hash,
+             candidates, list(budgets), list(size), train.num_classes, encoder_key, 2]
+
+    def build():
+        return TokenClassifier(cfg, grid, train.num_classes, encoder)
+
+    def run(model):
+        pools, vpools = _decode_pools(train, candidates, size), _decode_pools(val, candidates, size)
+        with torch.inference_mode():  # (videos, tokens, D): every patch's features, once
+            feats = torch.stack([model.patch_features(patchify(v, cfg.patch)[None])[0] for v in pools]).clone()
+
+        def video_loss(m, ids, epoch, step):
+            rng = np.random.Generator(np.random.PCG64(derive_seed("tok-budget", cfg.seed, epoch, step)))
+            n = int(rng.choice(list(budgets)))
+            seed = derive_seed("tok-select", cfg.seed, epoch)
+            toks = torch.from_numpy(np.stack([_selected(sampler, pools[i], train.records[i].video_id, n, seed)
+                                              for i in ids]))
+            x = feats[torch.from_numpy(ids)[:, None], toks]
+            target = torch.tensor([train.records[i].labels[0] for i in ids])
+            return F.cross_entropy(m.vit(x, toks), target)
+
+        fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
+        return fit(model, fcfg, len(train), video_loss, lambda m: token_top1(m, sampler, vpools, val, budgets),
+                   f"token ViT ({sampler.name})", progress, initial_score=False)
+
+    return cached_fit("token-vit", parts, build, run, cache_dir)

@@ -1,0 +1,102 @@
+"""K-centered patch sampling and its token layout, against brute-force and hand-worked cases."""
+
+import numpy as np
+import pytest
+import torch
+
+from samplerbench.farthest import brute_force_farthest
+from samplerbench.registry import METHODS
+from samplerbench.sampling import Budget, Selection, VideoView
+from samplerbench.seeding import generator
+from samplerbench.tokens import TokenGrid, coordinates, patchify, sampler_points
+
+
+def _pixels(t=6, size=32, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (t, 3, size, size), dtype=np.uint8))
+
+
+def _view(px):
+    return VideoView("v", len(px), np.arange(len(px)), allowed=frozenset({"pixels"}), providers={"pixels": lambda: px},
+                     frame_size=tuple(px.shape[-2:]))
+
+
+def _select(name, px, n, seed=0, **params):
+    return METHODS.get(name)(**params).select(_view(px), Budget("count", n), generator(seed, "v", name))
+
+
+def test_patchify_layout_hand_worked():
+    px = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).view(2, 3, 4, 4)
+    p = patchify(px, 2)  # 2 frames x 2 x 2 patches, 12 values each
+    assert p.shape == (8, 12)
+    # token 7 = frame 1, row 1, col 1: pixels [2:4, 2:4] of each channel, channel first
+    assert p[7].tolist() == px[1, :, 2:4, 2:4].reshape(-1).tolist()
+    assert p[1].tolist() == px[0, :, 0:2, 2:4].reshape(-1).tolist()
+    grid = TokenGrid.of(px.shape, 2)
+    assert (grid.per_frame, grid.total) == (4, 8)
+    assert grid.frame_of(np.array([3, 4])).tolist() == [0, 1] and grid.cell_of(np.array([7])).tolist() == [3]
+    with pytest.raises(ValueError, match="do not divide"):
+        TokenGrid.of((2, 3, 30, 30), 16)
+
+
+def test_coordinates_span_the_papers_ranges():
+    xyz = coordinates(TokenGrid(32, 14, 14))
+    assert xyz.shape == (32 * 196, 3)
+    assert xyz[:, 0].min() == -4 and xyz[:, 0].max() == 4
+    assert xyz[:, 1].abs().max().item() == pytest.approx(2.83) and xyz[0].tolist() == pytest.approx([-4, -2.83, -2.83])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kcenter_equals_full_matrix_reference(seed):
+    px = _pixels(seed=seed)
+    sel = _select("kcenter", px, 2, seed=seed)
+    pts, grid = sampler_points(px, 16)
+    start = int(generator(seed, "v", "kcenter").integers(grid.total))
+    want = brute_force_farthest(pts.double(), 2 * grid.per_frame, start)
+    assert sel.order.tolist() == want.tolist()
+    assert sel.tokens.tolist() == sorted(want.tolist())
+    assert sel.indices.tolist() == sorted(set((want // grid.per_frame).tolist()))  # frames touched
+    assert sel.own_flops == (8 - 1) * grid.total * (3 * 16 * 16 + 3)
+
+
+def test_coordinate_weights_change_what_is_far():
+    """With huge coordinate weights the pixels no longer matter: K-center spreads in (t, h, w)."""
+    px = _pixels(t=5)
+    sel = _select("kcenter", px, 1, w_t=1e4, w_s=1e-4)  # 4 tokens, by time only
+    frames = sorted(set((sel.tokens // 4).tolist()))
+    assert frames[0] == 0 and frames[-1] == 4  # both ends of the video
+
+
+def test_hybrid_frames_are_kept_first():
+    px = _pixels(t=8)
+    sel = _select("kcenter", px, 3, hybrid_frames=2)  # 2 whole frames (centres 2, 6) + 4 K-center tokens
+    pts, grid = sampler_points(px, 16)
+    forced = [8, 9, 10, 11, 24, 25, 26, 27]
+    assert sel.order[:8].tolist() == forced
+    assert sel.order.tolist() == brute_force_farthest(pts.double(), 12, forced).tolist()
+
+
+def test_space_division_keeps_each_cell_equally():
+    px = _pixels(t=8)
+    sel = _select("kcenter", px, 3, space_division=True)
+    grid = TokenGrid.of(px.shape, 16)
+    assert len(sel.tokens) == 3 * grid.per_frame
+    assert np.bincount(grid.cell_of(sel.tokens), minlength=grid.per_frame).tolist() == [3] * grid.per_frame
+
+
+def test_uniform_tokens_hand_worked():
+    sel = _select("tokens-uniform", _pixels(t=8), 2)  # TSN centres 2 and 6, 4 tokens each
+    assert sel.tokens.tolist() == [8, 9, 10, 11, 24, 25, 26, 27] and sel.indices.tolist() == [2, 6]
+
+
+def test_kcenter_is_seeded_per_video():
+    px = _pixels()
+    assert _select("kcenter", px, 1, seed=3).digest() == _select("kcenter", px, 1, seed=3).digest()
+    starts = {_select("kcenter", px, 1, seed=s).order[0] for s in range(6)}
+    assert len(starts) > 1
+
+
+def test_selection_tokens_must_be_sorted_and_unique():
+    with pytest.raises(ValueError, match="tokens must be strictly increasing"):
+        Selection(np.array([0]), tokens=np.array([3, 1]))
+    a, b = Selection(np.array([0]), tokens=np.array([1, 2])), Selection(np.array([0]), tokens=np.array([1, 3]))
+    assert a.digest() != b.digest()
