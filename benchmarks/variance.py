@@ -18,10 +18,8 @@ Farneback's is an estimate, see :func:`flow_flops`).
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 INDICES = ("ssim", "flow", "feature")
 
