@@ -138,7 +138,7 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
                 if (n, b, metric) in stats:
                     r[label] = _fmt(*stats[(n, b, metric)], fmt)
             rows.append(r)
-    t2 = pd.DataFrame(rows).set_index(["Method", "N"])
+    t2 = pd.DataFrame(rows).set_index(["Method", "N"]).fillna("–")  # metrics a method does not have
     _write(t2, out, "table_detail", f"Per method and budget (accuracy in %, mean ± std over {seeds} seed(s); "
            f"videos/s on the first seed).{upper} {where}{UNITS}")
 
@@ -150,7 +150,8 @@ def _plots(df: pd.DataFrame, headline: str, head_name: str, order: list[str], ou
     sns.set_theme(style="whitegrid", context="paper")
     wide = df[df["metric"].isin([headline, "frames", "gflops_total"])].pivot_table(
         index=["name", "budget", "seed"], columns="metric", values="value").reset_index()
-    palette = dict(zip(order, sns.color_palette("tab10", len(order)), strict=False))
+    # tab10 repeats after 10 methods: beyond that, tab20 (still distinct, paired shades)
+    palette = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order)), strict=False))
     for x, xlabel, stem in (("frames", "Frames encoded per video", "acc_vs_frames"),
                             ("gflops_total", "GFLOPs per video (fvcore: 1 multiply-add = 1 FLOP)", "acc_vs_gflops")):
         fig, ax = plt.subplots(figsize=(7.6, 4.2))

@@ -40,7 +40,8 @@ class SyntheticVideo:
     def view(self, observes: frozenset) -> VideoView:
         providers = {"pixels": lambda: self.pixels, "frame_probs": lambda: self.probs,
                      "label": lambda: self.label, "features": lambda: self.features}
-        return VideoView("bench", self.t, np.arange(self.t), allowed=observes, providers=providers)
+        return VideoView("bench", self.t, np.arange(self.t), allowed=observes, providers=providers,
+                         frame_size=(64, 64))
 
 
 _VIDEOS: dict[int, SyntheticVideo] = {}
