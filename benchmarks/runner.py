@@ -45,7 +45,7 @@ from .registry import DATASETS, METHODS
 from .sampling import Budget, Sampler, Selection, VideoView, candidate_pool
 from .seeding import generator
 from .suite import MethodSpec, Suite
-from .tokens import TokenClassifier, TokenModelConfig, patchify, train_token_classifier
+from .tokens import TokenClassifier, TokenModelConfig, decode_pools, patchify, train_token_classifier
 from .training import TrainConfig, train_classifier
 from .video import VideoDecodeError, read_frames
 
@@ -107,6 +107,14 @@ class Context:
     cache_dir: Path | None = None
     token_models: dict[str, tuple[TokenClassifier, dict]] = field(default_factory=dict)
     token_costs: dict[tuple[str, int], FlopCount] = field(default_factory=dict)
+    pools: dict[str, torch.Tensor] = field(default_factory=dict)  # decoded train/val candidates, shared
+
+    def candidate_pools(self, split: VideoSplit, candidates: int, size) -> torch.Tensor:
+        """Decode a split's candidate pools once for every token ViT trained in this run."""
+        key = f"{split.manifest_hash}-{candidates}-{size}"
+        if key not in self.pools:
+            self.pools[key] = decode_pools(split, candidates, size)
+        return self.pools[key]
 
     def token_model(self, spec: MethodSpec, sampler: Sampler) -> TokenClassifier:
         """The token ViT trained on this method's selections (trained once, cached on disk)."""
@@ -119,7 +127,7 @@ class Context:
                                                        self.suite.budgets, self.frame_size,
                                                        self.cache_dir or default_cache_dir(), self.model.encoder,
                                                        self.prov.get("classifier", {}).get("key", ""),
-                                                       self.progress)
+                                                       self.progress, decode=self.candidate_pools)
             self.token_models[spec.key] = (model.to(self.device), record)
             self.prov.setdefault("token_models", {})[spec.key] = record
         return self.token_models[spec.key][0]

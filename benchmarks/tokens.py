@@ -161,7 +161,8 @@ def _selected(sampler: Sampler, pixels: torch.Tensor, video_id: str, n: int, see
     return sel.tokens
 
 
-def _decode_pools(split: VideoSplit, candidates: int, size) -> torch.Tensor:
+def decode_pools(split: VideoSplit, candidates: int, size) -> torch.Tensor:
+    """Every video's T candidate frames, uint8 (videos, T, C, H, W)."""
     return torch.stack([read_frames(r.path, candidate_pool(r.num_frames, candidates), size=size)
                         for r in split.records])
 
@@ -183,13 +184,15 @@ def token_top1(model: TokenClassifier, sampler: Sampler, pools: torch.Tensor, sp
 
 def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit, cfg: TokenModelConfig,
                            candidates: int, budgets, size, cache_dir: Path, encoder: nn.Module | None = None,
-                           encoder_key: str = "", progress: bool = True) -> tuple[TokenClassifier, dict]:
+                           encoder_key: str = "", progress: bool = True,
+                           decode=decode_pools) -> tuple[TokenClassifier, dict]:
     """The token ViT trained on ``sampler``'s token selections (or loaded from the cache).
 
     Each batch draws one budget from ``budgets`` (frame-equivalents; seeded) and trains on the
     sampler's selections at it, K-center's start seeded per (epoch, video): one model serves
     every budget of the suite. The frozen encoder's patch features are computed once per
     training video. Early stopping on the validation split's top-1 averaged over the budgets.
+    ``decode`` gives the candidate pools (a caller training several ViTs passes a memoised one).
     """
     grid = TokenGrid(candidates, size[0] // cfg.patch, size[1] // cfg.patch)
     parts = [asdict(cfg), {"sampler": sampler.name, **sampler.config()}, train.manifest_hash, val.manifest_hash,
@@ -199,7 +202,7 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
         return TokenClassifier(cfg, grid, train.num_classes, encoder)
 
     def run(model):
-        pools, vpools = _decode_pools(train, candidates, size), _decode_pools(val, candidates, size)
+        pools, vpools = decode(train, candidates, size), decode(val, candidates, size)
         with torch.inference_mode():  # (videos, tokens, D): every patch's features, once
             feats = torch.stack([model.patch_features(patchify(v, cfg.patch)[None])[0] for v in pools]).clone()
 
