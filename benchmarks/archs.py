@@ -125,10 +125,12 @@ class SLLMRestorer(nn.Module):
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         b, p, _, d = pairs.shape
-        x = (pairs + self.pos).view(b * p, 2, d)
-        both = self.transformer(torch.cat([x, x.flip(1)], dim=0))  # [a, b] and [b, a]
+        x = pairs.reshape(b * p, 2, d)
+        # [a, b] and [b, a], each with the two position embeddings (added after the swap: added
+        # before it, the transformer, equivariant to the order, would compute the same thing twice)
+        both = self.transformer(torch.cat([x, x.flip(1)], dim=0) + self.pos)
         fwd, bwd = both.split(b * p)
-        return ((fwd + bwd.flip(1)) / 2).mean(dim=1).view(b, p, d)
+        return ((fwd + bwd) / 2).mean(dim=1).view(b, p, d)
 
 
 class SLLMHead(nn.Module):

@@ -40,12 +40,13 @@ from .cost import (
     sync,
 )
 from .datasets.annotations import AnnotationError, VideoRecord, VideoSplit
+from .learned import TrainEnv, decode_pools
 from .models import FrameClassifier, ModelConfig
 from .registry import DATASETS, METHODS
 from .sampling import Budget, Sampler, Selection, VideoView, candidate_pool
 from .seeding import generator
 from .suite import MethodSpec, Suite
-from .tokens import TokenClassifier, TokenModelConfig, decode_pools, patchify, train_token_classifier
+from .tokens import TokenClassifier, TokenModelConfig, patchify, train_token_classifier
 from .training import TrainConfig, train_classifier
 from .video import VideoDecodeError, read_frames
 
@@ -107,14 +108,26 @@ class Context:
     cache_dir: Path | None = None
     token_models: dict[str, tuple[TokenClassifier, dict]] = field(default_factory=dict)
     token_costs: dict[tuple[str, int], FlopCount] = field(default_factory=dict)
-    pools: dict[str, torch.Tensor] = field(default_factory=dict)  # decoded train/val candidates, shared
+    env: TrainEnv | None = None  # what learned methods train on (train/val pools, decoded once)
 
     def candidate_pools(self, split: VideoSplit, candidates: int, size) -> torch.Tensor:
-        """Decode a split's candidate pools once for every token ViT trained in this run."""
-        key = f"{split.manifest_hash}-{candidates}-{size}"
-        if key not in self.pools:
-            self.pools[key] = decode_pools(split, candidates, size)
-        return self.pools[key]
+        """A split's candidate pools, decoded once for every learned piece of this run."""
+        if self.env is not None and candidates == self.env.num_candidates and tuple(size) == tuple(self.env.frame_size):
+            return self.env.pools(split)
+        return decode_pools(split, candidates, size)
+
+    def sampler(self, spec: MethodSpec) -> Sampler:
+        """A new instance of a method; a learned one is trained (or loaded from the cache) first,
+        and its training record goes into the provenance under ``trained``."""
+        sampler = METHODS.get(spec.name)(**spec.params)
+        if hasattr(sampler, "prepare"):
+            if self.env is None:
+                raise RuntimeError(f"{spec.key}: a learned method needs the train and val splits")
+            with torch.inference_mode(False), torch.enable_grad():
+                record = sampler.prepare(self.env)
+            if record is not None:  # the first instance's: it says whether this run trained it
+                self.prov.setdefault("trained", {}).setdefault(spec.display, record)
+        return sampler
 
     def token_model(self, spec: MethodSpec, sampler: Sampler) -> TokenClassifier:
         """The token ViT trained on this method's selections (trained once, cached on disk)."""
@@ -239,6 +252,10 @@ def evaluate_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: in
                 enc, head = ctx.token_flops(spec, model, len(tok)), FlopCount(0.0)
                 extra = {"tokens": len(tok), "frames_touched": n}
                 n = len(tok) / model.grid.per_frame  # frame-equivalents
+            elif sampler.consumer == "head":  # the method's own head on the encoded frames' features
+                enc = ctx.cost.encoder_head(n)[0]
+                head = FlopCount(sampler.head_flops(n))
+                out = sampler.head_logits(vc.feats[torch.from_numpy(sel.indices)][None].to(ctx.device))
             else:
                 enc, head = ctx.cost.encoder_head(n)
                 out = ctx.model.head(vc.feats[torch.from_numpy(sel.indices)][None].to(ctx.device))
@@ -305,6 +322,8 @@ def time_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, s
             local = np.searchsorted(sel.indices, sel.tokens // per_frame) * per_frame + sel.tokens % per_frame
             patches = patchify(clip, p)[torch.from_numpy(local)]
             token_model(patches[None].to(ctx.device), torch.from_numpy(sel.tokens)[None].to(ctx.device))
+        elif sampler.consumer == "head":
+            sampler.head_logits(ctx.model.features(clip.to(ctx.device))[None])
         else:
             ctx.model(clip[None].to(ctx.device))
         sync(ctx.device)
@@ -315,6 +334,9 @@ def time_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, s
     if tokens:  # model-only: the ViT on K tokens
         model_only = model_videos_per_s(token_model, mean_n, (token_model.in_features,), ctx.device,
                                         throughput_config(ctx.suite))
+    elif sampler.consumer == "head":
+        model_only = model_videos_per_s(EncoderThenHead(ctx.model, sampler), mean_n, (3, *ctx.frame_size), ctx.device,
+                                        throughput_config(ctx.suite))
     else:
         model_only = model_videos_per_s(ctx.model, mean_n, (3, *ctx.frame_size), ctx.device, throughput_config(ctx.suite))
     return {
@@ -323,6 +345,19 @@ def time_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, s
         "peak_mem_mib": peak_memory_mib(ctx.device),
         "timed_videos": len(counts), "device": str(ctx.device), **model_only,
     }
+
+
+class EncoderThenHead(torch.nn.Module):
+    """Model-only timing of a method with its own head: the frozen encoder on the encoded
+    frames, then the method's head (SLLM: restorer and temporal transformer)."""
+
+    def __init__(self, model: FrameClassifier, sampler: Sampler):
+        super().__init__()
+        self.model, self.sampler = model, sampler
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, n = frames.shape[:2]
+        return self.sampler.head_logits(self.model.features(frames.flatten(0, 1)).view(b, n, -1))
 
 
 def throughput_config(suite: Suite) -> ThroughputConfig:
@@ -361,12 +396,13 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
                               manifest_hash=split.manifest_hash, train_manifest_hash=train.manifest_hash,
                               classifier=train_record)
     _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
-    ctx = Context(suite, split, model, PipelineCost(model, (3, *frame_size)), dev, frame_size,
-                  int(suite.eval.get("candidates", 32)), prov, run_id, progress=progress, train=train, val=val,
-                  cache_dir=cache_dir)
+    candidates = int(suite.eval.get("candidates", 32))
+    env = TrainEnv(train, val, model, train_record["key"], candidates, frame_size, tuple(suite.budgets), cache_dir,
+                   dev, progress)
+    ctx = Context(suite, split, model, PipelineCost(model, (3, *frame_size)), dev, frame_size, candidates, prov, run_id,
+                  progress=progress, train=train, val=val, cache_dir=cache_dir, env=env)
     timing_videos = int(suite.eval.get("timing_videos", 16))
 
-    candidates = int(suite.eval.get("candidates", 32))
     cells = [(spec, b, s) for spec in suite.methods for b in method_budgets(spec, suite, candidates)
              for s in suite.seeds]
     clf_key = train_record["key"]
@@ -374,7 +410,9 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
     log.info("%s: %d cells, %d to do", run_id, len(cells), len(todo))
     samplers = {}  # one instance per method for all its cells: per-video memos are shared
     for spec, b, s in tqdm(todo, desc=f"evaluating {run_id}", unit="cell", disable=not progress):
-        sampler = samplers.setdefault(spec.key, METHODS.get(spec.name)(**spec.params))
+        if spec.key not in samplers:
+            samplers[spec.key] = ctx.sampler(spec)
+        sampler = samplers[spec.key]
         key = cell_key(spec, b, s)
         cell = evaluate_cell(ctx, spec, sampler, b, s)
         cell.update(cell=key, method=spec.key, method_name=spec.name, label=spec.display, budget=b, seed=s,
@@ -386,29 +424,30 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
             key = cell_key(spec, b, suite.seeds[0])
             path = run_dir / "timing" / f"{key}.json"
             if not _done(path, clf_key):
-                sampler = METHODS.get(spec.name)(**spec.params)  # fresh: no memo hides the work
+                sampler = ctx.sampler(spec)  # fresh: no memo hides the work (weights load from the cache)
                 t = time_cell(ctx, spec, sampler, b, suite.seeds[0], timing_videos)
                 _write_json(path, {**t, "cell": key, "provenance_id": prov["provenance_id"], "classifier_key": clf_key})
     if ctx.cost.unsupported():
         prov["fvcore_unsupported_ops"] = ctx.cost.unsupported()
-    if ctx.cost.unsupported() or ctx.token_models:  # token ViTs: their training record (wall time, epochs)
+    if ctx.cost.unsupported() or ctx.token_models or "trained" in prov:  # learned pieces: training records
         _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
-    consolidate(run_dir, {cell_key(*c) for c in cells})
+    consolidate(run_dir, {cell_key(*c) for c in cells}, [spec.key for spec in suite.methods])
     return run_dir
 
 
-def consolidate(run_dir: Path, keys: set[str] | None = None) -> pd.DataFrame:
+def consolidate(run_dir: Path, keys: set[str] | None = None, order: list[str] | None = None) -> pd.DataFrame:
     """Rebuild rows.csv, selections.jsonl and failures.csv from the cell files (those of
-    ``keys`` only, when given: cells of an earlier grid of the same run stay on disk, unused)."""
+    ``keys`` only, when given: cells of an earlier grid of the same run stay on disk, unused).
+    Rows follow the suite's method ``order`` when given (tables list methods in that order)."""
     run_dir = Path(run_dir)
     provs = {p.stem: json.loads(p.read_text()) for p in (run_dir / "provenance").glob("*.json")}
     timing = {json.loads(p.read_text())["cell"]: json.loads(p.read_text()) for p in (run_dir / "timing").glob("*.json")}
     rows, failures = [], []
     with open(run_dir / "selections.jsonl.tmp", "w") as sel_out:
-        for path in sorted((run_dir / "cells").glob("*.json")):
-            if keys is not None and path.stem not in keys:
-                continue
-            cell = json.loads(path.read_text())
+        cells = [json.loads(p.read_text()) for p in sorted((run_dir / "cells").glob("*.json"))
+                 if keys is None or p.stem in keys]
+        rank = {m: i for i, m in enumerate(order or [])}
+        for cell in sorted(cells, key=lambda c: (rank.get(c["method"], len(rank)), c["budget"], c["seed"])):
             prov = provs.get(cell["provenance_id"], {})
             base = {"run_id": prov.get("run_id", run_dir.name), "suite": prov.get("suite"),
                     "suite_hash": prov.get("suite_hash"), "dataset": prov.get("dataset"), "split": prov.get("split"),

@@ -24,10 +24,10 @@ from torch import nn
 from .archs import TokenViT
 from .datasets.annotations import VideoSplit
 from .fitting import FitConfig, cached_fit, fit
+from .learned import decode_pools
 from .models import normalise
-from .sampling import Budget, Sampler, VideoView, candidate_pool
+from .sampling import Budget, Sampler, VideoView
 from .seeding import derive_seed, generator
-from .video import read_frames
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +159,6 @@ def _selected(sampler: Sampler, pixels: torch.Tensor, video_id: str, n: int, see
     if sel.tokens is None:
         raise ValueError(f"{sampler.name} returned frames, not tokens")
     return sel.tokens
-
-
-def decode_pools(split: VideoSplit, candidates: int, size) -> torch.Tensor:
-    """Every video's T candidate frames, uint8 (videos, T, C, H, W)."""
-    return torch.stack([read_frames(r.path, candidate_pool(r.num_frames, candidates), size=size)
-                        for r in split.records])
 
 
 @torch.inference_mode()

@@ -5,6 +5,9 @@ Output in ``reports/out/<run-id>/``:
   table_hit_rate.{md,tex,csv} methods x budgets, event hit rate (%)
   table_detail.{md,tex,csv}   per method and budget: frames, GFLOPs (total and sampler), quality
                               metrics, videos/s end-to-end and model-only, peak memory
+  table_training.{md,tex,csv}  every learned piece (classifier, token ViTs, learned samplers and
+                              heads): epochs, best epoch, validation score, training wall time;
+                              training is a one-off cost, kept out of the per-video GFLOPs
   acc_vs_frames.{png,pdf}, acc_vs_gflops.{png,pdf}
 Values are means over seeds, with the standard deviation where there are several seeds.
 """
@@ -26,7 +29,8 @@ import seaborn as sns  # noqa: E402
 UNITS = ("GFLOPs follow fvcore's convention: one multiply-add counts as one FLOP, per video, "
          "including the sampler's own work. Frames: frames encoded per video; for token samplers, "
          "frame-equivalents (tokens / tokens per frame), with the frames their tokens touch apart; "
-         "their event hit rate counts a touched frame.")
+         "their event hit rate counts a touched frame. SLLM: N frames sampled, every other one encoded "
+         "(Frames = N/2), the rest restored in feature space; sllm-full encodes all N.")
 UPPER = "†"
 PCT = {"top1", "top5", "mean_class_acc", "mAP", "event_hit_rate"}
 DETAIL_COLUMNS = [
@@ -142,8 +146,34 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
     _write(t2, out, "table_detail", f"Per method and budget (accuracy in %, mean ± std over {seeds} seed(s); "
            f"videos/s on the first seed).{upper} {where}{UNITS}")
 
+    training = _training_table(p0)
+    if not training.empty:
+        _write(training, out, "table_training", "Training cost of the learned pieces of the run, one-off, not in "
+               "the per-video GFLOPs (wall time of the run that trained them, on "
+               f"{p0.get('hardware', {}).get('cpu')}; 'cached': this run loaded the checkpoint). {where}")
     _plots(df, headline, head_name, order, out)
     return out
+
+
+def _training_table(prov: dict) -> pd.DataFrame:
+    """One row per learned piece recorded in the provenance."""
+    pieces = [("frame classifier", prov.get("classifier"))]
+    pieces += [(f"token ViT ({k})", v) for k, v in sorted((prov.get("token_models") or {}).items())]
+    for k, v in sorted((prov.get("trained") or {}).items()):
+        pieces.append((k, v))
+        if isinstance(v.get("base"), dict):
+            pieces.append((f"{k}: base sampler", v["base"]))
+    rows = []
+    for name, rec in pieces:
+        if not rec:
+            continue
+        hist = [h for h in rec.get("history", []) if h.get("epoch", 0) > 0]
+        val = rec.get("val", rec.get("val_top1"))  # the classifier's record names its score val_top1
+        rows.append({"Piece": name, "Epochs": rec.get("epochs_run", len(hist)), "Best epoch": rec.get("best_epoch", "–"),
+                     "Val. score": f"{val:.3f}" if isinstance(val, int | float) else "–",
+                     "Train time (s)": f"{rec.get('wall_s', rec.get('fit_wall_s', float('nan'))):.0f}",
+                     "Cached": "yes" if rec.get("cached") else "no"})
+    return pd.DataFrame(rows).set_index("Piece") if rows else pd.DataFrame()
 
 
 def _plots(df: pd.DataFrame, headline: str, head_name: str, order: list[str], out: Path) -> None:

@@ -188,3 +188,56 @@ def test_token_samplers_run_with_their_own_trained_vit(tmp_path):
     assert prov2["token_models"]["kcenter"]["cached"] is True
     rows2 = pd.read_csv(again / "rows.csv").set_index(["method", "budget", "metric"])["value"]
     assert rows2[("kcenter", 4, "top1")] == rows[("kcenter", 4, "top1")]
+
+
+def test_learned_methods_train_once_and_report_their_cost(tmp_path):
+    """sosampler and sllm through the runner: trained inside the run (records in the provenance
+    under ``trained``), SLLM encodes half the sampled frames and charges its head, and a second
+    run loads the checkpoints and reproduces the rows."""
+    path = write_suite(tmp_path / "learned.toml", name="tiny-learned")
+    text = path.read_text().split("[[methods]]")[0].replace("seeds = [0, 1]", "seeds = [0]")
+    fast = "epochs = 1, depth = 1, heads = 2"
+    path.write_text(text + textwrap.dedent(f"""
+        [[methods]]
+        name = "sosampler"
+        params = {{ epochs = 1, width = 4, resolution = 16 }}
+        label = "sosampler"
+        [[methods]]
+        name = "sllm"
+        params = {{ {fast} }}
+        label = "sllm"
+        [[methods]]
+        name = "sllm"
+        params = {{ {fast}, mode = "full" }}
+        label = "sllm-full"
+        [[methods]]
+        name = "sllm"
+        params = {{ {fast}, base = "sosampler", base_params = {{ epochs = 1, width = 4, resolution = 16 }} }}
+        label = "sosampler+sllm"
+    """))
+    s = suite_mod.load(path)
+    run_dir = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
+    rows = pd.read_csv(run_dir / "rows.csv").set_index(["label", "budget", "metric"])["value"]
+    assert rows[("sosampler", 4, "frames")] == 4 and rows[("sosampler", 4, "gflops_sampler")] > 0
+    assert rows[("sllm", 4, "frames")] == 2 and rows[("sllm-full", 4, "frames")] == 4
+    assert rows[("sllm", 1, "frames")] == 1
+    assert rows[("sllm", 4, "gflops_head")] > 0 and rows[("sllm", 4, "gflops_sampler")] == 0
+    assert rows[("sosampler+sllm", 4, "gflops_sampler")] == rows[("sosampler", 4, "gflops_sampler")]
+    assert rows[("sllm", 4, "gflops_encoder")] == pytest.approx(rows[("sllm-full", 4, "gflops_encoder")] / 2)
+    prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
+    trained = prov["trained"]
+    assert trained["sosampler"]["cached"] is False and trained["sosampler"]["epochs_run"] == 1
+    assert trained["sllm"]["fit_wall_s"] > 0 and trained["sosampler+sllm"]["base"]["cached"] is True
+    shutil.rmtree(run_dir)
+    again = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
+    prov2 = json.loads(next((again / "provenance").glob("*.json")).read_text())
+    assert all(r["cached"] for r in prov2["trained"].values())
+    rows2 = pd.read_csv(again / "rows.csv").set_index(["label", "budget", "metric"])["value"]
+    for m in ("sosampler", "sllm", "sosampler+sllm"):
+        assert rows2[(m, 4, "top1")] == rows[(m, 4, "top1")]
+    from samplerbench.reports.render import render
+
+    t = pd.read_csv(render(again, tmp_path / "report") / "table_training.csv").set_index("Piece")
+    assert {"frame classifier", "sosampler", "sllm", "sllm-full", "sosampler+sllm: base sampler"} <= set(t.index)
+    assert (t["Cached"] == "yes").all() and t.loc["sosampler", "Epochs"] == 1
+    assert t.loc["sosampler", "Train time (s)"] == round(trained["sosampler"]["wall_s"])

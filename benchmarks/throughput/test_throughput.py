@@ -59,8 +59,14 @@ def test_select(normalised, method, t):
     video = _video(t)
     budget = Budget("count", min(BUDGET, t))
 
+    learned = METHODS.get(method)()
+    if hasattr(learned, "random_init"):  # a learned sampler keeps its (untrained) weights across calls
+        learned.random_init(t, NUM_CLASSES)
+    else:
+        learned = None
+
     def select():  # a fresh instance per call: a per-video memo (evfr-afs) must not hide the work
-        sampler = METHODS.get(method)()
+        sampler = learned or METHODS.get(method)()
         return sampler.select(video.view(sampler.observes), budget, np.random.default_rng(0))
 
     sel = normalised(select)

@@ -1,0 +1,92 @@
+"""What a learned method trains on (SOSampler's scorer, SLLM's head, the token ViTs): the train
+and validation splits' candidate pools, decoded once per run and shared, and the frozen
+classifier's features and per-frame logits on them, computed once.
+
+A method that learns implements ``Sampler.prepare(env)``: it trains (or loads from the cache,
+via :func:`samplerbench.fitting.cached_fit`) what it needs and returns its training record,
+which the runner stores in the run's provenance under ``trained``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets.annotations import VideoSplit
+from .metrics import one_hot
+from .models import FrameClassifier
+from .sampling import candidate_pool
+from .video import read_frames
+
+
+def decode_pools(split: VideoSplit, candidates: int, size) -> torch.Tensor:
+    """Every video's T candidate frames, uint8 (videos, T, C, H, W)."""
+    return torch.stack([read_frames(r.path, candidate_pool(r.num_frames, candidates), size=size)
+                        for r in split.records])
+
+
+@dataclass
+class TrainEnv:
+    train: VideoSplit
+    val: VideoSplit
+    classifier: FrameClassifier  # frozen, eval mode
+    classifier_key: str
+    num_candidates: int
+    frame_size: tuple[int, int]
+    budgets: tuple[int, ...]
+    cache_dir: Path
+    device: torch.device = torch.device("cpu")
+    progress: bool = True
+    _pools: dict = field(default_factory=dict, repr=False)
+    _outputs: dict = field(default_factory=dict, repr=False)
+
+    def pools(self, split: VideoSplit) -> torch.Tensor:
+        """uint8 (videos, T, 3, H, W): the split's candidates, decoded once per run."""
+        key = (split.manifest_hash, self.num_candidates, tuple(self.frame_size))
+        if key not in self._pools:
+            self._pools[key] = decode_pools(split, self.num_candidates, self.frame_size)
+        return self._pools[key]
+
+    def _classify(self, split: VideoSplit) -> tuple[torch.Tensor, torch.Tensor]:
+        key = split.manifest_hash
+        if key not in self._outputs:
+            pools = self.pools(split)
+            feats, logits = [], []
+            with torch.no_grad():  # not inference_mode: these feed training graphs as inputs
+                for chunk in pools.split(64):
+                    f = self.classifier.features(chunk.flatten(0, 1).to(self.device))
+                    feats.append(f.float().cpu().view(len(chunk), pools.shape[1], -1))
+                    logits.append(self.classifier.head.frame_logits(f).float().cpu().view(len(chunk), pools.shape[1], -1))
+            self._outputs[key] = (torch.cat(feats), torch.cat(logits))
+        return self._outputs[key]
+
+    def features(self, split: VideoSplit) -> torch.Tensor:
+        """float (videos, T, D): the frozen encoder's features of every candidate."""
+        return self._classify(split)[0]
+
+    def frame_logits(self, split: VideoSplit) -> torch.Tensor:
+        """float (videos, T, C): the frozen classifier on each candidate alone."""
+        return self._classify(split)[1]
+
+    @staticmethod
+    def multi_hot(split: VideoSplit) -> torch.Tensor:
+        """float (videos, C) ground truth."""
+        return torch.from_numpy(one_hot([r.labels for r in split.records], split.num_classes)).float()
+
+    @staticmethod
+    def first_labels(split: VideoSplit) -> torch.Tensor:
+        return torch.tensor([r.labels[0] for r in split.records])
+
+    def key_parts(self) -> list:
+        """What every learned piece depends on besides its own config: the data and the classifier."""
+        return [self.train.manifest_hash, self.val.manifest_hash, self.classifier_key, self.num_candidates,
+                list(self.frame_size)]
+
+
+def top1_in_labels(logits: torch.Tensor, split: VideoSplit) -> float:
+    """Share of videos whose top-scoring class is one of their labels."""
+    pred = logits.argmax(-1).tolist()
+    return float(np.mean([p in r.labels for p, r in zip(pred, split.records, strict=True)]))
