@@ -40,8 +40,11 @@ class TrainEnv:
     cache_dir: Path
     device: torch.device = torch.device("cpu")
     progress: bool = True
+    retrieval_cfg: dict = field(default_factory=dict)  # ``[retrieval_model]``: RetrievalConfig overrides
+    captions_per_video: int = 5
     _pools: dict = field(default_factory=dict, repr=False)
     _outputs: dict = field(default_factory=dict, repr=False)
+    _retrieval: tuple | None = field(default=None, repr=False)
 
     def pools(self, split: VideoSplit) -> torch.Tensor:
         """uint8 (videos, T, 3, H, W): the split's candidates, decoded once per run."""
@@ -79,6 +82,31 @@ class TrainEnv:
     @staticmethod
     def first_labels(split: VideoSplit) -> torch.Tensor:
         return torch.tensor([r.labels[0] for r in split.records])
+
+    def captions(self, split: VideoSplit):
+        """The split's captions (:class:`samplerbench.retrieval.CaptionSet`), generated once."""
+        from .datasets.captions import split_captions
+        from .retrieval import CaptionSet, Tokenizer
+
+        key = ("captions", split.manifest_hash, self.captions_per_video)
+        if key not in self._outputs:
+            pairs = split_captions(split, self.captions_per_video)
+            self._outputs[key] = CaptionSet.of(pairs, [r.video_id for r in split.records], Tokenizer())
+        return self._outputs[key]
+
+    def retrieval_model(self):
+        """The retrieval model (frozen after training) and its training record, trained once."""
+        if self._retrieval is None:
+            from .retrieval import RetrievalConfig, train_retrieval_model
+
+            cfg = RetrievalConfig(**self.retrieval_cfg)
+            with torch.inference_mode(False), torch.enable_grad():
+                model, record = train_retrieval_model(
+                    self.features(self.train), self.captions(self.train), self.features(self.val),
+                    self.captions(self.val), cfg, [*self.key_parts(), self.captions_per_video], self.cache_dir,
+                    self.progress)
+            self._retrieval = (model.to(self.device).eval().requires_grad_(False), record)
+        return self._retrieval
 
     def key_parts(self) -> list:
         """What every learned piece depends on besides its own config: the data and the classifier."""

@@ -43,6 +43,7 @@ from .datasets.annotations import AnnotationError, VideoRecord, VideoSplit
 from .learned import TrainEnv, decode_pools
 from .models import FrameClassifier, ModelConfig
 from .registry import DATASETS, METHODS
+from .retrieval_task import run_retrieval
 from .sampling import Budget, Sampler, Selection, VideoView, candidate_pool
 from .seeding import generator
 from .suite import MethodSpec, Suite
@@ -225,10 +226,9 @@ def cell_key(spec: MethodSpec, budget: int, seed: int) -> str:
     return f"{spec.key}__n{budget}__s{seed}"
 
 
-def evaluate_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, seed: int) -> dict:
-    """Select, predict and score every video of the split for one cell."""
-    budget = Budget("count", budget_n)
-    scores, labels, frames_sel, events, per_video, fails = [], [], [], [], [], []
+def selections(ctx: Context, key: str, sampler: Sampler, budget: Budget, seed: int, fails: list):
+    """Yield (record, cache, view, selection) for each video of the split; a video that cannot
+    be decoded, or on which the method fails, is appended to ``fails`` instead (one line)."""
     for rec in ctx.split.records:
         vc = ctx.video(rec)
         if vc is None:
@@ -236,11 +236,19 @@ def evaluate_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: in
             continue
         view = make_view(ctx, rec, vc, sampler)
         try:
-            sel = sampler.select(view, budget, generator(seed, rec.video_id, spec.key))
+            sel = sampler.select(view, budget, generator(seed, rec.video_id, key))
             _check(sel, view, budget, sampler)
         except Exception as e:  # a method failing on one video is that video's failure
-            fails.append({"video": rec.video_id, "error": f"{rec.path}: {spec.key}: {type(e).__name__}: {e}"})
+            fails.append({"video": rec.video_id, "error": f"{rec.path}: {key}: {type(e).__name__}: {e}"})
             continue
+        yield rec, vc, view, sel
+
+
+def evaluate_cell(ctx: Context, spec: MethodSpec, sampler: Sampler, budget_n: int, seed: int) -> dict:
+    """Select, predict and score every video of the split for one cell."""
+    budget = Budget("count", budget_n)
+    scores, labels, frames_sel, events, per_video, fails = [], [], [], [], [], []
+    for rec, vc, view, sel in selections(ctx, spec.key, sampler, budget, seed, fails):
         n = int(sel.indices.size)
         sampler_flops = view.charged_flops + sel.own_flops
         extra = {}
@@ -398,7 +406,8 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
     _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
     candidates = int(suite.eval.get("candidates", 32))
     env = TrainEnv(train, val, model, train_record["key"], candidates, frame_size, tuple(suite.budgets), cache_dir,
-                   dev, progress)
+                   dev, progress, retrieval_cfg=dict(suite.retrieval.get("model", {})),
+                   captions_per_video=int(suite.retrieval.get("captions_per_video", 5)))
     ctx = Context(suite, split, model, PipelineCost(model, (3, *frame_size)), dev, frame_size, candidates, prov, run_id,
                   progress=progress, train=train, val=val, cache_dir=cache_dir, env=env)
     timing_videos = int(suite.eval.get("timing_videos", 16))
@@ -427,9 +436,10 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
                 sampler = ctx.sampler(spec)  # fresh: no memo hides the work (weights load from the cache)
                 t = time_cell(ctx, spec, sampler, b, suite.seeds[0], timing_videos)
                 _write_json(path, {**t, "cell": key, "provenance_id": prov["provenance_id"], "classifier_key": clf_key})
+    run_retrieval(ctx, run_dir, _write_json, _done)  # the suite's [retrieval] task, if any
     if ctx.cost.unsupported():
         prov["fvcore_unsupported_ops"] = ctx.cost.unsupported()
-    if ctx.cost.unsupported() or ctx.token_models or "trained" in prov:  # learned pieces: training records
+    if ctx.cost.unsupported() or ctx.token_models or "trained" in prov or "retrieval_model" in prov:  # learned pieces: training records
         _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
     consolidate(run_dir, {cell_key(*c) for c in cells}, [spec.key for spec in suite.methods])
     return run_dir

@@ -35,6 +35,17 @@ class MethodSpec:
 
 
 @dataclass(frozen=True)
+class RetrievalSpec:
+    """A method of a suite's retrieval task and its frame count: ``adaptive`` (the method
+    decides), ``all`` (every candidate), an integer, or ``match`` (one cell per adaptive method
+    of the task, at the mean count it kept; ``match_only`` narrows that to some labels)."""
+
+    method: MethodSpec
+    budget: str | int = "match"
+    match_only: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     dataset: dict
@@ -45,6 +56,8 @@ class Suite:
     description: str = ""
     source: str = ""
     token_model: dict = field(default_factory=dict)  # TokenModelConfig overrides for token samplers
+    retrieval: dict = field(default_factory=dict)  # [retrieval]: captions_per_video, seeds, model (overrides)
+    retrieval_methods: tuple[RetrievalSpec, ...] = ()
 
     @property
     def budgets(self) -> list[int]:
@@ -86,6 +99,21 @@ def load(name_or_path: str | Path) -> Suite:
     keys = [m.key for m in methods]
     if len(set(keys)) != len(keys):
         raise ValueError(f"{path}: the same method configuration is listed twice: {keys}")
+    retrieval = dict(raw.get("retrieval", {}))
+    rspecs = []
+    for i, m in enumerate(retrieval.pop("methods", [])):
+        if "name" not in m:
+            raise ValueError(f"{path}: retrieval.methods[{i}] has no name")
+        budget = m.get("budget", "match")
+        if not (isinstance(budget, int) and budget > 0) and budget not in ("adaptive", "all", "match"):
+            raise ValueError(f"{path}: retrieval.methods[{i}].budget must be adaptive, all, match or a positive "
+                             f"integer, not {budget!r}")
+        rspecs.append(RetrievalSpec(MethodSpec(m["name"], dict(m.get("params", {})), m.get("label")), budget,
+                                    tuple(m.get("match", ()))))
+    labels = [r.method.display for r in rspecs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{path}: retrieval methods need distinct labels: {labels}")
     return Suite(name=raw["name"], dataset=raw["dataset"], model=raw.get("model", {}), train=raw.get("train", {}),
                  eval=raw.get("eval", {}), methods=tuple(methods), description=raw.get("description", ""),
-                 source=str(path), token_model=raw.get("token_model", {}))
+                 source=str(path), token_model=raw.get("token_model", {}), retrieval=retrieval,
+                 retrieval_methods=tuple(rspecs))

@@ -26,6 +26,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .retrieval import render_retrieval  # noqa: E402
+
 UNITS = ("GFLOPs follow fvcore's convention: one multiply-add counts as one FLOP, per video, "
          "including the sampler's own work. Frames: frames encoded per video; for token samplers, "
          "frame-equivalents (tokens / tokens per frame), with the frames their tokens touch apart; "
@@ -152,6 +154,10 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
                "the per-video GFLOPs (wall time of the run that trained them, on "
                f"{p0.get('hardware', {}).get('cpu')}; 'cached': this run loaded the checkpoint). {where}")
     _plots(df, headline, head_name, order, out)
+    rm = p0.get("retrieval_model") or {}
+    model_note = (f"Retrieval model (CLIP4Clip mean pooling on the frozen frame encoder, trained in the run): "
+                  f"validation mean R@1 {100 * rm['val']:.1f}% with every candidate. " if "val" in rm else "")
+    render_retrieval(run_dir, out, _write, f"Run {run_dir.name}. {model_note}")
     return out
 
 
@@ -159,6 +165,7 @@ def _training_table(prov: dict) -> pd.DataFrame:
     """One row per learned piece recorded in the provenance."""
     pieces = [("frame classifier", prov.get("classifier"))]
     pieces += [(f"token ViT ({k})", v) for k, v in sorted((prov.get("token_models") or {}).items())]
+    pieces.append(("retrieval model", prov.get("retrieval_model")))
     for k, v in sorted((prov.get("trained") or {}).items()):
         pieces.append((k, v))
         if isinstance(v.get("base"), dict):

@@ -241,3 +241,55 @@ def test_learned_methods_train_once_and_report_their_cost(tmp_path):
     assert {"frame classifier", "sosampler", "sllm", "sllm-full", "sosampler+sllm: base sampler"} <= set(t.index)
     assert (t["Cached"] == "yes").all() and t.loc["sosampler", "Epochs"] == 1
     assert t.loc["sosampler", "Train time (s)"] == round(trained["sosampler"]["wall_s"])
+
+
+def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
+    """A suite's [retrieval] task: captions generated, the retrieval model and mmSampler trained,
+    mmSampler keeps frame 0 and an adaptive count, the 'match' baseline runs at that mean
+    count, both directions are reported, and the report renders the retrieval tables."""
+    path = write_suite(tmp_path / "ret.toml", name="tiny-ret")
+    text = path.read_text().split("[[methods]]")[0].replace("seeds = [0, 1]", "seeds = [0]")
+    path.write_text(text + textwrap.dedent("""
+        [[methods]]
+        name = "uniform"
+        [retrieval]
+        captions_per_video = 2
+        seeds = [0, 1]
+        [retrieval.model]
+        epochs = 2
+        text_depth = 1
+        batch = 8
+        [[retrieval.methods]]
+        name = "mmsampler"
+        params = { variant = "concat", epochs = 1, batch = 8 }
+        label = "mm"
+        [[retrieval.methods]]
+        name = "dense"
+        label = "no policy"
+        [[retrieval.methods]]
+        name = "random"
+    """))
+    s = suite_mod.load(path)
+    run_dir = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
+    df = pd.read_csv(run_dir / "retrieval_rows.csv")
+    wide = df.pivot_table(index=["label", "seed"], columns="metric", values="value")
+    assert set(wide.index.get_level_values(0)) == {"mm", "no policy", "random (= mm)"}
+    assert (wide.loc["no policy", "frames"] == 8).all()
+    mm_frames = wide.loc["mm", "frames"].iloc[0]
+    assert 1 <= mm_frames <= 8
+    assert (wide.loc["random (= mm)", "frames"] <= max(1, round(mm_frames))).all()
+    for d in ("t2v", "v2t"):
+        assert ((wide[f"{d}_R@1"] >= 0) & (wide[f"{d}_R@1"] <= wide[f"{d}_R@10"])).all()
+        assert (wide[f"{d}_MdR"] >= 1).all()
+    assert wide.loc["mm", "gflops_sampler"].iloc[0] > 0 and (wide.loc["no policy", "gflops_sampler"] == 0).all()
+    cell = json.loads(next((run_dir / "retrieval").glob("mm__*s0.json")).read_text())
+    assert all(v["positions"][0] == 0 for v in cell["videos"])  # frame 0 of the pool always kept
+    assert sum(cell["values"]["frames_hist"]) == cell["n_videos"]
+    prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
+    assert prov["retrieval_model"]["epochs_run"] == 2 and "mm" in prov["trained"]
+    from samplerbench.reports.render import render
+
+    out = render(run_dir, tmp_path / "report")
+    t = pd.read_csv(out / "table_retrieval_t2v.csv")
+    assert list(t.columns) == ["Method", "Frames used", "GFLOPs/video", "R@1", "R@5", "R@10", "MdR", "MnR"]
+    assert (out / "retrieval_r1_vs_gflops.png").stat().st_size > 0

@@ -83,17 +83,24 @@ def _shape_mask(kind: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarr
     raise ValueError(kind)
 
 
-def _background(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
-    """A smooth colour texture (a few random low-frequency waves), larger than the frame and
-    cropped along a slow drift: (n, S, S, 3)."""
+def _background_params(rng: np.random.Generator) -> dict:
+    """The random draws of the background: drift velocity and k = 6 waves."""
     v = rng.uniform(0.2, 0.5) * rng.choice([-1, 1], size=2)
-    margin = int(np.ceil(np.abs(v).max() * n)) + 1
-    big = size + 2 * margin
-    yy, xx = np.mgrid[0:big, 0:big].astype(np.float32)
     k = 6
     freq = rng.uniform(0.02, 0.09, size=(k, 2)) * rng.choice([-1, 1], size=(k, 2))
     phase = rng.uniform(0, 2 * np.pi, size=k)
     amp = rng.normal(0, 1, size=(k, 3)) * np.array([1.0, 0.35, 0.35])  # luminance, then two tints
+    return {"v": v, "freq": freq, "phase": phase, "amp": amp}
+
+
+def _background(params: dict, size: int, n: int) -> np.ndarray:
+    """A smooth colour texture (a few random low-frequency waves), larger than the frame and
+    cropped along a slow drift: (n, S, S, 3)."""
+    v, freq, phase, amp = params["v"], params["freq"], params["phase"], params["amp"]
+    k = len(phase)
+    margin = int(np.ceil(np.abs(v).max() * n)) + 1
+    big = size + 2 * margin
+    yy, xx = np.mgrid[0:big, 0:big].astype(np.float32)
     # Elementwise float64 only: a BLAS matmul here rounds differently with memory alignment and
     # thread count, and x264 turns one flipped pixel into a different file.
     yy, xx = yy.astype(np.float64), xx.astype(np.float64)
@@ -125,13 +132,73 @@ def _event_windows(rng: np.random.Generator, cfg: SynthConfig, n: int, k: int) -
     return sorted(windows)
 
 
-def render_video(cfg: SynthConfig, key: str) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    """Render one video from its key. Returns uint8 frames (n, S, S, 3) and [(label, start, end)]."""
+@dataclass(frozen=True)
+class SceneObject:
+    """One drawn object: a distractor (``label`` -1, kind disc/ellipse, drifting, no trail) or
+    an event (``label`` its class, a shape crossing along one axis with a motion trail)."""
+
+    kind: str
+    label: int
+    start: int
+    end: int
+    radius: float
+    colour: int  # index into PALETTE
+    origin: tuple[float, float]
+    velocity: tuple[float, float]  # distractors: (vx, vy) per frame; events: (step, across)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything random about one video, drawn before any pixel is painted."""
+
+    num_frames: int
+    background: dict
+    distractors: tuple[SceneObject, ...]
+    events: tuple[SceneObject, ...]
+
+
+def plan_scene(cfg: SynthConfig, key: str) -> tuple[Scene, np.random.Generator]:
+    """Draw a video's scene from its key; returns the generator too (the renderer draws the
+    sensor noise from it last). Cheap: captions are written from the plan, without rendering."""
     rng = np.random.Generator(np.random.PCG64(derive_seed("synth", cfg.digest(), key)))
     S = cfg.size
     sc = S / 64.0
     n = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
-    frames = _background(rng, S, n)
+    background = _background_params(rng)
+    # Distractors: present in every class, for long stretches, drifting slowly, no trail.
+    distractors = []
+    for _ in range(int(rng.integers(cfg.num_distractors[0], cfg.num_distractors[1] + 1))):
+        kind = ("disc", "ellipse")[int(rng.integers(2))]
+        r = rng.uniform(4.5, 7.5) * sc
+        length = int(rng.integers(int(0.5 * n), n + 1))
+        s = int(rng.integers(0, n - length + 1))
+        p0 = rng.uniform(r, S - r, size=2)
+        v = rng.uniform(-0.6, 0.6, size=2) * sc
+        colour = int(rng.integers(len(PALETTE)))
+        distractors.append(SceneObject(kind, -1, s, s + length, float(r), colour, tuple(p0), tuple(v)))
+    # Events: a shape crossing the frame along one axis with a two-ghost motion trail.
+    k = int(rng.integers(1, cfg.max_events + 1)) if cfg.multilabel else 1
+    windows = _event_windows(rng, cfg, n, k)
+    labels = rng.permutation(len(CLASSES))[: len(windows)]
+    events = []
+    for (s, e), label in zip(windows, labels, strict=True):
+        r = rng.uniform(6.0, 8.0) * sc
+        dist = rng.uniform(24, 36) * sc
+        step = dist / (e - s) * rng.choice([-1, 1])
+        along0 = S / 2 - step * (e - s) / 2
+        across = rng.uniform(r + 2, S - r - 2)
+        colour = int(rng.integers(len(PALETTE)))
+        events.append(SceneObject(SHAPES[label // 2], int(label), s, e, float(r), colour, (float(along0), 0.0),
+                                  (float(step), float(across))))
+    return Scene(n, background, tuple(distractors), tuple(events)), rng
+
+
+def render_video(cfg: SynthConfig, key: str) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Render one video from its key. Returns uint8 frames (n, S, S, 3) and [(label, start, end)]."""
+    scene, rng = plan_scene(cfg, key)
+    S = cfg.size
+    n = scene.num_frames
+    frames = _background(scene.background, S, n)
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
 
     def paint(t: int, kind: str, cx: float, cy: float, r: float, colour: np.ndarray, alpha: float = 1.0):
@@ -143,41 +210,23 @@ def render_video(cfg: SynthConfig, key: str) -> tuple[np.ndarray, list[tuple[int
         patch = frames[t, y0:y1, x0:x1]
         patch[m] = (1 - alpha) * patch[m] + alpha * colour
 
-    # Distractors: present in every class, for long stretches, drifting slowly, no trail.
-    for _ in range(int(rng.integers(cfg.num_distractors[0], cfg.num_distractors[1] + 1))):
-        kind = ("disc", "ellipse")[int(rng.integers(2))]
-        r = rng.uniform(4.5, 7.5) * sc
-        length = int(rng.integers(int(0.5 * n), n + 1))
-        s = int(rng.integers(0, n - length + 1))
-        p0 = rng.uniform(r, S - r, size=2)
-        v = rng.uniform(-0.6, 0.6, size=2) * sc
-        colour = PALETTE[int(rng.integers(len(PALETTE)))]
-        for t in range(s, s + length):
-            cx, cy = np.clip(p0 + v * (t - s), r, S - r)
-            paint(t, kind, cx, cy, r, colour, alpha=0.9)
-
-    # Events: a shape crossing the frame along one axis with a two-ghost motion trail.
-    k = int(rng.integers(1, cfg.max_events + 1)) if cfg.multilabel else 1
-    windows = _event_windows(rng, cfg, n, k)
-    labels = rng.permutation(len(CLASSES))[: len(windows)]
-    events = []
-    for (s, e), label in zip(windows, labels, strict=True):
-        shape, axis = SHAPES[label // 2], label % 2
-        r = rng.uniform(6.0, 8.0) * sc
-        dist = rng.uniform(24, 36) * sc
-        step = dist / (e - s) * rng.choice([-1, 1])
-        along0 = S / 2 - step * (e - s) / 2
-        across = rng.uniform(r + 2, S - r - 2)
-        colour = PALETTE[int(rng.integers(len(PALETTE)))]
-        for t in range(s, e):
+    for d in scene.distractors:
+        p0, v = np.asarray(d.origin), np.asarray(d.velocity)
+        for t in range(d.start, d.end):
+            cx, cy = np.clip(p0 + v * (t - d.start), d.radius, S - d.radius)
+            paint(t, d.kind, cx, cy, d.radius, PALETTE[d.colour], alpha=0.9)
+    for ev in scene.events:
+        step, across = ev.velocity
+        axis = ev.label % 2
+        for t in range(ev.start, ev.end):
             for ghost, alpha in ((2, 0.3), (1, 0.55), (0, 1.0)):
-                along = along0 + step * (t - s - 1.5 * ghost)
+                along = ev.origin[0] + step * (t - ev.start - 1.5 * ghost)
                 cx, cy = (along, across) if axis == 0 else (across, along)
-                paint(t, shape, cx, cy, r, colour, alpha)
-        events.append((int(label), int(s), int(e)))
+                paint(t, ev.kind, cx, cy, ev.radius, PALETTE[ev.colour], alpha)
 
     frames += rng.standard_normal(size=frames.shape, dtype=np.float32) * np.float32(cfg.noise_std)
     np.clip(frames, 0, 255, out=frames)
+    events = [(ev.label, ev.start, ev.end) for ev in scene.events]
     return (frames + 0.5).astype(np.uint8), events
 
 
