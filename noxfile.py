@@ -2,7 +2,8 @@
 about 5.5 GB, too much to install once per session. It is (re)installed only when
 pyproject.toml or constraints.txt change.
 
-  nox -s bench            the default suite, then its report (nox -s bench -- --quick: smoke suite)
+  nox -s bench            the default suite, then its report (nox -s bench -- --quick: smoke suite;
+                          -- --suite NAME: another suite, e.g. evfr-reduction)
   nox -s tests            the test suite (nox -s tests -- -m "not slow" to skip the end-to-end tests)
   nox -s lint             ruff
   nox -s throughput       pytest-benchmark throughput benchmarks, then the gate against
@@ -47,6 +48,10 @@ def bench(session: nox.Session) -> None:
     if "--quick" in args:
         args.remove("--quick")
         suite = "quick"
+    if "--suite" in args:  # any built-in suite by name, or a TOML file: -- --suite evfr-reduction
+        i = args.index("--suite")
+        suite = args[i + 1]
+        del args[i:i + 2]
     session.run(str(BIN / "samplerbench"), "run", suite, "--report", *args, env=env, external=True)
 
 

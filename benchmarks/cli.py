@@ -48,7 +48,9 @@ def _report(args) -> int:
     out = render(Path(args.run), Path(args.out))
     print(f"report: {out}")
     if not args.quiet:
-        print((out / "table_top1.md").read_text())
+        for stem in ("table_top1", "table_reduction_mask_ap"):
+            if (out / f"{stem}.md").is_file():
+                print((out / f"{stem}.md").read_text())
     return 0
 
 

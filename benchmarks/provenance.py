@@ -16,7 +16,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-PACKAGES = ("samplerbench", "torch", "torchvision", "av", "numpy", "pandas", "fvcore", "seaborn", "matplotlib")
+PACKAGES = ("samplerbench", "torch", "torchvision", "av", "numpy", "pandas", "fvcore", "seaborn", "matplotlib",
+            "pycocotools")
 
 
 def _git(*args: str, cwd: Path) -> str | None:

@@ -380,6 +380,10 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
               device: str = "cpu", progress: bool = True) -> Path:
     """Evaluate a suite into ``results_dir/<run-id>``; finished cells are skipped. Returns the run folder."""
     cache_dir = Path(cache_dir or default_cache_dir())
+    if suite.task == "reduction":
+        from .reduction_task import run_reduction
+
+        return run_reduction(suite, results_dir, cache_dir, run_id, progress)
     run_id = run_id or f"{suite.name}-{suite.digest()[:8]}"
     run_dir = Path(results_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)

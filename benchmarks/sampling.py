@@ -38,8 +38,8 @@ class Budget:
         """The number of frames this budget asks for out of ``num_candidates`` (capped)."""
         if self.kind == "count":
             return min(int(self.value), num_candidates)
-        if self.kind == "ratio":
-            return max(1, min(num_candidates, int(round(self.value * num_candidates))))
+        if self.kind == "ratio":  # ceil: a ratio of 1/k asks for as many frames as a stride-k pass has
+            return max(1, min(num_candidates, int(np.ceil(self.value * num_candidates - 1e-9))))
         return num_candidates  # adaptive: an upper bound; the method decides
 
     @property

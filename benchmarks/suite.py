@@ -14,6 +14,7 @@ from pathlib import Path
 import tomllib
 
 SUITES_DIR = Path(__file__).parent / "suites"
+TASKS = ("classification", "reduction")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class Suite:
     token_model: dict = field(default_factory=dict)  # TokenModelConfig overrides for token samplers
     retrieval: dict = field(default_factory=dict)  # [retrieval]: captions_per_video, seeds, model (overrides)
     retrieval_methods: tuple[RetrievalSpec, ...] = ()
+    #: ``classification`` (methods x budgets, plus the optional [retrieval] task) or
+    #: ``reduction`` (EVFR's selection-for-training experiment, configured by [reduction])
+    task: str = "classification"
+    reduction: dict = field(default_factory=dict)
 
     @property
     def budgets(self) -> list[int]:
@@ -70,6 +75,8 @@ class Suite:
     def digest(self) -> str:
         d = asdict(self)
         d.pop("source")
+        if d["task"] == "classification" and not d["reduction"]:  # fields added later: old hashes stay
+            del d["task"], d["reduction"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -113,7 +120,10 @@ def load(name_or_path: str | Path) -> Suite:
     labels = [r.method.display for r in rspecs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"{path}: retrieval methods need distinct labels: {labels}")
+    task = raw.get("task", "classification")
+    if task not in TASKS:
+        raise ValueError(f"{path}: task must be one of {TASKS}, not {task!r}")
     return Suite(name=raw["name"], dataset=raw["dataset"], model=raw.get("model", {}), train=raw.get("train", {}),
                  eval=raw.get("eval", {}), methods=tuple(methods), description=raw.get("description", ""),
                  source=str(path), token_model=raw.get("token_model", {}), retrieval=retrieval,
-                 retrieval_methods=tuple(rspecs))
+                 retrieval_methods=tuple(rspecs), task=task, reduction=dict(raw.get("reduction", {})))

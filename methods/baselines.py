@@ -6,7 +6,7 @@
   sorted by time.
 - ``dense``: every candidate: the cost upper bound. Ignores the budget.
 - ``stride``: EVFR's uniform frame sampling (UFS): every s-th candidate from the first, with
-  s = floor(T / N), the first N of them.
+  s = floor(T / N), the first N of them; under a ratio budget 1/k (EVFR's S_k), every k-th.
 - ``head``: the first N candidates (CLIP4Clip's ``slice_framepos=0``).
 
 Deviations: none in the selection rules. Positions are computed in the candidate pool (as the
@@ -59,6 +59,8 @@ class Stride(Sampler):
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
         t = view.num_candidates
+        if budget.kind == "ratio":
+            return Selection(np.arange(0, t, max(1, round(1 / budget.value))))
         n = budget.frames(t)
         return Selection(np.arange(n) * max(1, t // n))
 

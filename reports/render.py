@@ -9,6 +9,8 @@ Output in ``reports/out/<run-id>/``:
                               heads): epochs, best epoch, validation score, training wall time;
                               training is a one-off cost, kept out of the per-video GFLOPs
   acc_vs_frames.{png,pdf}, acc_vs_gflops.{png,pdf}
+  table_retrieval_*, retrieval_r1_vs_gflops.*   the [retrieval] task, if any (reports/retrieval.py)
+A reduction run (EVFR's task) renders reports/reduction.py's figure and tables instead.
 Values are means over seeds, with the standard deviation where there are several seeds.
 """
 
@@ -26,6 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .reduction import render_reduction  # noqa: E402
 from .retrieval import render_retrieval  # noqa: E402
 
 UNITS = ("GFLOPs follow fvcore's convention: one multiply-add counts as one FLOP, per video, "
@@ -94,8 +97,19 @@ def _latex_escape(s: str) -> str:
 def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
     """Render every table and plot of a run; returns the output folder."""
     run_dir = Path(run_dir)
-    df = load_rows(run_dir)
     out = Path(out_root) / run_dir.name
+    if (run_dir / "reduction_rows.csv").is_file():  # EVFR's selection-for-training task
+        out.mkdir(parents=True, exist_ok=True)
+        provs = [json.loads(p.read_text()) for p in sorted((run_dir / "provenance").glob("*.json"))]
+        p0 = provs[-1] if provs else {}
+        red = p0.get("reduction", {})
+        where = (f"Run {run_dir.name}: {p0.get('dataset')}, {red.get('train_videos')} training videos "
+                 f"({p0.get('train_frames')} frames) and {red.get('test_videos')} test videos ({p0.get('test_frames')} "
+                 f"frames, {p0.get('test_instances')} instances), commit {str(p0.get('git_commit'))[:10]}"
+                 f"{' (dirty)' if p0.get('git_dirty') else ''}, {p0.get('hardware', {}).get('cpu')}. ")
+        render_reduction(run_dir, out, _write, where)
+        return out
+    df = load_rows(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     summ = _summary(df)
     order = _method_order(df)

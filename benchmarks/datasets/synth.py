@@ -193,37 +193,62 @@ def plan_scene(cfg: SynthConfig, key: str) -> tuple[Scene, np.random.Generator]:
     return Scene(n, background, tuple(distractors), tuple(events)), rng
 
 
-def render_video(cfg: SynthConfig, key: str) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    """Render one video from its key. Returns uint8 frames (n, S, S, 3) and [(label, start, end)]."""
-    scene, rng = plan_scene(cfg, key)
-    S = cfg.size
-    n = scene.num_frames
-    frames = _background(scene.background, S, n)
+@dataclass(frozen=True)
+class Stamp:
+    """One object painted on one frame: the boolean ``mask`` over rows y0:y1 and columns x0:x1
+    (the shape clipped to a box around its centre), its colour and opacity. ``obj`` numbers the
+    scene's objects, distractors first, then events."""
+
+    t: int
+    obj: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    mask: np.ndarray
+    colour: int
+    alpha: float
+
+
+def stamps(scene: Scene, size: int):
+    """Every paint operation of a scene, in painting order (later ones cover earlier ones): the
+    renderer paints them and the instance masks (:mod:`.instances`) are read from them, so the
+    two cannot disagree."""
+    S = size
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
 
-    def paint(t: int, kind: str, cx: float, cy: float, r: float, colour: np.ndarray, alpha: float = 1.0):
+    def stamp(t, obj, kind, cx, cy, r, colour, alpha):
         y0, y1 = max(0, int(cy - r - 1)), min(S, int(cy + r + 2))
         x0, x1 = max(0, int(cx - r - 1)), min(S, int(cx + r + 2))
         if y0 >= y1 or x0 >= x1:
-            return
+            return None
         m = _shape_mask(kind, xx[y0:y1, x0:x1] - cx, yy[y0:y1, x0:x1] - cy, r)
-        patch = frames[t, y0:y1, x0:x1]
-        patch[m] = (1 - alpha) * patch[m] + alpha * colour
+        return Stamp(t, obj, y0, y1, x0, x1, m, colour, alpha)
 
-    for d in scene.distractors:
+    for i, d in enumerate(scene.distractors):
         p0, v = np.asarray(d.origin), np.asarray(d.velocity)
         for t in range(d.start, d.end):
             cx, cy = np.clip(p0 + v * (t - d.start), d.radius, S - d.radius)
-            paint(t, d.kind, cx, cy, d.radius, PALETTE[d.colour], alpha=0.9)
-    for ev in scene.events:
+            if (s := stamp(t, i, d.kind, cx, cy, d.radius, d.colour, 0.9)) is not None:
+                yield s
+    for j, ev in enumerate(scene.events):
         step, across = ev.velocity
         axis = ev.label % 2
         for t in range(ev.start, ev.end):
-            for ghost, alpha in ((2, 0.3), (1, 0.55), (0, 1.0)):
+            for ghost, alpha in ((2, 0.3), (1, 0.55), (0, 1.0)):  # a fading motion trail, then the body
                 along = ev.origin[0] + step * (t - ev.start - 1.5 * ghost)
                 cx, cy = (along, across) if axis == 0 else (across, along)
-                paint(t, ev.kind, cx, cy, ev.radius, PALETTE[ev.colour], alpha)
+                if (s := stamp(t, len(scene.distractors) + j, ev.kind, cx, cy, ev.radius, ev.colour, alpha)) is not None:
+                    yield s
 
+
+def render_video(cfg: SynthConfig, key: str) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Render one video from its key. Returns uint8 frames (n, S, S, 3) and [(label, start, end)]."""
+    scene, rng = plan_scene(cfg, key)
+    frames = _background(scene.background, cfg.size, scene.num_frames)
+    for s in stamps(scene, cfg.size):
+        patch = frames[s.t, s.y0:s.y1, s.x0:s.x1]
+        patch[s.mask] = (1 - s.alpha) * patch[s.mask] + s.alpha * PALETTE[s.colour]
     frames += rng.standard_normal(size=frames.shape, dtype=np.float32) * np.float32(cfg.noise_std)
     np.clip(frames, 0, 255, out=frames)
     events = [(ev.label, ev.start, ev.end) for ev in scene.events]
