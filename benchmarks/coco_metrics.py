@@ -34,14 +34,16 @@ def coco_gt(dataset: dict) -> COCO:
 
 
 def coco_ap(gt: COCO, predictions: list[dict], iou_type: str = "segm") -> dict[str, float]:
-    """AP, AP50 and AP75 (fractions in [0, 1]) over the ground truth's images and categories.
-    ``iou_type`` is ``segm`` (mask IoU) or ``bbox`` (box IoU; boxes from the masks)."""
+    """AP, AP50 and AP75 (fractions in [0, 1]) over the ground truth's images and categories,
+    and ``AP_cat<id>`` per category (NaN for a category without ground truth). ``iou_type`` is
+    ``segm`` (mask IoU) or ``bbox`` (box IoU; boxes from the masks)."""
     if iou_type not in ("segm", "bbox"):
         raise ValueError(f"iou_type must be segm or bbox, not {iou_type!r}")
     if not gt.getAnnIds():
         raise ValueError("the ground truth has no instances: AP is undefined")
     if not predictions:
-        return dict.fromkeys(STATS, 0.0)
+        return {**dict.fromkeys(STATS, 0.0),
+                **{f"AP_cat{c}": 0.0 if gt.getAnnIds(catIds=[c]) else float("nan") for c in gt.getCatIds()}}
     dets = []
     for p in predictions:
         d = {k: p[k] for k in ("image_id", "category_id", "segmentation", "score")}
@@ -54,15 +56,31 @@ def coco_ap(gt: COCO, predictions: list[dict], iou_type: str = "segm") -> dict[s
     _quiet(ev.evaluate)
     _quiet(ev.accumulate)
     _quiet(ev.summarize)
-    return {k: max(0.0, float(v)) for k, v in zip(STATS, ev.stats[:3], strict=True)}  # -1: nothing to score
+    out = {k: max(0.0, float(v)) for k, v in zip(STATS, ev.stats[:3], strict=True)}  # -1: nothing to score
+    prec = ev.eval["precision"][:, :, :, 0, -1]  # (IoU thresholds, recall points, categories), all areas, 100 dets
+    for i, cat in enumerate(ev.params.catIds):
+        p = prec[:, :, i]
+        out[f"AP_cat{cat}"] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")  # as summarize() does
+    return out
 
 
 def mask_and_box_ap(gt: COCO, predictions: list[dict]) -> dict[str, float]:
-    """``mask_AP``, ``mask_AP50``, ``mask_AP75``, ``box_AP``, ``box_AP50``, ``box_AP75``, in percent."""
+    """``mask_AP``, ``mask_AP50``, ``mask_AP75``, ``box_AP``, ``box_AP50``, ``box_AP75``, in
+    percent; and per supercategory of the ground truth (``mask_AP_<supercategory>``: the mean of
+    its categories' AP), which shows which kinds of object a model has learned."""
     out = {}
+    groups: dict[str, list[int]] = {}
+    for c in gt.loadCats(gt.getCatIds()):
+        if "supercategory" in c:
+            groups.setdefault(c["supercategory"], []).append(c["id"])
     for prefix, kind in (("mask", "segm"), ("box", "bbox")):
-        for k, v in coco_ap(gt, predictions, kind).items():
-            out[f"{prefix}_{k}"] = 100.0 * v
+        res = coco_ap(gt, predictions, kind)
+        for k in STATS:
+            out[f"{prefix}_{k}"] = 100.0 * res[k]
+        for name, ids in groups.items():
+            vals = [res[f"AP_cat{i}"] for i in ids if not np.isnan(res[f"AP_cat{i}"])]
+            if vals:
+                out[f"{prefix}_AP_{name}"] = 100.0 * float(np.mean(vals))
     return out
 
 

@@ -48,7 +48,6 @@ from .video import VideoDecodeError, read_frames
 
 log = logging.getLogger(__name__)
 
-QUALITY = ("mask_AP", "mask_AP50", "mask_AP75", "box_AP", "box_AP50", "box_AP75")
 
 
 def thumbnail(frames: torch.Tensor, side: int = 16) -> tuple[np.ndarray, float]:

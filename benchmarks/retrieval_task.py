@@ -84,6 +84,7 @@ def run_retrieval(ctx, run_dir: Path, write_json, done) -> None:
     clf_key = ctx.prov.get("classifier", {}).get("key", "")
     out = run_dir / "retrieval"
     samplers = {}
+    names: dict[str, list[str]] = {}  # per method label: its cells, for rows in the suite's order
 
     def sampler_of(spec: RetrievalSpec):
         if spec.method.key not in samplers:
@@ -94,6 +95,7 @@ def run_retrieval(ctx, run_dir: Path, write_json, done) -> None:
         cells = []
         for seed in seeds:
             name = re.sub(r"[^A-Za-z0-9._=+-]+", "_", f"{spec.method.display}__{tag}__s{seed}")
+            names.setdefault(spec.method.display, []).append(name)
             path = out / f"{name}.json"
             if done(path, clf_key):
                 cells.append(json.loads(path.read_text()))
@@ -124,13 +126,16 @@ def run_retrieval(ctx, run_dir: Path, write_json, done) -> None:
                 continue
             n = max(1, int(round(mean)))
             run(spec, f"match-{target}", Budget("count", n), matched=target)
-    consolidate_retrieval(run_dir)
+    consolidate_retrieval(run_dir, [n for spec in suite.retrieval_methods for n in names.get(spec.method.display, [])])
 
 
-def consolidate_retrieval(run_dir: Path) -> pd.DataFrame:
-    """``retrieval_rows.csv``: one row per cell and metric (tidy), from ``retrieval/*.json``."""
+def consolidate_retrieval(run_dir: Path, order: list[str] | None = None) -> pd.DataFrame:
+    """``retrieval_rows.csv``: one row per cell and metric (tidy), from ``retrieval/*.json``;
+    with ``order`` (cell names), those cells only, in that order (the suite's), else all, by name."""
     rows = []
-    for path in sorted((Path(run_dir) / "retrieval").glob("*.json")):
+    folder = Path(run_dir) / "retrieval"
+    paths = [folder / f"{n}.json" for n in order] if order is not None else sorted(folder.glob("*.json"))
+    for path in paths:
         cell = json.loads(path.read_text())
         base = {k: cell.get(k) for k in ("cell", "method", "label", "budget", "matched", "seed", "n_videos",
                                          "provenance_id")}

@@ -8,6 +8,7 @@
                                      set's mean (or above it)
   table_reduction_frames             training frames per ratio (the counts EVFR lists)
   table_reduction_detail             per method and ratio: frames, AP/AP50/AP75 (mask, box),
+                                     mask AP of the event shapes and of the distractors apart,
                                      the sampler's GFLOPs per video, training seconds
 """
 
@@ -22,7 +23,8 @@ import seaborn as sns
 FULL, CHANCE = "full", "untrained"
 DETAIL = (("frames", "Frames", "{:.0f}"), ("mask_AP", "Mask AP", "{:.1f}"), ("mask_AP50", "Mask AP50", "{:.1f}"),
           ("mask_AP75", "Mask AP75", "{:.1f}"), ("box_AP", "Box AP", "{:.1f}"), ("box_AP50", "Box AP50", "{:.1f}"),
-          ("box_AP75", "Box AP75", "{:.1f}"), ("gflops_sampler", "Sampler GFLOPs/video", "{:.4f}"),
+          ("box_AP75", "Box AP75", "{:.1f}"), ("mask_AP_event", "Mask AP events", "{:.1f}"),
+          ("mask_AP_distractor", "Mask AP distractors", "{:.1f}"), ("gflops_sampler", "Sampler GFLOPs/video", "{:.4f}"),
           ("train_s", "Train (s)", "{:.1f}"))
 NOTE = ("AP: COCO AP@[.5:.95] (pycocotools) in %, on every frame of the test videos; S_k: 1/k of each training "
         "video's frames (S1: all). Every selection trains the same model from the same initial weights (per seed) "

@@ -99,3 +99,17 @@ def test_instances_from_probs_by_hand():
     diagonal[0] = 0.5
     diagonal[1, [0, 1, 2], [0, 1, 2]] = 1.0  # 8-connected: one instance
     assert len(instances_from_probs(diagonal, min_area=1)) == 1
+
+
+def test_per_category_and_supercategory_ap():
+    """Category 1 found exactly, category 2 missed: AP_cat1 = 1, AP_cat2 = 0, the overall AP
+    their mean; supercategories average their categories."""
+    a, b = _box(2, 12, 3, 13), _box(15, 25, 10, 30)
+    d = _gt([[(1, a), (2, b)]])
+    d["categories"] = [{"id": 1, "name": "a", "supercategory": "x"}, {"id": 2, "name": "b", "supercategory": "y"}]
+    gt = coco_gt(d)
+    res = coco_ap(gt, [_det(1, 1, a)])
+    assert res["AP_cat1"] == pytest.approx(1.0) and res["AP_cat2"] == pytest.approx(0.0)
+    assert res["AP"] == pytest.approx(0.5)
+    out = mask_and_box_ap(gt, [_det(1, 1, a)])
+    assert out["mask_AP_x"] == pytest.approx(100.0) and out["box_AP_y"] == pytest.approx(0.0)
