@@ -209,9 +209,9 @@ def _plots(df: pd.DataFrame, headline: str, head_name: str, order: list[str], ou
         sns.lineplot(data=wide, x=x, y=headline, hue="name", hue_order=order, palette=palette, style="name",
                      style_order=order, markers=True, dashes=False, errorbar="sd", err_style="bars", ax=ax)
         ax.set_xscale("log", base=2 if x == "frames" else 10)
-        if x != "frames":  # GFLOPs often span under a decade: label 1-2-5 steps, as plain numbers
+        if x != "frames":  # GFLOPs often span under a decade: label 1-2-5 steps
             ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 4, not 2^2
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
         ax.set_xlabel(xlabel)
         ax.set_ylabel(head_name)
