@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from .registry import DATASETS, METHODS
 from .sampling import Budget, Sampler, Selection, VideoView
 from .seeding import generator
 from .segmentation import SegConfig, predict_instances, train_segmenter
+from .store import write_csv, write_json
 from .suite import MethodSpec, Suite
 from .video import VideoDecodeError, read_frames
 
@@ -97,11 +97,16 @@ class VideoData:
     path: str = ""  # the video file, for error messages
 
 
-def load_videos(split: VideoSplit, count: int, size: tuple[int, int], failures: dict,
+def load_instances(split: VideoSplit, count: int) -> FrameInstances:
+    """The COCO instances of the first ``count`` videos of ``split`` (written once, then read)."""
+    return FrameInstances.load(write_instances(split, count))
+
+
+def load_videos(split: VideoSplit, inst: FrameInstances, count: int, size: tuple[int, int], failures: dict,
                 embedding: str | None = None, progress: bool = True) -> list[VideoData]:
-    """Decode every frame of the first ``count`` videos and read their masks back from the COCO
-    file; a video that cannot be decoded is recorded in ``failures`` and left out."""
-    inst = FrameInstances.load(write_instances(split, count))
+    """Decode every frame of the first ``count`` videos and take their masks from ``inst``
+    (:func:`load_instances`); a video that cannot be decoded is recorded in ``failures`` and
+    left out."""
     out = []
     for rec in tqdm(split.records[:count], desc=f"decoding {split.split} (every frame)", disable=not progress,
                     mininterval=1.0):
@@ -191,8 +196,6 @@ def evaluate_cell(spec: MethodSpec | None, sampler: Sampler | None, k: int, seed
 def run_reduction(suite: Suite, results_dir: Path, cache_dir: Path, run_id: str | None = None,
                   progress: bool = True) -> Path:
     """Run a ``task = "reduction"`` suite into ``results_dir/<run-id>``; finished cells are kept."""
-    from .runner import _write_json
-
     cfg = ReductionConfig.of(suite)
     run_id = run_id or f"{suite.name}-{suite.digest()[:8]}"
     run_dir = Path(results_dir) / run_id
@@ -205,10 +208,11 @@ def run_reduction(suite: Suite, results_dir: Path, cache_dir: Path, run_id: str 
     test_split = build(cache_dir, ds.get("split", "test"), progress=progress, **params)
     size = tuple(ds.get("frame_size", [64, 64]))
     failures: dict[str, str] = {}
-    train = load_videos(train_split, cfg.train_videos, size, failures, cfg.embedding, progress)
-    test = load_videos(test_split, cfg.test_videos, size, failures, None, progress)
+    train = load_videos(train_split, load_instances(train_split, cfg.train_videos), cfg.train_videos, size,
+                        failures, cfg.embedding, progress)
+    inst = load_instances(test_split, cfg.test_videos)
+    test = load_videos(test_split, inst, cfg.test_videos, size, failures, None, progress)
     test_ids = [v.video_id for v in test]
-    inst = FrameInstances.load(Path(test_split.meta["root"]) / f"{test_split.split}_instances.json")
     gt_dict = inst.subset(test_ids)
     gt = coco_gt(gt_dict)
     image_ids = [inst.image_ids[(v.video_id, t)] for v in test for t in range(len(v.frames))]
@@ -222,7 +226,7 @@ def run_reduction(suite: Suite, results_dir: Path, cache_dir: Path, run_id: str 
                               train_frames=int(sum(len(v.frames) for v in train)),
                               test_frames=len(image_ids), test_instances=len(gt_dict["annotations"]),
                               video_failures=failures)
-    _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
+    write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
     cells = reduction_cells(suite, cfg)
     todo = [c for c in cells if not (run_dir / "reduction" / f"{cell_key(*c)}.json").is_file()]
     log.info("%s: %d cells, %d to do", run_id, len(cells), len(todo))
@@ -238,7 +242,7 @@ def run_reduction(suite: Suite, results_dir: Path, cache_dir: Path, run_id: str 
             sampler = samplers[spec.key]
         cell = evaluate_cell(spec, sampler, k, seed, train, test_input, gt, num_classes, cfg, failures)
         cell["provenance_id"] = prov["provenance_id"]
-        _write_json(run_dir / "reduction" / f"{cell['cell']}.json", cell)
+        write_json(run_dir / "reduction" / f"{cell['cell']}.json", cell)
     consolidate_reduction(run_dir, {cell_key(*c) for c in cells}, [s.key for s in suite.methods])
     return run_dir
 
@@ -260,7 +264,5 @@ def consolidate_reduction(run_dir: Path, keys: set[str] | None = None, order: li
                 "provenance_id": c["provenance_id"]}
         rows += [{**base, "metric": m, "value": v} for m, v in c["values"].items()]
     df = pd.DataFrame(rows)
-    tmp = run_dir / "reduction_rows.csv.tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, run_dir / "reduction_rows.csv")
+    write_csv(df, run_dir / "reduction_rows.csv")
     return df

@@ -21,6 +21,7 @@ import torch
 from .retrieval import CaptionSet, similarity
 from .retrieval_metrics import retrieval_metrics
 from .sampling import Budget
+from .store import write_csv, write_json
 from .suite import RetrievalSpec
 
 
@@ -71,7 +72,7 @@ def evaluate_retrieval_cell(ctx, spec: RetrievalSpec, sampler, budget: Budget, s
     return {"values": values, "videos": per_video, "failures": fails, "n_videos": len(per_video)}
 
 
-def run_retrieval(ctx, run_dir: Path, write_json, done) -> None:
+def run_retrieval(ctx, run_dir: Path, done) -> None:
     """Evaluate the suite's retrieval cells into ``run_dir/retrieval``; then consolidate."""
     suite = ctx.suite
     if not suite.retrieval_methods:
@@ -144,7 +145,5 @@ def consolidate_retrieval(run_dir: Path, order: list[str] | None = None) -> pd.D
                 continue
             rows.append({**base, "metric": metric, "value": value})
     df = pd.DataFrame(rows)
-    tmp = Path(run_dir) / "retrieval_rows.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(Path(run_dir) / "retrieval_rows.csv")
+    write_csv(df, Path(run_dir) / "retrieval_rows.csv")
     return df

@@ -46,6 +46,7 @@ from .registry import DATASETS, METHODS
 from .retrieval_task import run_retrieval
 from .sampling import Budget, Sampler, Selection, VideoView, candidate_pool
 from .seeding import generator
+from .store import write_csv, write_json
 from .suite import MethodSpec, Suite
 from .tokens import TokenClassifier, TokenModelConfig, patchify, train_token_classifier
 from .training import TrainConfig, train_classifier
@@ -61,21 +62,6 @@ TIMING = ("videos_per_s_e2e", "videos_per_s_model", "peak_mem_mib")
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("SAMPLERBENCH_CACHE", Path.home() / ".cache" / "samplerbench"))
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, default=_jsonable))
-    os.replace(tmp, path)
-
-
-def _jsonable(o):
-    if isinstance(o, np.integer | np.floating):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 @dataclass
@@ -407,7 +393,7 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
                               timing=asdict(throughput_config(suite)), dataset=ds["name"], split=split.split,
                               manifest_hash=split.manifest_hash, train_manifest_hash=train.manifest_hash,
                               classifier=train_record)
-    _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
+    write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
     candidates = int(suite.eval.get("candidates", 32))
     env = TrainEnv(train, val, model, train_record["key"], candidates, frame_size, tuple(suite.budgets), cache_dir,
                    dev, progress, retrieval_cfg=dict(suite.retrieval.get("model", {})),
@@ -431,7 +417,7 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
         cell.update(cell=key, method=spec.key, method_name=spec.name, label=spec.display, budget=b, seed=s,
                     upper_bound=sampler.upper_bound, ignores_budget=sampler.ignores_budget,
                     provenance_id=prov["provenance_id"], classifier_key=clf_key, config=sampler.config())
-        _write_json(run_dir / "cells" / f"{key}.json", cell)
+        write_json(run_dir / "cells" / f"{key}.json", cell)
     for spec in suite.methods:  # timing: once per (method, budget), first seed
         for b in method_budgets(spec, suite, candidates):
             key = cell_key(spec, b, suite.seeds[0])
@@ -439,12 +425,12 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
             if not _done(path, clf_key):
                 sampler = ctx.sampler(spec)  # fresh: no memo hides the work (weights load from the cache)
                 t = time_cell(ctx, spec, sampler, b, suite.seeds[0], timing_videos)
-                _write_json(path, {**t, "cell": key, "provenance_id": prov["provenance_id"], "classifier_key": clf_key})
-    run_retrieval(ctx, run_dir, _write_json, _done)  # the suite's [retrieval] task, if any
+                write_json(path, {**t, "cell": key, "provenance_id": prov["provenance_id"], "classifier_key": clf_key})
+    run_retrieval(ctx, run_dir, _done)  # the suite's [retrieval] task, if any
     if ctx.cost.unsupported():
         prov["fvcore_unsupported_ops"] = ctx.cost.unsupported()
     if ctx.cost.unsupported() or ctx.token_models or "trained" in prov or "retrieval_model" in prov:  # learned pieces: training records
-        _write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
+        write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
     consolidate(run_dir, {cell_key(*c) for c in cells}, [spec.key for spec in suite.methods])
     return run_dir
 
@@ -455,7 +441,7 @@ def consolidate(run_dir: Path, keys: set[str] | None = None, order: list[str] | 
     Rows follow the suite's method ``order`` when given (tables list methods in that order)."""
     run_dir = Path(run_dir)
     provs = {p.stem: json.loads(p.read_text()) for p in (run_dir / "provenance").glob("*.json")}
-    timing = {json.loads(p.read_text())["cell"]: json.loads(p.read_text()) for p in (run_dir / "timing").glob("*.json")}
+    timing = {t["cell"]: t for t in (json.loads(p.read_text()) for p in (run_dir / "timing").glob("*.json"))}
     rows, failures = [], []
     with open(run_dir / "selections.jsonl.tmp", "w") as sel_out:
         cells = [json.loads(p.read_text()) for p in sorted((run_dir / "cells").glob("*.json"))
@@ -484,7 +470,6 @@ def consolidate(run_dir: Path, keys: set[str] | None = None, order: list[str] | 
             failures += [{"cell": cell["cell"], **f} for f in cell["failures"]]
     os.replace(run_dir / "selections.jsonl.tmp", run_dir / "selections.jsonl")
     df = pd.DataFrame(rows)
-    df.to_csv(run_dir / "rows.csv.tmp", index=False)
-    os.replace(run_dir / "rows.csv.tmp", run_dir / "rows.csv")
-    pd.DataFrame(failures, columns=["cell", "video", "error"]).to_csv(run_dir / "failures.csv", index=False)
+    write_csv(df, run_dir / "rows.csv")
+    write_csv(pd.DataFrame(failures, columns=["cell", "video", "error"]), run_dir / "failures.csv")
     return df

@@ -20,3 +20,14 @@ def tiny_cfg() -> SynthConfig:
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory, tiny_cfg) -> Path:
     return generate(tiny_cfg, tmp_path_factory.mktemp("data") / "tiny", workers=1, progress=False)
+
+
+def cache_with_a_corrupt_video(cache: Path, to: Path, pattern: str) -> tuple[Path, Path]:
+    """A copy of the run cache ``cache`` at ``to`` in which the first video matching ``pattern``
+    (under ``datasets/``) is not a video any more: (the copy, the corrupted file)."""
+    import shutil
+
+    shutil.copytree(cache, to)
+    victim = sorted((to / "datasets").glob(pattern))[0]
+    victim.write_bytes(b"not a video")
+    return to, victim

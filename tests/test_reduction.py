@@ -4,7 +4,6 @@ segmentation model, and a tiny run end to end (resume, failures, report)."""
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from samplerbench.registry import METHODS
 from samplerbench.runner import run_suite
 from samplerbench.sampling import Budget
 from samplerbench.segmentation import SegConfig, predict_instances, train_segmenter
+from tests.conftest import cache_with_a_corrupt_video
 
 TINY_ML = dict(seed=5, size=32, min_frames=24, max_frames=40, min_event=4, max_event=8, multilabel=True,
                splits={"train": 4, "test": 2})
@@ -263,10 +263,8 @@ def test_reduction_run_end_to_end(tmp_path, monkeypatch):
     assert calls == [5]
 
     # a corrupt training video: recorded, and every cell still completes on the others
-    cache = tmp_path / "cache_bad"
-    shutil.copytree(tmp_path / "cache", cache)
-    victim = sorted((cache / "datasets").glob("synth-events-ml-*/videos/train/*.mp4"))[0]
-    victim.write_bytes(b"not a video")
+    cache, victim = cache_with_a_corrupt_video(tmp_path / "cache", tmp_path / "cache_bad",
+                                               "synth-events-ml-*/videos/train/*.mp4")
     bad = run_suite(s, tmp_path / "results", cache, run_id="bad", progress=False)
     rows = pd.read_csv(bad / "reduction_rows.csv")
     assert len(rows.groupby(["method", "k", "seed"])) == 12 and (rows["n_failed"] == 1).all()

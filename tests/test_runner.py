@@ -10,7 +10,7 @@ import pytest
 
 from samplerbench import suite as suite_mod
 from samplerbench.runner import QUALITY, run_suite
-from tests.conftest import TINY
+from tests.conftest import TINY, cache_with_a_corrupt_video
 
 pytestmark = pytest.mark.slow
 CELLS = 3 * 2 * 2 + 2  # uniform, random, oracle x 2 budgets x 2 seeds; dense ignores the budget: N = T only
@@ -102,10 +102,7 @@ def test_same_seed_same_rows_bit_for_bit(tiny_run):
 
 def test_bad_video_is_a_recorded_failure(tiny_run):
     s, tmp, _ = tiny_run
-    cache = tmp / "cache_bad"
-    shutil.copytree(tmp / "cache", cache)
-    victim = sorted((cache / "datasets").glob("synth-events-*/videos/test/*.mp4"))[0]
-    victim.write_bytes(b"not a video")
+    cache, victim = cache_with_a_corrupt_video(tmp / "cache", tmp / "cache_bad", "synth-events-*/videos/test/*.mp4")
     run_dir = run_suite(s, tmp / "results", cache, run_id="bad", progress=False)
     fails = pd.read_csv(run_dir / "failures.csv")
     assert len(fails) == CELLS and fails["error"].str.contains(victim.name).all()
