@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 
 COLUMNS = (("R@1", "{:.1f}"), ("R@5", "{:.1f}"), ("R@10", "{:.1f}"), ("MdR", "{:.1f}"), ("MnR", "{:.1f}"))
-NOTE = ("Ranks are 1-based; ties count against the query (pessimistic rank). Text-to-video ranks each caption's "
+NOTE = ("R@k in %. Ranks are 1-based; ties count against the query (pessimistic rank). Text-to-video ranks each caption's "
         "video; video-to-text ranks a video's best caption among the other videos' captions. GFLOPs per video: "
         "the sampler's own work on every candidate (mmSampler: light encoder + policy) + the frame encoder and "
         "projection on the frames kept; the text encoder is excluded, as in mmSampler's tables. "
