@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def _list(args) -> int:
-    from . import suite
-    from .registry import DATASETS, METHODS
+    from samplerbench import suite as suite
+    from samplerbench.registry import DATASETS, METHODS
 
     for name in METHODS.names():
         cls = METHODS.get(name)
@@ -27,8 +27,8 @@ def _list(args) -> int:
 def _run(args) -> int:
     import torch
 
-    from . import suite as suite_mod
-    from .runner import run_suite
+    from samplerbench import suite as suite_mod
+    from samplerbench.tasks.classification import run_suite
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     s = suite_mod.load(args.suite)
@@ -57,7 +57,7 @@ def _report(args) -> int:
 def _cost(args) -> int:
     from dataclasses import replace
 
-    from . import paper_cost
+    from samplerbench.cost import papers as paper_cost
 
     if args.encoder:
         cfg = paper_cost.CostConfig("custom", args.encoder, args.candidates, args.frames,
@@ -82,7 +82,7 @@ def _cost(args) -> int:
 
 
 def _gate(args) -> int:
-    from .gate import run_gate
+    from samplerbench.cost.gate import run_gate
 
     return run_gate([Path(p) for p in args.run_json], Path(args.baseline), args.tolerance, args.update_baseline)
 

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from samplerbench.data.candidates import candidate_pool, segment_centres  # noqa: F401  (re-exported for methods)
+
 #: What a sampler may declare in ``observes``.
 OBSERVABLES = frozenset({"pixels", "features", "frame_probs", "label"})
 
@@ -155,17 +157,6 @@ class Sampler:
 
         # fields starting with "_" are per-instance memos (deterministic per video), not config
         return {k: v for k, v in asdict(self).items() if not k.startswith("_")} if is_dataclass(self) else {}
-
-
-def segment_centres(t: int, n: int) -> np.ndarray:
-    """Centres of n equal segments of range(t): floor((i + 0.5) * t / n) (TSN at test time)."""
-    return np.floor((np.arange(n) + 0.5) * t / n).astype(np.int64)
-
-
-def candidate_pool(num_frames: int, t: int) -> np.ndarray:
-    """The T candidate frames of a video: one per equal segment, at its centre; every frame
-    when the video is shorter than T."""
-    return segment_centres(num_frames, t) if num_frames > t else np.arange(num_frames, dtype=np.int64)
 
 
 def top_n_sorted(scores: np.ndarray, n: int) -> np.ndarray:

@@ -6,7 +6,7 @@ CVPR 2023 workshop): training-free frame selection for cutting annotation and tr
   ``cosine`` (1 - cos), ``manhattan`` or ``minkowski`` (``p``).
 - ``evfr-afs``: Adaptive Frame Sampling by a Frame Variance Index between each candidate and
   the next (``index``: ``ssim`` = 1 - SSIM, ``flow`` = mean Farneback flow magnitude,
-  ``feature`` = 1 - cos of embeddings; :mod:`samplerbench.variance`). Frame i weighs the change
+  ``feature`` = 1 - cos of embeddings; :mod:`samplerbench.kernels.variance`). Frame i weighs the change
   from frame i - 1 into it (frame 0: the mean). The paper does not say how weights become a
   selection; the ``rule`` option does, documented here:
     * ``top`` (default): the N frames of largest weight (first index on ties).
@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from samplerbench import variance
-from samplerbench.farthest import METRICS, farthest_point_macs, farthest_point_sampling
+from samplerbench.kernels import variance as variance
+from samplerbench.kernels.farthest import METRICS, farthest_point_macs, farthest_point_sampling
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView, quantile_frames, top_n_sorted
 

@@ -10,7 +10,7 @@ coordinates), and let a transformer read only those.
   pseudo-frames with one token per cell; ``w_t``, ``w_s`` scale the coordinates.
 - ``tokens-uniform``: the baseline of the paper's tables: every token of N uniformly sampled
   frames (TSN centres), the same token budget.
-Both are read by a token ViT (``samplerbench.tokens``) trained on the train split with the
+Both are read by a token ViT (``samplerbench.models.tokens``) trained on the train split with the
 sampler's own selections; the budget N is in frame-equivalents, K = N * rows * cols tokens.
 
 Deviations:
@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from samplerbench.farthest import farthest_point_macs, farthest_point_sampling
+from samplerbench.kernels.farthest import farthest_point_macs, farthest_point_sampling
+from samplerbench.models.tokens import TokenGrid, sampler_points
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView, segment_centres
-from samplerbench.tokens import TokenGrid, sampler_points
 
 
 def _selection(tokens: np.ndarray, grid: TokenGrid, order: np.ndarray | None, flops: float) -> Selection:

@@ -2,7 +2,7 @@
 Retrieval", MLSys 2022), for text-video retrieval.
 
 A policy looks at light features of all T candidates and decides keep or skip per frame; the
-retrieval model (CLIP4Clip mean pooling, :mod:`samplerbench.retrieval`) encodes the kept frames
+retrieval model (CLIP4Clip mean pooling, :mod:`samplerbench.models.clip4clip`) encodes the kept frames
 only, so the number of frames is adaptive per video. Policy: per-frame features (``variant``
 ``frame``: f_t; ``diff``: f_t - f_{t-1}, zero for the first; ``concat``: [f_t, f_t - f_{t-1}]),
 Linear to the width + learned frame position embeddings, a 1-layer transformer across the
@@ -36,15 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samplerbench.archs import MMSamplerPolicy
-from samplerbench.cost import count_flops
-from samplerbench.fitting import FitConfig, cached_fit, fit
-from samplerbench.models import normalise
+from samplerbench.cost.flops import count_flops
+from samplerbench.metrics.ranking import retrieval_metrics
+from samplerbench.models.archs import MMSamplerPolicy
+from samplerbench.models.clip4clip import info_nce, similarity
+from samplerbench.models.encoders import normalise
 from samplerbench.registry import METHODS
-from samplerbench.retrieval import info_nce, similarity
-from samplerbench.retrieval_metrics import retrieval_metrics
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView
 from samplerbench.seeding import torch_generator
+from samplerbench.training.fit import FitConfig, cached_fit, fit
 
 VARIANTS = ("frame", "diff", "concat")
 
@@ -123,7 +123,7 @@ class MMSampler(Sampler):
 
     def random_init(self, frames: int, num_classes: int, seed: int = 0, dim: int = 128) -> None:
         """Untrained weights (throughput benchmarks: timing does not depend on the weights)."""
-        from samplerbench.models import FrameCNN
+        from samplerbench.models.encoders import FrameCNN
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -47,13 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samplerbench.archs import SLLMHead, SLLMRestorer
-from samplerbench.cost import count_flops
-from samplerbench.fitting import FitConfig, cached_fit, fit
-from samplerbench.learned import TrainEnv, top1_in_labels
+from samplerbench.cost.flops import count_flops
+from samplerbench.features.train_env import TrainEnv, top1_in_labels
+from samplerbench.models.archs import SLLMHead, SLLMRestorer
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView, segment_centres
 from samplerbench.seeding import derive_seed
+from samplerbench.training.fit import FitConfig, cached_fit, fit
 
 MODES = ("restore", "full", "half")
 

@@ -42,13 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samplerbench.cost import count_flops
-from samplerbench.fitting import FitConfig, cached_fit, fit
-from samplerbench.learned import TrainEnv, top1_in_labels
-from samplerbench.models import _conv, normalise
+from samplerbench.cost.flops import count_flops
+from samplerbench.features.train_env import TrainEnv, top1_in_labels
+from samplerbench.models.encoders import _conv, normalise
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView, top_n_sorted
 from samplerbench.seeding import torch_generator
+from samplerbench.training.fit import FitConfig, cached_fit, fit
 
 
 def temporal_shift(x: torch.Tensor, frames: int, div: int) -> torch.Tensor:

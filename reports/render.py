@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .reduction import render_reduction  # noqa: E402
-from .retrieval import render_retrieval  # noqa: E402
+from samplerbench.reports.reduction_tables import render_reduction  # noqa: E402
+from samplerbench.reports.retrieval_tables import render_retrieval  # noqa: E402
 
 UNITS = ("GFLOPs follow fvcore's convention: one multiply-add counts as one FLOP, per video, "
          "including the sampler's own work. Frames: frames encoded per video; for token samplers, "

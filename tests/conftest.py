@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from samplerbench.datasets.synth import SynthConfig, generate
+from samplerbench.data.synth import SynthConfig, generate
 
 TINY = dict(seed=3, size=32, min_frames=24, max_frames=40, min_event=4, max_event=8,
             splits={"train": 24, "val": 8, "test": 12})

@@ -1,4 +1,4 @@
-"""COCO mask and box AP (pycocotools through samplerbench.coco_metrics) on hand-made cases,
+"""COCO mask and box AP (pycocotools through samplerbench.metrics.coco) on hand-made cases,
 and the arg-max-to-instances rule of the segmentation model."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samplerbench.coco_metrics import coco_ap, coco_gt, instances_from_probs, mask_and_box_ap
-from samplerbench.datasets.instances import encode
+from samplerbench.data.instances import encode
+from samplerbench.metrics.coco import coco_ap, coco_gt, instances_from_probs, mask_and_box_ap
 
 H = W = 32
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from samplerbench.cost import PipelineCost, count_flops
-from samplerbench.models import FrameClassifier, ModelConfig
+from samplerbench.cost.flops import PipelineCost, count_flops
+from samplerbench.models.encoders import FrameClassifier, ModelConfig
 
 
 def test_conv_and_linear_hand_counted():
@@ -35,9 +35,9 @@ def test_head_on_cached_features_equals_the_model_on_the_selection(tiny_root):
     """The runner's shortcut: encode the candidates once, apply the head to a selection's features."""
     import numpy as np
 
-    from samplerbench.datasets.synth import load_split
+    from samplerbench.data.synth import load_split
+    from samplerbench.data.video import read_frames
     from samplerbench.sampling import candidate_pool
-    from samplerbench.video import read_frames
 
     rec = load_split(tiny_root, "test").records[0]
     cands = candidate_pool(rec.num_frames, 8)
@@ -53,8 +53,8 @@ def test_head_on_cached_features_equals_the_model_on_the_selection(tiny_root):
 
 def test_attention_is_counted_and_matches_hand_count_and_ptflops():
     """fvcore drops scaled_dot_product_attention; our handle counts Q K^T and A V."""
-    from samplerbench.archs import Attention
-    from samplerbench.cost import count_flops_ptflops
+    from samplerbench.cost.flops import count_flops_ptflops
+    from samplerbench.models.archs import Attention
 
     n, d, heads = 10, 32, 4
     attn = Attention(d, heads).eval()
@@ -78,7 +78,7 @@ def test_sdpa_handle_with_distinct_lengths():
 
 def test_batch_norm_is_what_separates_fvcore_from_ptflops():
     """fvcore counts eval batch norm (one FLOP per element); ptflops' aten backend does not."""
-    from samplerbench.cost import count_flops_ptflops
+    from samplerbench.cost.flops import count_flops_ptflops
 
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)).eval()
     x = torch.zeros(1, 3, 8, 8)
@@ -89,7 +89,7 @@ def test_batch_norm_is_what_separates_fvcore_from_ptflops():
 
 
 def test_throughput_backs_off_the_batch_on_out_of_memory():
-    from samplerbench.cost import ThroughputConfig, model_videos_per_s
+    from samplerbench.cost.flops import ThroughputConfig, model_videos_per_s
 
     seen = []
 

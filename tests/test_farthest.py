@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from samplerbench.farthest import (
+from samplerbench.kernels.farthest import (
     METRICS,
     brute_force_farthest,
     distances_to,

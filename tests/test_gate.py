@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from samplerbench.gate import DRIFT, MIN_FOR_DRIFT, compare, drift, run_gate
+from samplerbench.cost.gate import DRIFT, MIN_FOR_DRIFT, compare, drift, run_gate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from samplerbench.farthest import brute_force_farthest
+from samplerbench.kernels.farthest import brute_force_farthest
+from samplerbench.models.tokens import TokenGrid, coordinates, patchify, sampler_points
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, Selection, VideoView
 from samplerbench.seeding import generator
-from samplerbench.tokens import TokenGrid, coordinates, patchify, sampler_points
 
 
 def _pixels(t=6, size=32, seed=0):

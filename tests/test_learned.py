@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from samplerbench.fitting import cached_fit
 from samplerbench.methods.sllm import SLLMModel, encoded_positions, restoration_kl
 from samplerbench.methods.sosampler import (
     SOScorer,
@@ -19,6 +18,7 @@ from samplerbench.methods.sosampler import (
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, VideoView
 from samplerbench.seeding import generator
+from samplerbench.training.fit import cached_fit
 
 
 def brute_hinge(p, t, gamma):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, top_k_accuracy_score
 
-from samplerbench import metrics
+from samplerbench.metrics import classification as metrics
 
 
 @pytest.mark.parametrize("ties", [False, True])

@@ -2,9 +2,9 @@
 
 import pytest
 
-from samplerbench import paper_cost
 from samplerbench.cli import main
-from samplerbench.farthest import farthest_point_macs
+from samplerbench.cost import papers as paper_cost
+from samplerbench.kernels.farthest import farthest_point_macs
 
 
 def test_sosampler_counts_scorer_on_every_candidate_and_classifier_on_the_selection():

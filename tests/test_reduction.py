@@ -14,15 +14,14 @@ import torch
 from pycocotools.coco import COCO
 
 from samplerbench import suite as suite_mod
-from samplerbench.coco_metrics import coco_gt, mask_and_box_ap
-from samplerbench.datasets.instances import (
+from samplerbench.data.instances import (
     CATEGORIES,
     FrameInstances,
     frame_label_maps,
     label_maps,
     write_instances,
 )
-from samplerbench.datasets.synth import (
+from samplerbench.data.synth import (
     PALETTE,
     Scene,
     SceneObject,
@@ -31,11 +30,12 @@ from samplerbench.datasets.synth import (
     plan_scene,
     render_video,
 )
-from samplerbench.reduction_task import VideoData, reduction_cells, select_frames
+from samplerbench.metrics.coco import coco_gt, mask_and_box_ap
+from samplerbench.models.segmentation import SegConfig, predict_instances, train_segmenter
 from samplerbench.registry import METHODS
-from samplerbench.runner import run_suite
 from samplerbench.sampling import Budget
-from samplerbench.segmentation import SegConfig, predict_instances, train_segmenter
+from samplerbench.tasks.classification import run_suite
+from samplerbench.tasks.reduction import VideoData, reduction_cells, select_frames
 from tests.conftest import cache_with_a_corrupt_video
 
 TINY_ML = dict(seed=5, size=32, min_frames=24, max_frames=40, min_event=4, max_event=8, multilabel=True,
@@ -86,7 +86,7 @@ def test_event_masks_match_the_rendered_pixels():
 
 @pytest.fixture(scope="module")
 def tiny_ml(tmp_path_factory):
-    from samplerbench.datasets.synth import generate
+    from samplerbench.data.synth import generate
 
     return generate(SynthConfig(**TINY_ML), tmp_path_factory.mktemp("ml") / "tiny-ml", workers=1, progress=False)
 
@@ -175,7 +175,7 @@ def test_segmenter_learns_and_repeats_bit_for_bit(tiny_ml):
     weights; the same seeds give the same weights."""
     split = load_split(tiny_ml, "train")
     inst = FrameInstances.load(write_instances(split, 2))
-    from samplerbench.video import read_frames
+    from samplerbench.data.video import read_frames
 
     recs = split.records[:2]
     frames = torch.cat([read_frames(r.path, np.arange(r.num_frames), size=(32, 32)) for r in recs])
@@ -230,7 +230,7 @@ def test_reduction_run_end_to_end(tmp_path, monkeypatch):
     from samplerbench.reports.render import render
 
     s = suite_mod.load(write_reduction_suite(tmp_path / "red.toml"))
-    assert s.task == "reduction" and len(reduction_cells(s, __import__("samplerbench.reduction_task").reduction_task
+    assert s.task == "reduction" and len(reduction_cells(s, __import__("samplerbench.tasks.reduction").reduction_task
                                                          .ReductionConfig.of(s))) == 2 * (2 + 2 * 2)
     run_dir = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
     rows = pd.read_csv(run_dir / "reduction_rows.csv")
@@ -251,7 +251,7 @@ def test_reduction_run_end_to_end(tmp_path, monkeypatch):
     t = pd.read_csv(out / "table_reduction_mask_ap.csv")
     assert list(t.columns) == ["Method", "S1", "S2", "S5"] and list(t["Method"]) == ["UFS", "AFS-flow"]
 
-    import samplerbench.reduction_task as red
+    import samplerbench.tasks.reduction as red
 
     calls = []
     real = red.evaluate_cell

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from samplerbench.datasets.captions import VOCAB, captions_for, load_captions, tokenize, write_captions
-from samplerbench.datasets.synth import SynthConfig, plan_scene, render_video
+from samplerbench.data.captions import VOCAB, captions_for, load_captions, tokenize, write_captions
+from samplerbench.data.synth import SynthConfig, plan_scene, render_video
 from samplerbench.methods.mmsampler import MMSampler, argmax_keep, hard_gumbel_keep, policy_inputs
-from samplerbench.retrieval import RetrievalConfig, RetrievalModel, Tokenizer, info_nce
+from samplerbench.models.clip4clip import RetrievalConfig, RetrievalModel, Tokenizer, info_nce
 from samplerbench.sampling import Budget, VideoView
 from samplerbench.seeding import torch_generator
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from samplerbench.retrieval_metrics import retrieval_metrics, summarise, t2v_ranks, v2t_ranks
+from samplerbench.metrics.ranking import retrieval_metrics, summarise, t2v_ranks, v2t_ranks
 
 
 def brute_t2v(sim, cv, ties):

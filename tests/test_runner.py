@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from samplerbench import suite as suite_mod
-from samplerbench.runner import QUALITY, run_suite
+from samplerbench.tasks.classification import QUALITY, run_suite
 from tests.conftest import TINY, cache_with_a_corrupt_video
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ def test_rows_carry_provenance_and_cover_every_cell(tiny_run):
 
 def test_rerun_skips_finished_cells_and_resumes_a_killed_run(tiny_run, monkeypatch):
     s, tmp, run_dir = tiny_run
-    import samplerbench.runner as runner
+    import samplerbench.tasks.classification as runner
 
     calls = []
     real = runner.evaluate_cell
@@ -143,7 +143,7 @@ def test_multilabel_variant_reports_map(tmp_path):
 def test_resume_recomputes_cells_of_another_classifier(tiny_run, monkeypatch):
     import json
 
-    import samplerbench.runner as runner
+    import samplerbench.tasks.classification as runner
 
     s, tmp, run_dir = tiny_run
     stale = sorted((run_dir / "cells").glob("*.json"))[0]

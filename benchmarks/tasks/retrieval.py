@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .retrieval import CaptionSet, similarity
-from .retrieval_metrics import retrieval_metrics
-from .sampling import Budget
-from .store import write_csv, write_json
-from .suite import RetrievalSpec
+from samplerbench.metrics.ranking import retrieval_metrics
+from samplerbench.models.clip4clip import CaptionSet, similarity
+from samplerbench.sampling import Budget
+from samplerbench.store.files import write_csv, write_json
+from samplerbench.suite import RetrievalSpec
 
 
 def _budget_of(spec: RetrievalSpec, sampler, candidates: int) -> list[tuple[str, Budget]]:
@@ -36,7 +36,7 @@ def _budget_of(spec: RetrievalSpec, sampler, candidates: int) -> list[tuple[str,
 def evaluate_retrieval_cell(ctx, spec: RetrievalSpec, sampler, budget: Budget, seed: int, model,
                             captions: CaptionSet) -> dict:
     """Select on every test video, embed the kept frames, rank captions against videos."""
-    from .runner import selections  # the runner imports this module
+    from samplerbench.tasks.classification import selections  # the runner imports this module
 
     embs, per_video, fails, kept = [], [], [], []
     index = {r.video_id: i for i, r in enumerate(ctx.split.records)}

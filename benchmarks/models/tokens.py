@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .archs import TokenViT
-from .datasets.annotations import VideoSplit
-from .fitting import FitConfig, cached_fit, fit
-from .learned import decode_pools
-from .models import normalise
-from .sampling import Budget, Sampler, VideoView
-from .seeding import derive_seed, generator
+from samplerbench.data.annotations import VideoSplit
+from samplerbench.data.candidates import decode_pools
+from samplerbench.models.archs import TokenViT
+from samplerbench.models.encoders import normalise
+from samplerbench.sampling import Budget, Sampler, VideoView
+from samplerbench.seeding import derive_seed, generator
+from samplerbench.training.fit import FitConfig, cached_fit, fit
 
 log = logging.getLogger(__name__)
 

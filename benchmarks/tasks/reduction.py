@@ -34,17 +34,17 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from . import provenance
-from .coco_metrics import coco_gt, mask_and_box_ap
-from .datasets.annotations import AnnotationError, VideoSplit
-from .datasets.instances import FrameInstances, write_instances
-from .registry import DATASETS, METHODS
-from .sampling import Budget, Sampler, Selection, VideoView
-from .seeding import generator
-from .segmentation import SegConfig, predict_instances, train_segmenter
-from .store import write_csv, write_json
-from .suite import MethodSpec, Suite
-from .video import VideoDecodeError, read_frames
+from samplerbench.data.annotations import AnnotationError, VideoSplit
+from samplerbench.data.instances import FrameInstances, write_instances
+from samplerbench.data.video import VideoDecodeError, read_frames
+from samplerbench.metrics.coco import coco_gt, mask_and_box_ap
+from samplerbench.models.segmentation import SegConfig, predict_instances, train_segmenter
+from samplerbench.registry import DATASETS, METHODS
+from samplerbench.sampling import Budget, Sampler, Selection, VideoView
+from samplerbench.seeding import generator
+from samplerbench.store import provenance as provenance
+from samplerbench.store.files import write_csv, write_json
+from samplerbench.suite import MethodSpec, Suite
 
 log = logging.getLogger(__name__)
 

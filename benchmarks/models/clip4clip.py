@@ -6,7 +6,7 @@ a masked mean over the selected frames, normalised again; text: word embeddings 
 small pre-LayerNorm transformer, masked mean, a linear map, normalised; similarity: the cosine.
 Trained with the symmetric InfoNCE loss on the training split (one random caption per video
 per step), early stopping on the validation split's mean R@1 of both directions; cached like
-every learned piece (:func:`samplerbench.fitting.cached_fit`).
+every learned piece (:func:`samplerbench.training.fit.cached_fit`).
 
 Deviations from CLIP4Clip, and why: the frame encoder is frozen (CLIP is fine-tuned there) and
 only a linear map trains on top, so training runs on cached features in seconds; the text
@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .archs import Transformer
-from .datasets.captions import VOCAB, tokenize
-from .fitting import FitConfig, cached_fit, fit
-from .retrieval_metrics import retrieval_metrics
-from .seeding import derive_seed
+from samplerbench.data.captions import VOCAB, tokenize
+from samplerbench.metrics.ranking import retrieval_metrics
+from samplerbench.models.archs import Transformer
+from samplerbench.seeding import derive_seed
+from samplerbench.training.fit import FitConfig, cached_fit, fit
 
 PAD, UNK = 0, 1
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .annotations import AnnotationError, VideoSplit
-from .synth import SHAPES, Scene, SynthConfig, plan_scene, stamps
+from samplerbench.data.annotations import AnnotationError, VideoSplit
+from samplerbench.data.synth import SHAPES, Scene, SynthConfig, plan_scene, stamps
 
 CATEGORIES = [*SHAPES, "disc", "ellipse"]  # COCO ids 1..7
 OPAQUE = 0.9  # paints at least this opaque hide what lies below; trails do not

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import archs
-from .cost import count_flops, count_flops_ptflops
-from .farthest import farthest_point_macs, pairwise_distance_macs
+from samplerbench.cost.flops import count_flops, count_flops_ptflops
+from samplerbench.kernels.farthest import farthest_point_macs, pairwise_distance_macs
+from samplerbench.models import archs as archs
 
 # Operators fvcore counts and ptflops' aten backend does not (it counts mm, bmm, matmul, addmm
 # and convolution only): their share explains a disagreement between the two.

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..seeding import derive_seed
-from .synth import SynthConfig, plan_scene
+from samplerbench.data.synth import SynthConfig, plan_scene
+from samplerbench.seeding import derive_seed
 
 SHAPE_WORDS = {
     "square": ("square", "box", "block"),

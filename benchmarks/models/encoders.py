@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .registry import Registry
+from samplerbench.registry import Registry
 
 ENCODERS = Registry("encoders")
 

@@ -29,8 +29,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import metrics, provenance
-from .cost import (
+from samplerbench.cost.flops import (
     FlopCount,
     PipelineCost,
     ThroughputConfig,
@@ -39,18 +38,21 @@ from .cost import (
     peak_memory_mib,
     sync,
 )
-from .datasets.annotations import AnnotationError, VideoRecord, VideoSplit
-from .learned import TrainEnv, decode_pools
-from .models import FrameClassifier, ModelConfig
-from .registry import DATASETS, METHODS
-from .retrieval_task import run_retrieval
-from .sampling import Budget, Sampler, Selection, VideoView, candidate_pool
-from .seeding import generator
-from .store import write_csv, write_json
-from .suite import MethodSpec, Suite
-from .tokens import TokenClassifier, TokenModelConfig, patchify, train_token_classifier
-from .training import TrainConfig, train_classifier
-from .video import VideoDecodeError, read_frames
+from samplerbench.data.annotations import AnnotationError, VideoRecord, VideoSplit
+from samplerbench.data.candidates import decode_pools
+from samplerbench.data.video import VideoDecodeError, read_frames
+from samplerbench.features.train_env import TrainEnv
+from samplerbench.metrics import classification as metrics
+from samplerbench.models.classifier import TrainConfig, train_classifier
+from samplerbench.models.encoders import FrameClassifier, ModelConfig
+from samplerbench.models.tokens import TokenClassifier, TokenModelConfig, patchify, train_token_classifier
+from samplerbench.registry import DATASETS, METHODS
+from samplerbench.sampling import Budget, Sampler, Selection, VideoView, candidate_pool
+from samplerbench.seeding import generator
+from samplerbench.store import provenance as provenance
+from samplerbench.store.files import write_csv, write_json
+from samplerbench.suite import MethodSpec, Suite
+from samplerbench.tasks.retrieval import run_retrieval
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +369,7 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
     """Evaluate a suite into ``results_dir/<run-id>``; finished cells are skipped. Returns the run folder."""
     cache_dir = Path(cache_dir or default_cache_dir())
     if suite.task == "reduction":
-        from .reduction_task import run_reduction
+        from samplerbench.tasks.reduction import run_reduction
 
         return run_reduction(suite, results_dir, cache_dir, run_id, progress)
     run_id = run_id or f"{suite.name}-{suite.digest()[:8]}"

@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import checkpoints
-from .datasets.annotations import VideoSplit
-from .metrics import one_hot
-from .models import FrameClassifier, ModelConfig
-from .sampling import segment_centres
-from .seeding import derive_seed, torch_generator
-from .video import read_frames
+from samplerbench.data.annotations import VideoSplit
+from samplerbench.data.video import read_frames
+from samplerbench.metrics.classification import one_hot
+from samplerbench.models.encoders import FrameClassifier, ModelConfig
+from samplerbench.sampling import segment_centres
+from samplerbench.seeding import derive_seed, torch_generator
+from samplerbench.training import checkpoints as checkpoints
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import checkpoints
-from .seeding import derive_seed
+from samplerbench.seeding import derive_seed
+from samplerbench.training import checkpoints as checkpoints
 
 log = logging.getLogger(__name__)
 

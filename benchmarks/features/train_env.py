@@ -3,7 +3,7 @@ and validation splits' candidate pools, decoded once per run and shared, and the
 classifier's features and per-frame logits on them, computed once.
 
 A method that learns implements ``Sampler.prepare(env)``: it trains (or loads from the cache,
-via :func:`samplerbench.fitting.cached_fit`) what it needs and returns its training record,
+via :func:`samplerbench.training.fit.cached_fit`) what it needs and returns its training record,
 which the runner stores in the run's provenance under ``trained``.
 """
 
@@ -15,17 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets.annotations import VideoSplit
-from .metrics import one_hot
-from .models import FrameClassifier
-from .sampling import candidate_pool
-from .video import read_frames
-
-
-def decode_pools(split: VideoSplit, candidates: int, size) -> torch.Tensor:
-    """Every video's T candidate frames, uint8 (videos, T, C, H, W)."""
-    return torch.stack([read_frames(r.path, candidate_pool(r.num_frames, candidates), size=size)
-                        for r in split.records])
+from samplerbench.data.annotations import VideoSplit
+from samplerbench.data.candidates import decode_pools  # noqa: F401  (re-exported)
+from samplerbench.metrics.classification import one_hot
+from samplerbench.models.encoders import FrameClassifier
 
 
 @dataclass
@@ -84,9 +77,9 @@ class TrainEnv:
         return torch.tensor([r.labels[0] for r in split.records])
 
     def captions(self, split: VideoSplit):
-        """The split's captions (:class:`samplerbench.retrieval.CaptionSet`), generated once."""
-        from .datasets.captions import split_captions
-        from .retrieval import CaptionSet, Tokenizer
+        """The split's captions (:class:`samplerbench.models.clip4clip.CaptionSet`), generated once."""
+        from samplerbench.data.captions import split_captions
+        from samplerbench.models.clip4clip import CaptionSet, Tokenizer
 
         key = ("captions", split.manifest_hash, self.captions_per_video)
         if key not in self._outputs:
@@ -97,7 +90,7 @@ class TrainEnv:
     def retrieval_model(self):
         """The retrieval model (frozen after training) and its training record, trained once."""
         if self._retrieval is None:
-            from .retrieval import RetrievalConfig, train_retrieval_model
+            from samplerbench.models.clip4clip import RetrievalConfig, train_retrieval_model
 
             cfg = RetrievalConfig(**self.retrieval_cfg)
             with torch.inference_mode(False), torch.enable_grad():

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .coco_metrics import instances_from_probs
-from .models import normalise
-from .seeding import derive_seed
+from samplerbench.metrics.coco import instances_from_probs
+from samplerbench.models.encoders import normalise
+from samplerbench.seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def class_weights(targets: torch.Tensor, num_labels: int, power: float = 0.5) ->
 def predict_instances(model: TinyUNet, frames: torch.Tensor, image_ids: list[int], min_area: int = 4,
                       chunk: int = 256) -> list[dict]:
     """COCO result records (RLE mask, category, score) for each frame (N, 3, H, W)."""
-    from .datasets.instances import encode
+    from samplerbench.data.instances import encode
 
     out = []
     for start in range(0, len(frames), chunk):

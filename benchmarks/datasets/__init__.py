@@ -1,1 +1,0 @@
-"""Datasets: the embedded synth-events generator and the annotation/list loader."""

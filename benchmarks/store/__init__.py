@@ -1,0 +1,1 @@
+"""The results store: atomic writes, per-cell predictions, provenance records."""
