@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -28,12 +29,14 @@ def _run(args) -> int:
     import torch
 
     from samplerbench import suite as suite_mod
-    from samplerbench.tasks.classification import run_suite
+    from samplerbench.tasks.run import run_suite
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     s = suite_mod.load(args.suite)
     run_dir = run_suite(s, Path(args.results), Path(args.cache) if args.cache else None, args.run_id,
                         args.device, progress=not args.quiet)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    print("cells: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "provenance_id"))
     print(f"results: {run_dir}")
     if args.report:
         from samplerbench.reports.render import render
@@ -44,7 +47,11 @@ def _run(args) -> int:
 
 def _report(args) -> int:
     from samplerbench.reports.render import render
+    from samplerbench.tasks.run import rescore_run
 
+    if not args.no_rescore:  # metrics recomputed from the stored predictions with today's code
+        counts = rescore_run(Path(args.run))
+        print("rescored from stored predictions: " + (", ".join(f"{k} {v} cells" for k, v in counts.items()) or "none"))
     out = render(Path(args.run), Path(args.out))
     print(f"report: {out}")
     if not args.quiet:
@@ -107,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("run", help="a run folder, results/<run-id>")
     rp.add_argument("--out", default="reports/out")
     rp.add_argument("-q", "--quiet", action="store_true")
+    rp.add_argument("--no-rescore", action="store_true", help="render the stored rows as they are")
     rp.set_defaults(fn=_report)
     c = sub.add_parser("cost", help="per-video GFLOPs of the papers' configurations, counted from the modules")
     c.add_argument("presets", nargs="*", help="preset names (default: all); see --encoder for a custom one")
@@ -131,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"samplerbench: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [type(e).__name__]:  # a suite's problems: one line each
+            print(f"samplerbench: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -27,6 +27,7 @@ class Registry:
         self.group = f"samplerbench.{kind}"
         self._items: dict[str, Any] = {}
         self._sources: dict[str, str] = {}
+        self._meta: dict[str, dict] = {}
         self._loaded = False
 
     def register(self, name: str, **meta: Any) -> Callable[[Any], Any]:
@@ -40,8 +41,7 @@ class Registry:
                 )
             self._items[name] = obj
             self._sources[name] = src
-            for k, v in meta.items():
-                setattr(obj, k, v)
+            self._meta[name] = dict(meta)
             return obj
 
         return deco
@@ -65,6 +65,11 @@ class Registry:
     def names(self) -> list[str]:
         self.load_entry_points()
         return sorted(self._items)
+
+    def meta(self, name: str) -> dict:
+        """What was declared with the registration (a dataset's ``params`` dataclass, say)."""
+        self.get(name)
+        return self._meta[name]
 
     def source(self, name: str) -> str:
         self.get(name)

@@ -136,21 +136,98 @@ class VideoView:
         return self._observe("label")
 
 
+#: What may read a sampler's selection (``Sampler.reader``).
+READERS = ("frames", "tokens", "head")
+
+
+class AbilityError(TypeError):
+    """A sampler's declared abilities contradict each other or its code."""
+
+
 class Sampler:
-    """Base class of every method. Subclasses are dataclasses whose fields are the config."""
+    """Base class of every method. Subclasses are dataclasses whose fields are the config.
+
+    A method declares what it is and can do in class attributes; the harness dispatches on these
+    declarations (never on which methods a class happens to define), and a contradiction is an
+    error when the class is defined (:meth:`__init_subclass__`) or instantiated (:meth:`check`):
+
+    - ``observes``: what it reads of a video (:data:`OBSERVABLES`); the view refuses anything else
+      and charges each observation's cost to the sampler.
+    - ``reader``: what reads its selection. ``"frames"``: the task's frozen reader on the selected
+      frames (the frame classifier, the retrieval model); ``"tokens"``: a token ViT trained in the
+      run on this sampler's selections (``Selection.tokens``; budgets in frame-equivalents);
+      ``"head"``: its own head, :meth:`head_logits` on the encoded frames' features, costed by
+      :meth:`head_flops`.
+    - ``learns``: it trains in the run; :meth:`prepare` is called with the training environment
+      before its first cell and returns the training record (with the checkpoint ``key``).
+    - ``adaptive``: it decides the number of frames per video (the budget is an upper bound).
+    - ``ignores_budget``: it always takes every candidate (dense); evaluated once, at N = T.
+    - ``upper_bound``: it sees the labels, so it is a ceiling, never a baseline. Observing
+      ``label`` requires it; a composition (:meth:`parts`) inherits it from its parts.
+    """
 
     name: ClassVar[str] = "?"
     observes: ClassVar[frozenset] = frozenset()
-    #: True for methods that see the labels: they are upper bounds, never baselines.
-    upper_bound: ClassVar[bool] = False
-    #: True when the method ignores the budget and uses every candidate (dense).
+    reader: ClassVar[str] = "frames"
+    learns: ClassVar[bool] = False
+    adaptive: ClassVar[bool] = False
     ignores_budget: ClassVar[bool] = False
-    #: What reads the selection: "frames" (the frozen frame classifier) or "tokens" (a token
-    #: ViT trained on this sampler's selections; the budget is then in frame-equivalents)
-    consumer: ClassVar[str] = "frames"
+    upper_bound: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        unknown = set(cls.observes) - OBSERVABLES
+        if unknown:
+            raise AbilityError(f"{where}: observes {sorted(unknown)}, not among {sorted(OBSERVABLES)}")
+        if "label" in cls.observes and not cls.upper_bound:
+            raise AbilityError(f"{where}: observes 'label' but is not declared upper_bound = True: a method that "
+                               "sees the labels is an upper bound, never a baseline")
+        if cls.reader not in READERS:
+            raise AbilityError(f"{where}: reader must be one of {READERS}, not {cls.reader!r}")
+        if cls.learns != (cls.prepare is not Sampler.prepare):
+            raise AbilityError(f"{where}: learns = {cls.learns} but it {'does not define' if cls.learns else 'defines'} "
+                               "prepare(env); declare learns = True exactly when the method trains")
+        if cls.reader == "head" and (cls.head_logits is Sampler.head_logits or cls.head_flops is Sampler.head_flops):
+            raise AbilityError(f"{where}: reader = 'head' needs head_logits() and head_flops()")
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
         raise NotImplementedError
+
+    def prepare(self, env) -> dict | None:
+        """Train (or load from the checkpoint cache) what the method learns; ``learns`` methods only."""
+        raise NotImplementedError
+
+    def random_init(self, frames: int, num_classes: int, seed: int = 0) -> None:
+        """``learns`` methods: untrained weights, for timing without a training run (throughput
+        benchmarks: speed does not depend on the weights). Nothing to do for the others."""
+        if self.learns:
+            raise NotImplementedError(f"{type(self).__name__} learns but has no random_init")
+
+    def head_logits(self, feats):
+        """``reader = "head"``: (B, k, D) features of the encoded frames -> (B, C) logits."""
+        raise NotImplementedError
+
+    def head_flops(self, k: int) -> float:
+        """``reader = "head"``: FLOPs of the head on k encoded frames."""
+        raise NotImplementedError
+
+    def parts(self) -> tuple[Sampler, ...]:
+        """Samplers this one is composed of (SLLM's ``base``): their abilities and code count too."""
+        return ()
+
+    def check(self) -> None:
+        """Instance-level declarations (a composition's observations are its parts'): a sampler
+        that observes ``label``, or is built on an upper bound, must be marked an upper bound."""
+        where = f"{type(self).__module__}.{type(self).__qualname__}"
+        if ("label" in self.observes or any(p.upper_bound for p in self.parts())) and not self.upper_bound:
+            raise AbilityError(f"{where}: observes the labels (itself or through {[type(p).__name__ for p in self.parts()]}) "
+                               "but is not marked upper_bound")
+        unknown = set(self.observes) - OBSERVABLES
+        if unknown:
+            raise AbilityError(f"{where}: observes {sorted(unknown)}, not among {sorted(OBSERVABLES)}")
+        for p in self.parts():
+            p.check()
 
     def config(self) -> dict:
         from dataclasses import asdict, is_dataclass

@@ -49,7 +49,7 @@ def _selection(tokens: np.ndarray, grid: TokenGrid, order: np.ndarray | None, fl
 class KCenterPatches(Sampler):
     name = "kcenter"
     observes = frozenset({"pixels"})
-    consumer = "tokens"
+    reader = "tokens"
     patch: int = 16
     w_t: float = 1.0
     w_s: float = 1.0
@@ -87,7 +87,7 @@ class KCenterPatches(Sampler):
 @dataclass
 class UniformTokens(Sampler):
     name = "tokens-uniform"
-    consumer = "tokens"  # observes nothing: the layout (frame size) is enough
+    reader = "tokens"  # observes nothing: the layout (frame size) is enough
     patch: int = 16
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:

@@ -99,6 +99,7 @@ class LightEncoder(nn.Module):
 @dataclass
 class MMSampler(Sampler):
     name = "mmsampler"
+    learns = True
     observes = frozenset({"pixels"})
     adaptive = True
     variant: str = "frame"

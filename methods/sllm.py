@@ -114,7 +114,8 @@ def restoration_kl(restored: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 @dataclass
 class SLLM(Sampler):
     name = "sllm"
-    consumer = "head"
+    reader = "head"  # its own restorer and temporal head read the encoded frames' features
+    learns = True
     mode: str = "restore"
     base: str = "uniform"
     base_params: dict = field(default_factory=dict)
@@ -139,10 +140,14 @@ class SLLM(Sampler):
             raise ValueError("SLLM cannot be its own base sampler")
         self._base = METHODS.get(self.base)(**self.base_params)
         self.observes = self._base.observes
+        self.upper_bound = self._base.upper_bound  # SLLM on the oracle is an upper bound too
+
+    def parts(self) -> tuple[Sampler, ...]:
+        return (self._base,)
 
     def prepare(self, env: TrainEnv) -> dict:
         record = {}
-        if hasattr(self._base, "prepare"):
+        if self._base.learns:
             record["base"] = self._base.prepare(env)
         head_cfg = {k: v for k, v in self.config().items() if k not in ("base", "base_params")}
 
@@ -163,7 +168,7 @@ class SLLM(Sampler):
 
     def random_init(self, frames: int, num_classes: int, seed: int = 0, dim: int = 128) -> None:
         """Untrained weights (throughput benchmarks: timing does not depend on the weights)."""
-        if hasattr(self._base, "random_init"):
+        if self._base.learns:
             self._base.random_init(frames, num_classes, seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

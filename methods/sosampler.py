@@ -194,6 +194,7 @@ def pairwise_hinge(p: torch.Tensor, t: torch.Tensor, gamma: float = 0.01) -> tor
 @dataclass
 class SOSampler(Sampler):
     name = "sosampler"
+    learns = True
     observes = frozenset({"pixels"})
     backbone: str = "cnn"
     resolution: int = 32

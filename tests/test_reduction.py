@@ -34,8 +34,8 @@ from samplerbench.metrics.coco import coco_gt, mask_and_box_ap
 from samplerbench.models.segmentation import SegConfig, predict_instances, train_segmenter
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget
-from samplerbench.tasks.classification import run_suite
-from samplerbench.tasks.reduction import VideoData, reduction_cells, select_frames
+from samplerbench.tasks.reduction import VideoData, select_frames
+from samplerbench.tasks.run import run_suite
 from tests.conftest import cache_with_a_corrupt_video
 
 TINY_ML = dict(seed=5, size=32, min_frames=24, max_frames=40, min_event=4, max_event=8, multilabel=True,
@@ -125,7 +125,7 @@ def test_ratio_budget_asks_for_a_stride_k_pass(t):
         want = list(range(0, t, k))
         assert Budget("ratio", 1 / k).frames(t) == len(want)
         v = VideoData("v", torch.zeros(t, 3, 8, 8, dtype=torch.uint8), torch.zeros(t, 8, 8, dtype=torch.uint8))
-        (video, idx), = select_frames(stride, "stride", [v], k, 0, [])[0]
+        (video, idx, _), = select_frames(stride, "stride", [v], k, 0, [])
         assert idx.tolist() == want
 
 
@@ -147,16 +147,17 @@ def test_selections_have_the_ratio_count_and_repeat_with_the_seed(name, params):
     videos = _videos()
     sampler = METHODS.get(name)(**params)
     for k in (2, 5, 10):
-        a, gflops = select_frames(sampler, name, videos, k, 0, [])
-        b, _ = select_frames(METHODS.get(name)(**params), name, videos, k, 0, [])
-        for (v, ia), (_, ib) in zip(a, b, strict=True):
+        a = select_frames(sampler, name, videos, k, 0, [])
+        b = select_frames(METHODS.get(name)(**params), name, videos, k, 0, [])
+        gflops = np.mean([f for _, _, f in a]) / 1e9
+        for (v, ia, _), (_, ib, _) in zip(a, b, strict=True):
             n = len(v.frames)
             assert np.array_equal(ia, ib)
             assert np.all(np.diff(ia) > 0) and ia[-1] < n
             assert len(ia) == -(-n // k) or (name == "mgsampler" and len(ia) <= -(-n // k))
         if name in ("random", "evfr-fps"):  # the seed moves random draws and FPS's start
-            c, _ = select_frames(sampler, name, videos, k, 1, [])
-            assert any(not np.array_equal(ia, ic) for (_, ia), (_, ic) in zip(a, c, strict=True))
+            c = select_frames(sampler, name, videos, k, 1, [])
+            assert any(not np.array_equal(ia, ic) for (_, ia, _), (_, ic, _) in zip(a, c, strict=True))
         if name != "random":
             assert gflops > 0
 
@@ -165,8 +166,8 @@ def test_a_failing_video_is_recorded_and_the_rest_selected():
     videos = _videos()
     videos[1].feats = None  # FPS cannot run on it
     fails = []
-    chosen, _ = select_frames(METHODS.get("evfr-fps")(), "evfr-fps", videos, 2, 0, fails)
-    assert [v.video_id for v, _ in chosen] == ["v0", "v2"]
+    chosen = select_frames(METHODS.get("evfr-fps")(), "evfr-fps", videos, 2, 0, fails)
+    assert [v.video_id for v, _, _ in chosen] == ["v0", "v2"]
     assert len(fails) == 1 and fails[0]["video"] == "v1" and "v1" in fails[0]["error"]
 
 
@@ -230,8 +231,7 @@ def test_reduction_run_end_to_end(tmp_path, monkeypatch):
     from samplerbench.reports.render import render
 
     s = suite_mod.load(write_reduction_suite(tmp_path / "red.toml"))
-    assert s.task == "reduction" and len(reduction_cells(s, __import__("samplerbench.tasks.reduction").reduction_task
-                                                         .ReductionConfig.of(s))) == 2 * (2 + 2 * 2)
+    assert s.task == "reduction"
     run_dir = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
     rows = pd.read_csv(run_dir / "reduction_rows.csv")
     cells = rows.groupby(["method", "k", "seed"]).size()
@@ -241,7 +241,7 @@ def test_reduction_run_end_to_end(tmp_path, monkeypatch):
     assert frames[("stride", 2, 0)] == pytest.approx(sum(-(-n // 2) for n in _num_frames(tmp_path)))
     assert frames[("stride", 5, 1)] < frames[("stride", 2, 1)] < total
     assert rows["git_commit"].notna().all() and rows["provenance_id"].notna().all()
-    sel = json.loads(next((run_dir / "reduction").glob("stride__S2__s0.json")).read_text())["videos"]
+    sel = json.loads(next((run_dir / "cells" / "reduction").glob("stride__S2__s0.json")).read_text())["videos"]
     assert all(v["indices"] == list(range(0, len(v["indices"]) * 2, 2)) for v in sel)
 
     out = render(run_dir, tmp_path / "out")
@@ -251,16 +251,14 @@ def test_reduction_run_end_to_end(tmp_path, monkeypatch):
     t = pd.read_csv(out / "table_reduction_mask_ap.csv")
     assert list(t.columns) == ["Method", "S1", "S2", "S5"] and list(t["Method"]) == ["UFS", "AFS-flow"]
 
-    import samplerbench.tasks.reduction as red
+    def summary():
+        return json.loads((run_dir / "summary.json").read_text())
 
-    calls = []
-    real = red.evaluate_cell
-    monkeypatch.setattr(red, "evaluate_cell", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
-    assert calls == []  # finished: nothing recomputed
-    (run_dir / "reduction" / "stride__S5__s1.json").unlink()  # as if killed before it
+    assert summary().get("reduction computed", 0) == 0 and summary()["reduction reused"] == 12  # nothing recomputed
+    (run_dir / "cells" / "reduction" / "stride__S5__s1.json").unlink()  # as if killed before it
     run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
-    assert calls == [5]
+    assert summary()["reduction computed"] == 1
 
     # a corrupt training video: recorded, and every cell still completes on the others
     cache, victim = cache_with_a_corrupt_video(tmp_path / "cache", tmp_path / "cache_bad",

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from samplerbench import suite as suite_mod
-from samplerbench.tasks.classification import QUALITY, run_suite
+from samplerbench.tasks.classification import QUALITY
+from samplerbench.tasks.run import run_suite
 from tests.conftest import TINY, cache_with_a_corrupt_video
 
 pytestmark = pytest.mark.slow
@@ -58,13 +59,17 @@ def tiny_run(tmp_path_factory):
 def test_rows_carry_provenance_and_cover_every_cell(tiny_run):
     s, _, run_dir = tiny_run
     rows = pd.read_csv(run_dir / "rows.csv")
-    for col in ("git_commit", "git_dirty", "manifest_hash", "suite_hash", "provenance_id", "seed", "device"):
+    from samplerbench.tasks.core import COMMON
+
+    assert list(rows.columns[:len(COMMON)]) == list(COMMON)
+    for col in ("git_dirty", "device"):
         assert col in rows.columns
-    assert rows["suite_hash"].eq(s.digest()).all() and rows["manifest_hash"].notna().all()
+    assert rows["suite_hash"].eq(s.digest()).all() and rows["dataset_hash"].notna().all()
+    assert (rows["task"] == "classification").all() and rows["fingerprint"].str.len().eq(16).all()
     cells = rows.groupby(["method", "budget", "seed"]).size()
     assert len(cells) == CELLS
     assert set(QUALITY) <= set(rows["metric"])
-    sel = pd.read_json(run_dir / "selections.jsonl", lines=True)
+    sel = pd.read_json(run_dir / "classification_selections.jsonl", lines=True)
     assert len(sel) == CELLS * TINY["splits"]["test"]
     frames = rows[(rows.metric == "frames")].set_index(["method", "budget", "seed"])["value"]
     assert frames[("uniform", 4, 0)] == 4 and frames[("dense", 8, 0)] == 8
@@ -72,20 +77,24 @@ def test_rows_carry_provenance_and_cover_every_cell(tiny_run):
     assert (oracle_gf > 0).all()
 
 
-def test_rerun_skips_finished_cells_and_resumes_a_killed_run(tiny_run, monkeypatch):
-    s, tmp, run_dir = tiny_run
-    import samplerbench.tasks.classification as runner
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
 
-    calls = []
-    real = runner.evaluate_cell
-    monkeypatch.setattr(runner, "evaluate_cell", lambda *a, **k: calls.append(a[1].key) or real(*a, **k))
+
+def test_rerun_skips_finished_cells_and_resumes_a_killed_run(tiny_run):
+    s, tmp, run_dir = tiny_run
+    rows = pd.read_csv(run_dir / "rows.csv")
     run_suite(s, tmp / "results", tmp / "cache", progress=False)
-    assert calls == []
-    killed = sorted((run_dir / "cells").glob("*.json"))[:3]  # as if the run died before these
+    assert summary(run_dir).get("classification computed", 0) == 0
+    assert summary(run_dir)["classification reused"] == CELLS
+    killed = sorted((run_dir / "cells" / "classification").glob("*.json"))[:3]  # as if the run died before these
     for p in killed:
         p.unlink()
     run_suite(s, tmp / "results", tmp / "cache", progress=False)
-    assert len(calls) == 3
+    assert summary(run_dir)["classification computed"] == 3
+    again = pd.read_csv(run_dir / "rows.csv")
+    key = ["method", "budget", "seed", "metric"]
+    assert again.query("kind != 'timing'")[key + ["value"]].equals(rows.query("kind != 'timing'")[key + ["value"]])
 
 
 def test_same_seed_same_rows_bit_for_bit(tiny_run):
@@ -95,8 +104,8 @@ def test_same_seed_same_rows_bit_for_bit(tiny_run):
     a = pd.read_csv(run_dir / "rows.csv").query("kind != 'timing'").sort_values(key)
     b = pd.read_csv(other / "rows.csv").query("kind != 'timing'").sort_values(key)
     assert a["value"].tolist() == b["value"].tolist()
-    sa = pd.read_json(run_dir / "selections.jsonl", lines=True).sort_values(["cell", "video"])
-    sb = pd.read_json(other / "selections.jsonl", lines=True).sort_values(["cell", "video"])
+    sa = pd.read_json(run_dir / "classification_selections.jsonl", lines=True).sort_values(["cell", "video"])
+    sb = pd.read_json(other / "classification_selections.jsonl", lines=True).sort_values(["cell", "video"])
     assert sa["hash"].tolist() == sb["hash"].tolist()
 
 
@@ -140,22 +149,15 @@ def test_multilabel_variant_reports_map(tmp_path):
     assert "mAP (%)" in (render(run_dir, tmp_path / "out") / "table_top1.md").read_text()
 
 
-def test_resume_recomputes_cells_of_another_classifier(tiny_run, monkeypatch):
-    import json
-
-    import samplerbench.tasks.classification as runner
-
+def test_resume_recomputes_a_cell_stored_with_another_fingerprint(tiny_run):
     s, tmp, run_dir = tiny_run
-    stale = sorted((run_dir / "cells").glob("*.json"))[0]
+    stale = sorted((run_dir / "cells" / "classification").glob("*.json"))[0]
     cell = json.loads(stale.read_text())
-    cell["classifier_key"] = "some-older-checkpoint"
+    cell["fingerprint"] = "computed-by-older-code"
     stale.write_text(json.dumps(cell))
-    calls = []
-    real = runner.evaluate_cell
-    monkeypatch.setattr(runner, "evaluate_cell", lambda *a, **k: calls.append(a[1].key) or real(*a, **k))
     run_suite(s, tmp / "results", tmp / "cache", progress=False)
-    assert len(calls) == 1
-    assert json.loads(stale.read_text())["classifier_key"] != "some-older-checkpoint"
+    assert summary(run_dir)["classification computed"] == 1
+    assert json.loads(stale.read_text())["fingerprint"] != "computed-by-older-code"
 
 
 def test_token_samplers_run_with_their_own_trained_vit(tmp_path):
@@ -279,7 +281,7 @@ def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
         assert ((wide[f"{d}_R@1"] >= 0) & (wide[f"{d}_R@1"] <= wide[f"{d}_R@10"])).all()
         assert (wide[f"{d}_MdR"] >= 1).all()
     assert wide.loc["mm", "gflops_sampler"].iloc[0] > 0 and (wide.loc["no policy", "gflops_sampler"] == 0).all()
-    cell = json.loads(next((run_dir / "retrieval").glob("mm__*s0.json")).read_text())
+    cell = json.loads(next((run_dir / "cells" / "retrieval").glob("mm__*s0.json")).read_text())
     assert all(v["positions"][0] == 0 for v in cell["videos"])  # frame 0 of the pool always kept
     assert sum(cell["values"]["frames_hist"]) == cell["n_videos"]
     prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())

@@ -338,5 +338,5 @@ def _build(multilabel: bool):
     return build
 
 
-DATASETS.register("synth-events")(_build(False))
-DATASETS.register("synth-events-ml")(_build(True))
+DATASETS.register("synth-events", params=SynthConfig)(_build(False))
+DATASETS.register("synth-events-ml", params=SynthConfig)(_build(True))

@@ -4,12 +4,10 @@ method selects frames from every training video, a fresh segmentation model
 (:mod:`.segmentation`) trains on those frames and their instance masks only, and mask AP and box
 AP are measured (pycocotools) on every frame of the test videos.
 
-A run lives in ``results/<run-id>/`` as the classification task's does:
-  reduction/<cell>.json   one file per finished (method, S_k, seed): metrics, training record,
-                          per-video selections (indices and hash), failures; written atomically,
-                          so a killed run resumes without losing or recounting anything
-  reduction_rows.csv      tidy rows (method, ratio k, seed, metric, value, provenance)
-  provenance/<id>.json
+Its cells go through the one cell loop (:mod:`.core`): ``cells/reduction/<cell>.{json,npz}``
+per (method, S_k, seed), ``reduction_rows.csv``. Stored predictions per cell: the detections
+(image, category, score, RLE mask) and the ground truth (COCO JSON), so mask and box AP are
+recomputed from the cell alone.
 
 Fairness: at one seed every selection trains the same initial weights for the same number of
 steps; the batches are drawn from the selected frames by a generator of (seed, cell). S1 is
@@ -24,12 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -39,12 +35,11 @@ from samplerbench.data.instances import FrameInstances, write_instances
 from samplerbench.data.video import VideoDecodeError, read_frames
 from samplerbench.metrics.coco import coco_gt, mask_and_box_ap
 from samplerbench.models.segmentation import SegConfig, predict_instances, train_segmenter
-from samplerbench.registry import DATASETS, METHODS
+from samplerbench.registry import DATASETS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView
 from samplerbench.seeding import generator
-from samplerbench.store import provenance as provenance
-from samplerbench.store.files import write_csv, write_json
 from samplerbench.suite import MethodSpec, Suite
+from samplerbench.tasks.core import Cell, CellOutput, Run, Task
 
 log = logging.getLogger(__name__)
 
@@ -124,27 +119,17 @@ def load_videos(split: VideoSplit, inst: FrameInstances, count: int, size: tuple
     return out
 
 
-def reduction_cells(suite: Suite, cfg: ReductionConfig) -> list[tuple[MethodSpec | None, int, int]]:
-    """(method, k, seed): per seed an untrained reference (k = 0), the full set (k = 1, no
-    method), then every method at every other ratio."""
-    cells = []
-    for s in suite.seeds:
-        cells += [(None, 0, s), (None, 1, s)]
-        cells += [(spec, k, s) for spec in suite.methods for k in cfg.ratios if k > 1]
-    return cells
-
-
 def cell_key(spec: MethodSpec | None, k: int, seed: int) -> str:
     name = spec.key if spec is not None else ("untrained" if k == 0 else "full")
     return f"{name}__S{k}__s{seed}"
 
 
 def select_frames(sampler: Sampler, spec_key: str, videos: list[VideoData], k: int, seed: int,
-                  fails: list) -> tuple[list[tuple[VideoData, np.ndarray]], float]:
-    """Each video's selection at ratio 1/k (sorted frame indices) and the sampler's mean GFLOPs
-    per video (observations + its own work); a video the method fails on is a recorded failure."""
+                  fails: list) -> list[tuple[VideoData, np.ndarray, float]]:
+    """Each video's selection at ratio 1/k (sorted frame indices) and the sampler's FLOPs on it
+    (observations + its own work); a video the method fails on is a recorded failure."""
     budget = Budget("ratio", 1.0 / k)
-    chosen, flops = [], []
+    chosen = []
     for v in videos:
         n = len(v.frames)
         view = VideoView(v.video_id, n, np.arange(n), allowed=sampler.observes,
@@ -158,111 +143,111 @@ def select_frames(sampler: Sampler, spec_key: str, videos: list[VideoData], k: i
         except Exception as e:  # one video's failure, not the run's
             fails.append({"video": v.video_id, "error": f"{v.path or v.video_id}: {spec_key}: {type(e).__name__}: {e}"})
             continue
-        chosen.append((v, sel.indices))
-        flops.append(view.charged_flops + sel.own_flops)
-    return chosen, float(np.mean(flops)) / 1e9 if flops else float("nan")
+        chosen.append((v, sel.indices, view.charged_flops + sel.own_flops))
+    return chosen
 
 
-def evaluate_cell(spec: MethodSpec | None, sampler: Sampler | None, k: int, seed: int, train: list[VideoData],
-                  test: tuple[torch.Tensor, list[int]], gt, num_classes: int, cfg: ReductionConfig,
-                  failures: dict[str, str] | None = None) -> dict:
-    """Select, train on the selection, evaluate on every test frame: one cell's record.
-    ``failures``: videos that could not be decoded (recorded in every cell, as they are missing
-    from every cell)."""
-    key = cell_key(spec, k, seed)
-    fails: list = [{"video": v, "error": e} for v, e in (failures or {}).items()]
-    if sampler is None:  # the full set (k = 1) or the untrained reference (k = 0)
-        chosen, gflops = [(v, np.arange(len(v.frames))) for v in train], 0.0
-    else:
-        chosen, gflops = select_frames(sampler, spec.key, train, k, seed, fails)
-    if not chosen:
-        raise RuntimeError(f"{key}: no training video could be selected from ({len(fails)} failures)")
-    frames = torch.cat([v.frames[torch.from_numpy(idx)] for v, idx in chosen])
-    maps = torch.cat([v.maps[torch.from_numpy(idx)] for v, idx in chosen])
-    seg = cfg.seg if k > 0 else SegConfig(**{**asdict(cfg.seg), "iterations": 0})
-    model, record = train_segmenter(frames, maps, num_classes, seg, init_seed=seed, order_seed=key)
-    preds = predict_instances(model, *test, min_area=seg.min_area)
-    values = mask_and_box_ap(gt, preds)
-    counts = [len(idx) for _, idx in chosen]
-    values.update(frames=float(sum(counts)), frames_per_video=float(np.mean(counts)),
-                  gflops_sampler=gflops, train_s=record["train_s"], predicted_instances=float(len(preds)))
-    videos = [{"video": v.video_id, "indices": idx.tolist(), "hash": Selection(idx).digest()} for v, idx in chosen]
-    return {"cell": key, "method": spec.key if spec else ("untrained" if k == 0 else "full"),
-            "method_name": spec.name if spec else None, "label": spec.display if spec else None,
-            "k": k, "seed": seed, "values": values, "train": record, "videos": videos, "failures": fails,
-            "config": sampler.config() if sampler is not None else {}}
+def detections_to_arrays(preds: list[dict]) -> dict[str, np.ndarray]:
+    """COCO result records -> arrays that round-trip exactly (no pickle)."""
+    return {"image_id": np.array([p["image_id"] for p in preds], np.int64),
+            "category_id": np.array([p["category_id"] for p in preds], np.int64),
+            "score": np.array([p["score"] for p in preds], np.float64),
+            "size": np.array([p["segmentation"]["size"] for p in preds], np.int64).reshape(-1, 2),
+            "counts": np.array([p["segmentation"]["counts"] for p in preds], dtype=str)}
 
 
-def run_reduction(suite: Suite, results_dir: Path, cache_dir: Path, run_id: str | None = None,
-                  progress: bool = True) -> Path:
-    """Run a ``task = "reduction"`` suite into ``results_dir/<run-id>``; finished cells are kept."""
-    cfg = ReductionConfig.of(suite)
-    run_id = run_id or f"{suite.name}-{suite.digest()[:8]}"
-    run_dir = Path(results_dir) / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    ds = suite.dataset
-    build = DATASETS.get(ds["name"])
-    params = dict(ds.get("params", {}))
-    train_split = build(cache_dir, ds.get("train_split", "train"), progress=progress, **params)
-    test_split = build(cache_dir, ds.get("split", "test"), progress=progress, **params)
-    size = tuple(ds.get("frame_size", [64, 64]))
-    failures: dict[str, str] = {}
-    train = load_videos(train_split, load_instances(train_split, cfg.train_videos), cfg.train_videos, size,
-                        failures, cfg.embedding, progress)
-    inst = load_instances(test_split, cfg.test_videos)
-    test = load_videos(test_split, inst, cfg.test_videos, size, failures, None, progress)
-    test_ids = [v.video_id for v in test]
-    gt_dict = inst.subset(test_ids)
-    gt = coco_gt(gt_dict)
-    image_ids = [inst.image_ids[(v.video_id, t)] for v in test for t in range(len(v.frames))]
-    test_input = (torch.cat([v.frames for v in test]), image_ids)
-    num_classes = len(inst.categories)
-
-    prov = provenance.collect(suite=suite.name, suite_hash=suite.digest(), suite_file=suite.source, run_id=run_id,
-                              task="reduction", seeds=suite.seeds, dataset=ds["name"], split=test_split.split,
-                              manifest_hash=test_split.manifest_hash, train_manifest_hash=train_split.manifest_hash,
-                              reduction=asdict(cfg), categories=inst.categories,
-                              train_frames=int(sum(len(v.frames) for v in train)),
-                              test_frames=len(image_ids), test_instances=len(gt_dict["annotations"]),
-                              video_failures=failures)
-    write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
-    cells = reduction_cells(suite, cfg)
-    todo = [c for c in cells if not (run_dir / "reduction" / f"{cell_key(*c)}.json").is_file()]
-    log.info("%s: %d cells, %d to do", run_id, len(cells), len(todo))
-    samplers: dict[str, Sampler] = {}  # one per method: per-video memos (variance indices) are shared
-    for spec, k, seed in tqdm(todo, desc=f"evaluating {run_id}", unit="cell", disable=not progress):
-        sampler = None
-        if spec is not None:
-            if spec.key not in samplers:
-                samplers[spec.key] = METHODS.get(spec.name)(**spec.params)
-                if hasattr(samplers[spec.key], "prepare"):
-                    raise ValueError(f"{suite.source}: {spec.display} is trained for classification; the reduction "
-                                     "task takes training-free samplers")
-            sampler = samplers[spec.key]
-        cell = evaluate_cell(spec, sampler, k, seed, train, test_input, gt, num_classes, cfg, failures)
-        cell["provenance_id"] = prov["provenance_id"]
-        write_json(run_dir / "reduction" / f"{cell['cell']}.json", cell)
-    consolidate_reduction(run_dir, {cell_key(*c) for c in cells}, [s.key for s in suite.methods])
-    return run_dir
+def arrays_to_detections(a: dict[str, np.ndarray]) -> list[dict]:
+    return [{"image_id": int(i), "category_id": int(c), "score": float(s),
+             "segmentation": {"size": [int(x) for x in sz], "counts": str(cnt)}}
+            for i, c, s, sz, cnt in zip(a["image_id"], a["category_id"], a["score"], a["size"], a["counts"],
+                                        strict=True)]
 
 
-def consolidate_reduction(run_dir: Path, keys: set[str] | None = None, order: list[str] | None = None) -> pd.DataFrame:
-    """Rebuild ``reduction_rows.csv`` (tidy, one row per cell and metric) from the cell files."""
-    provs = {p.stem: json.loads(p.read_text()) for p in (run_dir / "provenance").glob("*.json")}
-    cells = [json.loads(p.read_text()) for p in sorted((run_dir / "reduction").glob("*.json"))
-             if keys is None or p.stem in keys]
-    rank = {m: i for i, m in enumerate(["untrained", "full", *(order or [])])}
-    rows = []
-    for c in sorted(cells, key=lambda c: (rank.get(c["method"], len(rank)), c["k"], c["seed"])):
-        p = provs.get(c["provenance_id"], {})
-        label = c["label"] or {"untrained": "untrained (chance)", "full": "full set (S1)"}[c["method"]]
-        base = {"run_id": p.get("run_id", run_dir.name), "suite": p.get("suite"), "dataset": p.get("dataset"),
-                "manifest_hash": p.get("manifest_hash"), "method": c["method"], "method_name": c["method_name"],
-                "label": label, "k": c["k"], "seed": c["seed"], "n_failed": len(c["failures"]),
-                "git_commit": p.get("git_commit"), "git_dirty": p.get("git_dirty"),
-                "provenance_id": c["provenance_id"]}
-        rows += [{**base, "metric": m, "value": v} for m, v in c["values"].items()]
-    df = pd.DataFrame(rows)
-    write_csv(df, run_dir / "reduction_rows.csv")
-    return df
+class Reduction(Task):
+    name = "reduction"
+    version = 2  # 2: the one cell loop (fingerprints, stored detections)
+    rows_file = "reduction_rows.csv"
+    quality = ("mask_AP", "mask_AP50", "mask_AP75", "box_AP", "box_AP50", "box_AP75")
+
+    def setup(self, run: Run) -> None:
+        suite = run.suite
+        cfg = ReductionConfig.of(suite)
+        ds = suite.dataset
+        build = DATASETS.get(ds["name"])
+        params = dict(ds.get("params", {}))
+        train_split = build(run.cache_dir, ds.get("train_split", "train"), progress=run.progress, **params)
+        test_split = build(run.cache_dir, ds.get("split", "test"), progress=run.progress, **params)
+        size = tuple(ds.get("frame_size", [64, 64]))
+        failures: dict[str, str] = {}
+        train = load_videos(train_split, load_instances(train_split, cfg.train_videos), cfg.train_videos, size,
+                            failures, cfg.embedding, run.progress)
+        inst = load_instances(test_split, cfg.test_videos)
+        test = load_videos(test_split, inst, cfg.test_videos, size, failures, None, run.progress)
+        gt_dict = inst.subset([v.video_id for v in test])
+        image_ids = [inst.image_ids[(v.video_id, t)] for v in test for t in range(len(v.frames))]
+        run.state["reduction"] = {
+            "cfg": cfg, "train": train, "test": (torch.cat([v.frames for v in test]), image_ids),
+            "gt_json": json.dumps(gt_dict, sort_keys=True), "num_classes": len(inst.categories),
+            "failures": failures}
+        run.prov.update(task="reduction", dataset=ds["name"], split=test_split.split,
+                        manifest_hash=test_split.manifest_hash, train_manifest_hash=train_split.manifest_hash,
+                        reduction=asdict(cfg), categories=inst.categories,
+                        train_frames=int(sum(len(v.frames) for v in train)), test_frames=len(image_ids),
+                        test_instances=len(gt_dict["annotations"]), video_failures=failures)
+        run.data_identity.update(test=test_split.manifest_hash, train=train_split.manifest_hash,
+                                 frame_size=list(size))
+
+    def config(self, run: Run) -> dict:
+        return asdict(run.state["reduction"]["cfg"])
+
+    def cells(self, run: Run) -> Iterator[Cell]:
+        """(method, k, seed): per seed an untrained reference (k = 0), the full set (k = 1, no
+        method), then every method at every other ratio."""
+        cfg = run.state["reduction"]["cfg"]
+        for s in run.suite.seeds:
+            for k in (0, 1):
+                label = "untrained (chance)" if k == 0 else "full set (S1)"
+                yield Cell(cell_key(None, k, s), None, f"S{k}", s, spec=k, label=label, columns=(("k", k),))
+            for spec in run.suite.methods:
+                for k in cfg.ratios:
+                    if k > 1:
+                        yield Cell(cell_key(spec, k, s), spec, f"S{k}", s, spec=k, label=spec.display,
+                                   columns=(("k", k),))
+
+    def evaluate(self, run: Run, cell: Cell, sampler: Sampler | None) -> CellOutput:
+        """Select, train on the selection, evaluate on every test frame. Videos that could not be
+        decoded are recorded in every cell (they are missing from every cell)."""
+        st = run.state["reduction"]
+        cfg, train, k = st["cfg"], st["train"], cell.spec
+        fails: list = [{"video": v, "error": e} for v, e in st["failures"].items()]
+        if sampler is None:  # the full set (k = 1) or the untrained reference (k = 0)
+            chosen = [(v, np.arange(len(v.frames)), 0.0) for v in train]
+        else:
+            chosen = select_frames(sampler, cell.method.key, train, k, cell.seed, fails)
+        if not chosen:
+            raise RuntimeError(f"{cell.key}: no training video could be selected from ({len(fails)} failures)")
+        frames = torch.cat([v.frames[torch.from_numpy(idx)] for v, idx, _ in chosen])
+        maps = torch.cat([v.maps[torch.from_numpy(idx)] for v, idx, _ in chosen])
+        seg = cfg.seg if k > 0 else SegConfig(**{**asdict(cfg.seg), "iterations": 0})
+        model, record = train_segmenter(frames, maps, st["num_classes"], seg, init_seed=cell.seed, order_seed=cell.key)
+        preds = predict_instances(model, *st["test"], min_area=seg.min_area)
+        videos = [{"video": v.video_id, "indices": idx.tolist(), "hash": Selection(idx).digest(),
+                   "flops_sampler": flops} for v, idx, flops in chosen]
+        arrays = {**detections_to_arrays(preds), "gt_json": np.array(st["gt_json"]),
+                  "train_s": np.array(record["train_s"]), "sampler": np.array(sampler is not None)}
+        return CellOutput(videos, arrays, fails, info={"train": record})
+
+    @staticmethod
+    def score(videos: list[dict], predictions: dict[str, np.ndarray]) -> dict[str, float]:
+        gt = coco_gt(json.loads(str(predictions["gt_json"])))
+        preds = arrays_to_detections(predictions)
+        values = mask_and_box_ap(gt, preds)
+        counts = [len(v["indices"]) for v in videos]
+        gflops = float(np.mean([v["flops_sampler"] for v in videos])) / 1e9 if bool(predictions["sampler"]) else 0.0
+        values.update(frames=float(sum(counts)), frames_per_video=float(np.mean(counts)),
+                      gflops_sampler=gflops, train_s=float(predictions["train_s"]),
+                      predicted_instances=float(len(preds)))
+        return values
+
+    def row_extras(self, cell: Cell, record: dict) -> dict:
+        return {"method_name": record["method_name"]}

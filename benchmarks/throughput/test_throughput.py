@@ -60,7 +60,7 @@ def test_select(normalised, method, t):
     budget = Budget("count", min(BUDGET, t))
 
     learned = METHODS.get(method)()
-    if hasattr(learned, "random_init"):  # a learned sampler keeps its (untrained) weights across calls
+    if learned.learns:  # a learned sampler keeps its (untrained) weights across calls
         learned.random_init(t, NUM_CLASSES)
     else:
         learned = None
@@ -113,13 +113,15 @@ def small_split(tmp_path_factory):
     return load_split(root, "test")
 
 
-def test_end_to_end_cell(normalised, small_split, device):
+def test_end_to_end_cell(normalised, small_split, device, tmp_path):
     """One runner cell (uniform, N=8 of T=32) on 4 videos, from a cold cache: decode the
     candidates, encode, select, classify, score."""
     from samplerbench.cost.flops import PipelineCost
     from samplerbench.models.encoders import FrameClassifier, ModelConfig
     from samplerbench.suite import MethodSpec, Suite
-    from samplerbench.tasks.classification import Context, evaluate_cell
+    from samplerbench.tasks.classification import Classification
+    from samplerbench.tasks.core import Cell, Run
+    from samplerbench.tasks.frames import FrameContext
 
     torch.manual_seed(0)
     model = FrameClassifier(ModelConfig(), NUM_CLASSES).to(device).eval()
@@ -128,13 +130,18 @@ def test_end_to_end_cell(normalised, small_split, device):
     cost.encoder_head(8)  # count once, outside the timed loop
     sampler = METHODS.get("uniform")()
 
-    def cell():
-        ctx = Context(suite, small_split, model, cost, device, (64, 64), 32, {}, "bench", progress=False)
-        out = evaluate_cell(ctx, suite.methods[0], sampler, 8, 0)
-        sync(device)
-        return out
+    task = Classification()
 
-    assert normalised(cell, reference="pipeline")["n_videos"] == 4
+    def cell():
+        ctx = FrameContext(suite, small_split, small_split, small_split, model, {"key": "bench"}, cost, device,
+                           (64, 64), 32, tmp_path, None, {}, progress=False)
+        run = Run(suite, tmp_path, tmp_path, device, False, {}, state={"frames": ctx})
+        out = task.evaluate(run, Cell("uniform__n8__s0", suite.methods[0], 8, 0), sampler)
+        values = task.score(out.videos, out.predictions)
+        sync(device)
+        return values, len(out.videos)
+
+    assert normalised(cell, reference="pipeline")[1] == 4
 
 
 FPS_N, FPS_D, FPS_K = 10_000, 768, 256

@@ -1,0 +1,347 @@
+"""The Task protocol and the one cell loop every task runs through.
+
+A *cell* is one unit of evaluation: a task's method at a budget and seed. A :class:`Task` says
+which cells a suite asks for, prepares what its cells share, evaluates one cell into per-video
+records and prediction arrays, and scores them (a pure function of what was stored, so a fixed or
+added metric is recomputed from the stored predictions without re-running anything). Everything
+else is written once, here: the per-method sampler cache, the cell fingerprint and resume,
+failure records, atomic writes, progress, and consolidation into rows with the same identifying
+columns for every task (:data:`COMMON`).
+
+A cell's *fingerprint* covers everything its numbers depend on: the task's name, version and
+configuration, the method's name and parameters, its implementation (:func:`implementation`),
+every trained piece it reads (checkpoint keys), the dataset manifests and the candidate
+configuration, the budget and the seed. A resumed run recomputes exactly the cells whose
+fingerprint changed and reuses the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import sys
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import packages_distributions, version
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from samplerbench.registry import METHODS
+from samplerbench.sampling import Sampler
+from samplerbench.store.cells import load_cell, load_predictions, write_cell
+from samplerbench.store.files import write_csv, write_json
+from samplerbench.suite import MethodSpec, Suite
+
+log = logging.getLogger(__name__)
+
+#: The identifying columns of every task's rows file, in this order; task-specific columns follow.
+COMMON = ("run_id", "suite", "suite_hash", "task", "method", "label", "params", "budget", "seed", "metric", "value",
+          "n_videos", "n_failed", "upper_bound", "fingerprint", "provenance_id", "git_commit", "dataset_hash")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of a task's work. ``method`` is None for a task's own reference cells (the
+    reduction task's full set and untrained model); ``columns`` are extra identifying columns of
+    its rows (the reduction ratio ``k``, the retrieval ``matched`` label); ``spec`` is whatever
+    the task needs to evaluate it (a :class:`~samplerbench.sampling.Budget`, a ratio)."""
+
+    key: str
+    method: MethodSpec | None
+    budget: str | int
+    seed: int
+    spec: Any = None
+    label: str = ""
+    columns: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def display(self) -> str:
+        return self.label or (self.method.display if self.method else self.key)
+
+
+@dataclass
+class CellOutput:
+    """What evaluating a cell produced: per-video records (selection, cost), the prediction
+    arrays the task's :meth:`Task.score` reads, per-video failures, and anything else to keep."""
+
+    videos: list[dict]
+    predictions: dict[str, np.ndarray]
+    failures: list[dict]
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """The state one invocation shares between its tasks and cells."""
+
+    suite: Suite
+    run_dir: Path
+    cache_dir: Path
+    device: torch.device
+    progress: bool
+    prov: dict
+    #: what every fingerprint covers besides the cell: manifests, candidates, frame size
+    data_identity: dict = field(default_factory=dict)
+    #: what learned methods train on (:class:`samplerbench.features.TrainEnv`), set by a task's setup
+    env: Any = None
+    state: dict = field(default_factory=dict)  # shared pieces built by one task and read by another
+    samplers: dict[str, Sampler] = field(default_factory=dict)
+    trained: dict[str, list[str]] = field(default_factory=dict)  # method key -> checkpoint keys
+    results: dict[tuple[str, str], dict] = field(default_factory=dict)  # (task, cell key) -> record
+    counts: Counter = field(default_factory=Counter)
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    def sampler(self, spec: MethodSpec) -> Sampler:
+        """One instance per configured method for all its cells (per-video memos are shared); a
+        learned one is trained or loaded first, its record kept under ``trained`` in the provenance."""
+        if spec.key not in self.samplers:
+            sampler = METHODS.get(spec.name)(**spec.params)
+            sampler.check()
+            keys = []
+            if sampler.learns:
+                if self.env is None:
+                    raise RuntimeError(f"{spec.display}: learns, but this task gives no training environment")
+                with torch.inference_mode(False), torch.enable_grad():
+                    record = sampler.prepare(self.env)
+                if record is not None:
+                    self.prov.setdefault("trained", {}).setdefault(spec.display, record)
+                    keys = checkpoint_keys(record)
+            self.samplers[spec.key], self.trained[spec.key] = sampler, keys
+        return self.samplers[spec.key]
+
+
+class Task(ABC):
+    """A task: its cells, what they share, how one is evaluated and how it is scored.
+
+    Subclasses set ``name``, ``version`` (bump it when the evaluation changes what a cell
+    computes: every cell of the task is then recomputed) and ``rows_file``."""
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    rows_file: ClassVar[str]
+    #: metrics whose values must be identical between two runs with the same seed
+    quality: ClassVar[tuple[str, ...]] = ()
+
+    def setup(self, run: Run) -> None:  # noqa: B027  (an optional hook)
+        """Build what the cells share (datasets, trained readers); record it in ``run.prov``."""
+
+    @abstractmethod
+    def cells(self, run: Run) -> Iterator[Cell]:
+        """The cells of the suite, in order. A later cell may depend on earlier ones' results,
+        read from ``run.results[(task, key)]`` (the loop fills it before asking for the next)."""
+
+    @abstractmethod
+    def evaluate(self, run: Run, cell: Cell, sampler: Sampler | None) -> CellOutput:
+        """Select, predict and record every video of one cell."""
+
+    @staticmethod
+    @abstractmethod
+    def score(videos: list[dict], predictions: dict[str, np.ndarray]) -> dict[str, float]:
+        """The cell's metrics from its stored per-video records and predictions alone."""
+
+    def config(self, run: Run) -> dict:
+        """The task's configuration that its numbers depend on (part of every fingerprint)."""
+        return {}
+
+    def reader_keys(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[str]:
+        """Checkpoint keys of the trained pieces that read this cell's selections."""
+        return []
+
+    def finish(self, run: Run, cells: list[tuple[Cell, dict]]) -> None:  # noqa: B027  (an optional hook)
+        """After every cell: work that needs them all (timing)."""
+
+    def row_extras(self, cell: Cell, record: dict) -> dict:
+        """Task-specific columns of each row of a cell."""
+        return {}
+
+    def timing_rows(self, run_dir: Path, cell: Cell, record: dict) -> list[dict]:
+        """Timing rows of a cell (metric, value, provenance_id), if the task times cells."""
+        return []
+
+
+def checkpoint_keys(record: Any) -> list[str]:
+    """Every checkpoint ``key`` in a (nested) training record."""
+    if isinstance(record, dict):
+        own = [str(record["key"])] if "key" in record else []
+        return own + [k for v in record.values() for k in checkpoint_keys(v)]
+    return []
+
+
+@cache
+def _module_identity(module: str) -> str:
+    """``module`` of this repository or a local file: the hash of its source; of an installed
+    plugin distribution: ``name==version``."""
+    top = module.partition(".")[0]
+    if top != "samplerbench":
+        dists = packages_distributions().get(top, [])
+        if dists:
+            return f"{dists[0]}=={version(dists[0])}"
+    src = inspect.getsource(sys.modules[module])
+    return "sha256:" + hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+def implementation(sampler: Sampler) -> dict[str, str]:
+    """The code a sampler runs: its class's module and those of its parts (a composition)."""
+    out = {type(sampler).__module__: _module_identity(type(sampler).__module__)}
+    for p in sampler.parts():
+        out.update(implementation(p))
+    return dict(sorted(out.items()))
+
+
+def fingerprint(task: Task, run: Run, cell: Cell, sampler: Sampler | None, task_config: dict) -> str:
+    parts = {
+        "task": task.name, "version": task.version, "config": task_config, "data": run.data_identity,
+        "method": None if cell.method is None else {"name": cell.method.name, "params": cell.method.params},
+        "implementation": implementation(sampler) if sampler is not None else {},
+        "trained": (run.trained.get(cell.method.key, []) if cell.method else []) + task.reader_keys(run, cell, sampler),
+        "budget": cell.budget, "seed": cell.seed, "spec": repr(cell.spec), "columns": cell.columns,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cell_dir(run_dir: Path, task: Task) -> Path:
+    return Path(run_dir) / "cells" / task.name
+
+
+def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
+    """Evaluate every cell of ``task`` that is not already stored with the same fingerprint;
+    then consolidate its rows. Returns the suite's cells with their records, in order."""
+    task.setup(run)
+    write_json(run.run_dir / "provenance" / f"{run.prov['provenance_id']}.json", run.prov)
+    task_config = task.config(run)
+    folder = cell_dir(run.run_dir, task)
+    done: list[tuple[Cell, dict]] = []
+    bar = tqdm(desc=f"{task.name} {run.run_id}", unit="cell", disable=not run.progress)
+    for cell in task.cells(run):
+        sampler = run.sampler(cell.method) if cell.method is not None else None
+        fp = fingerprint(task, run, cell, sampler, task_config)
+        record = load_cell(folder, cell.key, fp)
+        if record is None:
+            out = task.evaluate(run, cell, sampler)
+            record = {
+                "cell": cell.key, "task": task.name, "method": cell.method.key if cell.method else cell.key.split("__")[0],
+                "method_name": cell.method.name if cell.method else None, "label": cell.display,
+                "params": cell.method.params if cell.method else {}, "budget": cell.budget, "seed": cell.seed,
+                "columns": dict(cell.columns), "upper_bound": bool(sampler is not None and sampler.upper_bound),
+                "ignores_budget": bool(sampler is not None and sampler.ignores_budget),
+                "fingerprint": fp, "provenance_id": run.prov["provenance_id"],
+                "config": sampler.config() if sampler is not None else {},
+                "values": task.score(out.videos, out.predictions), "videos": out.videos, "failures": out.failures,
+                "n_videos": len(out.videos), **out.info,
+            }
+            write_cell(folder, cell.key, record, out.predictions)
+            run.counts[f"{task.name} computed"] += 1
+        else:
+            run.counts[f"{task.name} reused"] += 1
+        if record["failures"]:
+            run.counts[f"{task.name} video failures"] += len(record["failures"])
+        run.results[(task.name, cell.key)] = record
+        done.append((cell, record))
+        bar.update()
+    bar.close()
+    task.finish(run, done)
+    consolidate(task, run.run_dir, done)
+    log.info("%s: %d cells, %d computed, %d reused", task.name, len(done), run.counts[f"{task.name} computed"],
+             run.counts[f"{task.name} reused"])
+    return done
+
+
+def _provenances(run_dir: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (Path(run_dir) / "provenance").glob("*.json")}
+
+
+def consolidate(task: Task, run_dir: Path, cells: list[tuple[Cell, dict]]) -> pd.DataFrame:
+    """The task's rows file (tidy: one row per cell and metric, :data:`COMMON` columns first)
+    and its per-video selections (``<task>_selections.jsonl``) from the cells' records, in the
+    suite's order; the run's ``failures.csv`` gains this task's failed videos."""
+    provs = _provenances(run_dir)
+    rows, failures = [], []
+    sel_path = Path(run_dir) / f"{task.name}_selections.jsonl"
+    tmp = sel_path.with_name(sel_path.name + ".tmp")
+    with open(tmp, "w") as sel_out:
+        for cell, rec in cells:
+            prov = provs.get(rec["provenance_id"], {})
+            base = {"run_id": prov.get("run_id", Path(run_dir).name), "suite": prov.get("suite"),
+                    "suite_hash": prov.get("suite_hash"), "task": task.name, "method": rec["method"],
+                    "label": cell.display, "params": json.dumps(rec.get("params", {}), sort_keys=True),
+                    "budget": cell.budget, "seed": cell.seed, "n_videos": rec["n_videos"],
+                    "n_failed": len(rec["failures"]), "upper_bound": rec["upper_bound"],
+                    "fingerprint": rec["fingerprint"], "provenance_id": rec["provenance_id"],
+                    "git_commit": prov.get("git_commit"), "dataset_hash": prov.get("manifest_hash"),
+                    "dataset": prov.get("dataset"), "split": prov.get("split"), "git_dirty": prov.get("git_dirty"),
+                    "device": prov.get("hardware", {}).get("device"), **dict(cell.columns), **task.row_extras(cell, rec)}
+            for metric, value in rec["values"].items():
+                if isinstance(value, list):  # distributions (frames_hist) stay in the cell file
+                    continue
+                kind = "quality" if metric in task.quality else "cost"
+                rows.append({**base, "metric": metric, "value": value, "kind": kind})
+            for t in task.timing_rows(run_dir, cell, rec):
+                rows.append({**base, **t, "kind": "timing"})
+            for v in rec["videos"]:
+                sel_out.write(json.dumps({"cell": cell.key, **v}) + "\n")
+            failures += [{"task": task.name, "cell": cell.key, **f} for f in rec["failures"]]
+    tmp.replace(sel_path)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df[[*COMMON, *(c for c in df.columns if c not in COMMON)]]
+    write_csv(df, Path(run_dir) / task.rows_file)
+    _merge_failures(Path(run_dir) / "failures.csv", task.name, failures)
+    return df
+
+
+def _merge_failures(path: Path, task: str, failures: list[dict]) -> None:
+    """``failures.csv`` holds every task's failed videos: replace this task's."""
+    cols = ["task", "cell", "video", "error"]
+    old = pd.read_csv(path) if path.is_file() and path.stat().st_size > 0 else pd.DataFrame(columns=cols)
+    if "task" not in old.columns:
+        old = pd.DataFrame(columns=cols)
+    new = pd.concat([old[old["task"] != task], pd.DataFrame(failures, columns=cols)], ignore_index=True)
+    write_csv(new[cols], path)
+
+
+def rescore(task: Task, run_dir: Path) -> int:
+    """Recompute every stored cell's metrics from its predictions with today's metric functions
+    and rewrite the cell files and the rows file (no selection, no model, no re-run). Returns the
+    number of cells rescored."""
+    folder = cell_dir(run_dir, task)
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        rec = json.loads(path.read_text())
+        rec["values"] = task.score(rec["videos"], load_predictions(folder, rec))
+        write_json(path, rec)
+        records.append(rec)
+    if not records:
+        return 0
+    order = _stored_order(run_dir, task)
+    if order:  # the suite's grid of the last run; cells of an earlier grid stay on disk, unused
+        records = [r for r in records if r["cell"] in order]
+    records.sort(key=lambda r: order.get(r["cell"], len(order)))
+    cells = [(Cell(r["cell"], MethodSpec(r["method_name"] or r["method"], r.get("params", {}), r["label"])
+                   if r["method_name"] else None, r["budget"], r["seed"], label=r["label"],
+                   columns=tuple(r.get("columns", {}).items())), r) for r in records]
+    consolidate(task, run_dir, cells)
+    return len(records)
+
+
+def _stored_order(run_dir: Path, task: Task) -> dict[str, int]:
+    """The cells' order in the existing rows file (the suite's), to keep it when rescoring."""
+    path = Path(run_dir) / f"{task.name}_selections.jsonl"
+    order: dict[str, int] = {}
+    if path.is_file():
+        with open(path) as f:
+            for line in f:
+                order.setdefault(json.loads(line)["cell"], len(order))
+    return order

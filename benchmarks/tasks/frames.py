@@ -1,0 +1,211 @@
+"""What the tasks that read a test split's candidate frames share (classification, retrieval):
+the splits, the frozen frame classifier and its cost model, each test video's candidates decoded
+and encoded once, the views samplers see, and the token ViTs that read token samplers.
+
+The test split's candidates are decoded and encoded once per video and shared by every cell: the
+encoder works frame by frame, so a head applied to a selection's cached features gives exactly
+the model's output on that selection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from samplerbench.cost.flops import FlopCount, PipelineCost, ThroughputConfig, count_flops
+from samplerbench.data.annotations import AnnotationError, VideoRecord, VideoSplit
+from samplerbench.data.candidates import candidate_pool, decode_pools
+from samplerbench.data.video import VideoDecodeError, read_frames
+from samplerbench.features.train_env import TrainEnv
+from samplerbench.metrics import classification as metrics
+from samplerbench.models.classifier import TrainConfig, train_classifier
+from samplerbench.models.encoders import FrameClassifier, ModelConfig
+from samplerbench.models.tokens import TokenClassifier, TokenModelConfig, train_token_classifier
+from samplerbench.registry import DATASETS
+from samplerbench.sampling import Budget, Sampler, Selection, VideoView
+from samplerbench.seeding import generator
+from samplerbench.suite import Suite
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SAMPLERBENCH_CACHE", Path.home() / ".cache" / "samplerbench"))
+
+
+@dataclass
+class VideoCache:
+    """Per test video: candidates, their decoded pixels, features and single-frame logits."""
+
+    pixels: torch.Tensor
+    feats: torch.Tensor | None
+    logits: np.ndarray | None
+    candidates: np.ndarray
+
+
+def throughput_config(suite: Suite) -> ThroughputConfig:
+    """``[eval] timing = {batch, precision, channels_last, compile}`` (``timing_batch``: older name)."""
+    opts = dict(suite.eval.get("timing", {}))
+    if "timing_batch" in suite.eval:
+        opts.setdefault("batch", int(suite.eval["timing_batch"]))
+    return ThroughputConfig(**opts)
+
+
+def load_splits(suite: Suite, cache_dir: Path, progress: bool, which=("split", "train_split", "val_split")):
+    """The suite's dataset splits (test, train, val by default), built or loaded from the cache."""
+    ds = suite.dataset
+    build = DATASETS.get(ds["name"])
+    params = dict(ds.get("params", {}))
+    default = {"split": "test", "train_split": "train", "val_split": "val"}
+    return [build(cache_dir, ds.get(k, default[k]), progress=progress, **params) for k in which]
+
+
+@dataclass
+class FrameContext:
+    """The test split, the frozen classifier and its cost model, and the shared caches."""
+
+    suite: Suite
+    split: VideoSplit
+    train: VideoSplit
+    val: VideoSplit
+    model: FrameClassifier
+    classifier_record: dict
+    cost: PipelineCost
+    device: torch.device
+    frame_size: tuple[int, int]
+    num_candidates: int
+    cache_dir: Path
+    env: TrainEnv
+    prov: dict
+    progress: bool = True
+    videos: dict[str, VideoCache] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    token_models: dict[str, tuple[TokenClassifier, dict]] = field(default_factory=dict)
+    token_costs: dict[tuple[str, int], FlopCount] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, run) -> FrameContext:
+        """Built once per run (``run.state["frames"]``): the splits, the trained classifier, the
+        training environment of learned methods; records the data identity and provenance."""
+        if "frames" in run.state:
+            return run.state["frames"]
+        suite = run.suite
+        split, train, val = load_splits(suite, run.cache_dir, run.progress)
+        frame_size = tuple(suite.dataset.get("frame_size", [64, 64]))
+        model, record = train_classifier(train, val, ModelConfig(**suite.model), TrainConfig(**suite.train),
+                                         frame_size, run.cache_dir, run.progress)
+        model = model.to(run.device)
+        candidates = int(suite.eval.get("candidates", 32))
+        run.prov.update(candidates=candidates, timing=asdict(throughput_config(suite)), dataset=suite.dataset["name"],
+                        split=split.split, manifest_hash=split.manifest_hash, train_manifest_hash=train.manifest_hash,
+                        classifier=record)
+        run.data_identity.update(test=split.manifest_hash, train=train.manifest_hash, val=val.manifest_hash,
+                                 candidates=candidates, frame_size=list(frame_size), classifier=record["key"])
+        env = TrainEnv(train, val, model, record["key"], candidates, frame_size, tuple(suite.budgets), run.cache_dir,
+                       run.device, run.progress, retrieval_cfg=dict(suite.retrieval.get("model", {})),
+                       captions_per_video=int(suite.retrieval.get("captions_per_video", 5)))
+        run.env = env
+        ctx = cls(suite, split, train, val, model, record, PipelineCost(model, (3, *frame_size)), run.device,
+                  frame_size, candidates, run.cache_dir, env, run.prov, run.progress)
+        run.state["frames"] = ctx
+        return ctx
+
+    def candidate_pools(self, split: VideoSplit, candidates: int, size) -> torch.Tensor:
+        """A split's candidate pools, decoded once for every learned piece of this run."""
+        if candidates == self.env.num_candidates and tuple(size) == tuple(self.env.frame_size):
+            return self.env.pools(split)
+        return decode_pools(split, candidates, size)
+
+    def token_model(self, spec_key: str, sampler: Sampler) -> TokenClassifier:
+        """The token ViT trained on this method's selections (trained once, cached on disk)."""
+        if spec_key not in self.token_models:
+            cfg = TokenModelConfig(**{**self.suite.token_model, "patch": sampler.patch})
+            with torch.inference_mode(False), torch.enable_grad():  # may be first asked inside a timed cell
+                model, record = train_token_classifier(sampler, self.train, self.val, cfg, self.num_candidates,
+                                                       self.suite.budgets, self.frame_size, self.cache_dir,
+                                                       self.model.encoder, self.classifier_record["key"],
+                                                       self.progress, decode=self.candidate_pools)
+            self.token_models[spec_key] = (model.to(self.device), record)
+            self.prov.setdefault("token_models", {})[spec_key] = record
+        return self.token_models[spec_key][0]
+
+    def token_flops(self, spec_key: str, model: TokenClassifier, k: int) -> FlopCount:
+        """fvcore FLOPs of the token ViT on k tokens (counted once per k)."""
+        if (spec_key, k) not in self.token_costs:
+            dim = model.in_features
+            self.token_costs[(spec_key, k)] = count_flops(model, torch.zeros(1, k, dim, dtype=torch.uint8),
+                                                          torch.zeros(1, k, dtype=torch.long))
+        return self.token_costs[(spec_key, k)]
+
+    def video(self, rec: VideoRecord) -> VideoCache | None:
+        """Decode and classify a video's candidates once; a bad video is recorded and skipped."""
+        if rec.video_id in self.failures:
+            return None
+        if rec.video_id not in self.videos:
+            try:
+                cands = candidate_pool(rec.num_frames, self.num_candidates)
+                pixels = read_frames(rec.path, cands, size=self.frame_size)
+                with torch.inference_mode():
+                    feats = self.model.features(pixels.to(self.device))
+                    logits = self.model.head.frame_logits(feats).float().cpu().numpy()
+                    feats = feats.float().cpu()
+            except (VideoDecodeError, AnnotationError) as e:
+                self.failures[rec.video_id] = str(e).splitlines()[0]
+                log.warning("%s", self.failures[rec.video_id])
+                return None
+            self.videos[rec.video_id] = VideoCache(pixels, feats, logits, cands)
+        return self.videos[rec.video_id]
+
+    def view(self, rec: VideoRecord, vc: VideoCache, sampler: Sampler) -> VideoView:
+        """What ``sampler`` may observe of a test video, each observation charged at its cost."""
+        t = len(vc.candidates)
+        providers = {
+            "pixels": lambda: vc.pixels,
+            "features": lambda: vc.feats.numpy(),
+            "frame_probs": lambda: _softmax(vc.logits),
+            "label": lambda: metrics.one_hot([rec.labels], self.split.num_classes)[0],
+        }
+        flops = {"frame_probs": t * self.cost.per_frame_classifier_flops(),
+                 "features": t * self.cost.encoder_head(1)[0].flops}
+        return VideoView(rec.video_id, rec.num_frames, vc.candidates, allowed=sampler.observes,
+                         providers=providers, provider_flops=flops, frame_size=self.frame_size)
+
+    def selections(self, key: str, sampler: Sampler, budget: Budget, seed: int, fails: list):
+        """Yield (record, cache, view, selection) for each video of the split; a video that
+        cannot be decoded, or on which the method fails, is appended to ``fails`` (one line)."""
+        for rec in self.split.records:
+            vc = self.video(rec)
+            if vc is None:
+                fails.append({"video": rec.video_id, "error": self.failures[rec.video_id]})
+                continue
+            view = self.view(rec, vc, sampler)
+            try:
+                sel = sampler.select(view, budget, generator(seed, rec.video_id, key))
+                _check(sel, view, budget, sampler)
+            except Exception as e:  # a method failing on one video is that video's failure
+                fails.append({"video": rec.video_id, "error": f"{rec.path}: {key}: {type(e).__name__}: {e}"})
+                continue
+            yield rec, vc, view, sel
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _check(sel: Selection, view: VideoView, budget: Budget, sampler: Sampler) -> None:
+    if sel.indices.size == 0:
+        raise ValueError("empty selection")
+    if sel.indices[0] < 0 or sel.indices[-1] >= view.num_candidates:
+        raise ValueError(f"selection outside the candidate pool 0..{view.num_candidates - 1}")
+    if sampler.reader == "tokens":
+        if sel.tokens is None or sel.tokens.size == 0:
+            raise ValueError("a token sampler returned no tokens")
+        return
+    if not sampler.ignores_budget and budget.kind != "adaptive" and sel.indices.size > budget.frames(view.num_candidates):
+        raise ValueError(f"selected {sel.indices.size} frames for a budget of {budget.frames(view.num_candidates)}")

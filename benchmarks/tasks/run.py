@@ -1,0 +1,146 @@
+"""Run a suite: validate it whole before any work, then run each of its tasks through the one
+cell loop into ``results/<run-id>/``.
+
+A run folder holds ``cells/<task>/<cell>.{json,npz}`` (one record and its predictions per cell),
+``timing/<cell>.json``, ``provenance/<id>.json``, and per task a rows file (``rows.csv``,
+``retrieval_rows.csv``, ``reduction_rows.csv``) and ``<task>_selections.jsonl``; ``failures.csv``
+lists every task's failed videos. A killed run resumes; a re-run recomputes exactly the cells
+whose fingerprint changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+
+from samplerbench.models.classifier import TrainConfig
+from samplerbench.models.encoders import ModelConfig
+from samplerbench.models.tokens import TokenModelConfig
+from samplerbench.registry import DATASETS, METHODS
+from samplerbench.store import provenance
+from samplerbench.store.files import write_json
+from samplerbench.suite import MethodSpec, Suite
+from samplerbench.tasks.classification import Classification
+from samplerbench.tasks.core import Run, Task, rescore, run_task
+from samplerbench.tasks.frames import default_cache_dir
+from samplerbench.tasks.reduction import Reduction, ReductionConfig
+from samplerbench.tasks.retrieval import Retrieval
+
+log = logging.getLogger(__name__)
+
+#: Every task by name (a new task is one module under tasks/ and one entry here).
+TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, Retrieval, Reduction)}
+
+
+class SuiteError(ValueError):
+    """A suite that cannot run: one line per problem, each naming the suite file and key."""
+
+
+def tasks_of(suite: Suite) -> list[Task]:
+    if suite.task == "reduction":
+        return [Reduction()]
+    return [Classification()] + ([Retrieval()] if suite.retrieval_methods else [])
+
+
+def _method_problems(where: str, spec: MethodSpec, learns_ok: bool = True) -> list[str]:
+    if spec.name not in METHODS:
+        return [f"{where}: unknown method {spec.name!r} (registered: {', '.join(METHODS.names())})"]
+    try:
+        sampler = METHODS.get(spec.name)(**spec.params)
+        sampler.check()
+    except Exception as e:  # unknown parameter, bad value, contradictory abilities
+        return [f"{where}: {spec.name} with params {spec.params}: {type(e).__name__}: {e}"]
+    if not learns_ok and sampler.learns:
+        return [f"{where}: {spec.display} trains for classification; the reduction task takes training-free samplers"]
+    return []
+
+
+def _config_problems(where: str, cls, raw: dict) -> list[str]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        return [f"{where}: unknown key(s) {unknown} (known: {sorted(names)})"]
+    try:
+        cls(**raw)
+    except (TypeError, ValueError) as e:
+        return [f"{where}: {e}"]
+    return []
+
+
+def validate(suite: Suite) -> list[str]:
+    """Every problem of a suite that would stop or silently distort a run, one line each:
+    unknown methods, datasets or keys, bad parameters, budgets outside 1..T, no candidates."""
+    src = suite.source or suite.name
+    problems: list[str] = []
+    ds = suite.dataset
+    if "name" not in ds:
+        problems.append(f"{src}: dataset.name is missing")
+    elif ds["name"] not in DATASETS:
+        problems.append(f"{src}: dataset.name: unknown dataset {ds['name']!r} (registered: {', '.join(DATASETS.names())})")
+    else:
+        params_cls = DATASETS.meta(ds["name"]).get("params")
+        if params_cls is not None:
+            problems += _config_problems(f"{src}: dataset.params", params_cls,
+                                         {k: v for k, v in ds.get("params", {}).items() if k != "multilabel"})
+    problems += _config_problems(f"{src}: model", ModelConfig, suite.model)
+    problems += _config_problems(f"{src}: train", TrainConfig, suite.train)
+    problems += _config_problems(f"{src}: token_model", TokenModelConfig, {**suite.token_model})
+    t = suite.eval.get("candidates", 32)
+    if not isinstance(t, int) or t < 1:
+        problems.append(f"{src}: eval.candidates must be an integer >= 1, not {t!r}")
+        t = None
+    for b in suite.eval.get("budgets", []):
+        if not isinstance(b, int) or b < 1 or (t is not None and b > t):
+            problems.append(f"{src}: eval.budgets: {b!r} is outside 1..{t if t is not None else 'T'} (the candidates)")
+    if not suite.seeds or not all(isinstance(s, int) for s in suite.seeds):
+        problems.append(f"{src}: eval.seeds must be a non-empty list of integers, not {suite.seeds!r}")
+    for i, spec in enumerate(suite.methods):
+        problems += _method_problems(f"{src}: methods[{i}] ({spec.display})", spec,
+                                     learns_ok=suite.task != "reduction")
+    for i, r in enumerate(suite.retrieval_methods):
+        problems += _method_problems(f"{src}: retrieval.methods[{i}] ({r.method.display})", r.method)
+        if isinstance(r.budget, int) and t is not None and r.budget > t:
+            problems.append(f"{src}: retrieval.methods[{i}].budget {r.budget} is above the {t} candidates")
+    if suite.task == "reduction":
+        try:
+            ReductionConfig.of(suite)
+        except (TypeError, ValueError) as e:
+            problems.append(f"{src}: reduction: {e}")
+    return problems
+
+
+def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, run_id: str | None = None,
+              device: str = "cpu", progress: bool = True) -> Path:
+    """Evaluate a suite into ``results_dir/<run-id>``; cells stored with the same fingerprint are
+    reused. Raises :class:`SuiteError` before any work when the suite cannot run."""
+    problems = validate(suite)
+    if problems:
+        raise SuiteError("\n".join(problems))
+    cache_dir = Path(cache_dir or default_cache_dir())
+    run_id = run_id or f"{suite.name}-{suite.digest()[:8]}"
+    run_dir = Path(results_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    torch.use_deterministic_algorithms(dev.type == "cpu", warn_only=True)
+    prov = provenance.collect(device=str(dev), suite=suite.name, suite_hash=suite.digest(), suite_file=suite.source,
+                              run_id=run_id, seeds=suite.seeds, task=suite.task)
+    run = Run(suite, run_dir, cache_dir, dev, progress, prov)
+    for task in tasks_of(suite):
+        run_task(task, run)
+    ctx = run.state.get("frames")
+    if ctx is not None and ctx.cost.unsupported():
+        prov["fvcore_unsupported_ops"] = ctx.cost.unsupported()
+    prov["summary"] = dict(sorted(run.counts.items()))
+    write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
+    write_json(run_dir / "summary.json", {"provenance_id": prov["provenance_id"], **prov["summary"]})
+    log.info("%s: %s", run_id, ", ".join(f"{k} {v}" for k, v in prov["summary"].items()))
+    return run_dir
+
+
+def rescore_run(run_dir: Path) -> dict[str, int]:
+    """Recompute every task's metrics in a run folder from its stored predictions."""
+    return {name: rescore(cls(), Path(run_dir)) for name, cls in TASKS.items()
+            if (Path(run_dir) / "cells" / name).is_dir()}
