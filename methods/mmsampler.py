@@ -161,7 +161,7 @@ class MMSampler(Sampler):
         per_video = [np.flatnonzero(caps.video == v) for v in range(len(feats))]
         scale = retrieval.logit_scale.exp().clamp(max=100).detach()
 
-        def batch_loss(m, ids, epoch, step):
+        def batch_loss(m, ids, epoch, step, _rng):
             g = torch_generator("mmsampler", self.seed, epoch, step)
             pick = torch.randint(0, 1 << 30, (len(ids),), generator=g).numpy()
             cap = torch.tensor([per_video[i][pick[j] % len(per_video[i])] for j, i in enumerate(ids)])

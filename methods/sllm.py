@@ -181,7 +181,7 @@ class SLLM(Sampler):
         t = env.num_candidates
         budgets = [b for b in env.budgets if 2 <= b <= t] or [min(2, t)]
 
-        def batch_loss(m, ids, epoch, step):
+        def batch_loss(m, ids, epoch, step, _rng):
             rng = np.random.Generator(np.random.PCG64(derive_seed("sllm-batch", self.seed, epoch, step)))
             n = int(rng.choice(budgets))
             edges = np.linspace(0, t, n + 1)  # TSN: a random candidate in each of n segments

@@ -231,7 +231,7 @@ class SOSampler(Sampler):
                                        self.temperature)
         labels = env.multi_hot(env.train) if env.train.multilabel else env.first_labels(env.train)
 
-        def batch_loss(m, ids, epoch, step):
+        def batch_loss(m, ids, epoch, step, _rng):
             idx = torch.from_numpy(ids)
             x = inputs[idx]
             flip = torch.rand(len(ids), generator=torch_generator("so-flip", self.seed, epoch, step)) < 0.5

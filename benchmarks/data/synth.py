@@ -263,11 +263,34 @@ def _make_one(args) -> tuple[str, int, list]:
     return vid, len(frames), events
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_partials(root: Path) -> list[Path]:
+    """Remove ``<root>.partial-<pid>`` folders left by a generation that was killed (its process
+    is gone); a live process's folder stays. Returns what was removed."""
+    removed = []
+    for p in Path(root).parent.glob(Path(root).name + ".partial-*"):
+        pid = p.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def generate(cfg: SynthConfig, root: Path, workers: int | None = None, progress: bool = True) -> Path:
     """Write the dataset into ``root`` (once: an existing complete folder is reused)."""
     root = Path(root)
     if (root / "manifest.json").is_file():
         return root
+    remove_stale_partials(root)
     tmp = root.with_name(root.name + f".partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

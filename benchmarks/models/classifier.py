@@ -32,7 +32,7 @@ from samplerbench.metrics.classification import one_hot
 from samplerbench.models.encoders import FrameClassifier, ModelConfig
 from samplerbench.sampling import segment_centres
 from samplerbench.seeding import derive_seed, torch_generator
-from samplerbench.training import checkpoints as checkpoints
+from samplerbench.training.fit import FitConfig, cached_fit, fit
 
 log = logging.getLogger(__name__)
 
@@ -89,106 +89,61 @@ def evaluate(model: FrameClassifier, frames: list[torch.Tensor], split: VideoSpl
 
 def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig, cfg: TrainConfig,
                      size: tuple[int, int], cache_dir: Path, progress: bool = True) -> tuple[FrameClassifier, dict]:
-    """Train (or load from the cache) the classifier; returns it frozen in eval mode, and its record."""
-    key = checkpoints.key_of("classifier", asdict(model_cfg), asdict(cfg), train.manifest_hash,
-                             val.manifest_hash, list(size), train.num_classes, 2)  # 2: frame pretraining, epoch 0
-    path = Path(cache_dir) / "models" / f"classifier-{key}.pt"
-    if path.is_file():
-        model = FrameClassifier(model_cfg, train.num_classes)
-        state, meta = checkpoints.load(path)
-        model.load_state_dict(state)
-        model.eval().requires_grad_(False)
-        return model, {**meta, "checkpoint": str(path), "cached": True}
+    """Train (or load from the cache) the classifier; returns it frozen in eval mode, and its record.
+    Both stages go through the one training loop (:func:`samplerbench.training.fit.fit`)."""
+    parts = [asdict(model_cfg), asdict(cfg), train.manifest_hash, val.manifest_hash, list(size), train.num_classes,
+             2]  # 2: frame pretraining, epoch 0
 
-    # Init and dropout draw from torch's RNG: fork it, seeded, so the caller's state is untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed("init", cfg.seed))
-        model = FrameClassifier(model_cfg, train.num_classes)
-        model, meta = _fit(model, train, val, model_cfg, cfg, size, key, progress)
-    checkpoints.save(path, model.state_dict(), meta)
-    return model, {**meta, "checkpoint": str(path), "cached": False}
+    def run(model: FrameClassifier) -> dict:
+        t0 = time.perf_counter()
+        train_frames, val_frames = decode_all(train, size, progress), decode_all(val, size, progress)
+        pretrain = _pretrain(model, train, train_frames, cfg, progress)
+        if pretrain and progress:
+            tqdm.write(f"frame pretraining: loss {pretrain['loss']:.3f}, frame top-1 {pretrain['frame_top1']:.3f}")
 
-
-def _fit(model, train, val, model_cfg, cfg, size, key, progress):
-    t0 = time.perf_counter()
-    train_frames, val_frames = decode_all(train, size, progress), decode_all(val, size, progress)
-    pretrain = _pretrain(model, train, train_frames, cfg, progress)
-    if pretrain and progress:
-        tqdm.write(f"frame pretraining: loss {pretrain['loss']:.3f}, frame top-1 {pretrain['frame_top1']:.3f}")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = int(np.ceil(len(train) / cfg.batch_videos))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-                                                pct_start=cfg.warmup)
-    best, best_state, best_epoch, history = -1.0, None, 0, []
-    if pretrain:  # epoch 0: the pretrained model may already beat every fine-tuned epoch
-        best = evaluate(model, val_frames, val, cfg.segments)
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append({"epoch": 0, "loss": pretrain["loss"], "val_top1": best})
-        if progress:
-            tqdm.write(f"after frame pretraining: val top-1 {best:.3f}")
-    for epoch in range(cfg.epochs):
-        model.train()
-        rng = np.random.Generator(np.random.PCG64(derive_seed("train-order", cfg.seed, epoch)))
-        order = rng.permutation(len(train))
-        losses = []
-        bar = tqdm(range(steps_per_epoch), desc=f"training classifier epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, mininterval=1.0)
-        for step in bar:
-            ids = order[step * cfg.batch_videos:(step + 1) * cfg.batch_videos]
+        def clip_loss(m, ids, epoch, step, rng):  # TSN offsets drawn from the epoch's order generator
             clips = torch.stack([train_frames[i][tsn_indices(len(train_frames[i]), cfg.segments, rng)] for i in ids])
             clips = _augment(clips, torch_generator("augment", cfg.seed, epoch, step))
-            loss = _loss(model(clips), _targets(train, ids), train.multilabel)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
-        acc = evaluate(model, val_frames, val, cfg.segments)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_top1": acc})
-        log.info("epoch %d: loss %.3f, val top-1 %.3f", epoch + 1, np.mean(losses), acc)
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}: train loss {np.mean(losses):.3f}, val top-1 {acc:.3f}")
-        if acc > best:
-            best, best_epoch = acc, epoch + 1
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch + 1 - best_epoch >= cfg.patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval().requires_grad_(False)
-    meta = {"key": key, "model": asdict(model_cfg), "train": asdict(cfg), "train_manifest": train.manifest_hash,
-            "val_manifest": val.manifest_hash, "best_epoch": best_epoch, "val_top1": best, "history": history,
-            "pretrain": pretrain,
-            "wall_s": time.perf_counter() - t0, "torch": torch.__version__}
-    return model, meta
+            return _loss(m(clips), _targets(train, ids), train.multilabel)
+
+        fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch_videos, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                         warmup=cfg.warmup, patience=cfg.patience, seed=cfg.seed)
+        record = fit(model, fcfg, len(train), clip_loss, lambda m: evaluate(m, val_frames, val, cfg.segments),
+                     "training classifier", progress, initial_score=bool(pretrain),
+                     order_rng=lambda epoch: np.random.Generator(np.random.PCG64(derive_seed("train-order", cfg.seed,
+                                                                                              epoch))))
+        return {**record, "model": asdict(model_cfg), "train": asdict(cfg), "train_manifest": train.manifest_hash,
+                "val_manifest": val.manifest_hash, "val_top1": record["val"], "pretrain": pretrain,
+                "train_wall_s": time.perf_counter() - t0}
+
+    # the init keeps its seed of earlier versions (derive_seed("init", seed)): same weights, same numbers
+    return cached_fit("classifier", parts, lambda: FrameClassifier(model_cfg, train.num_classes), run, cache_dir,
+                      init_seed=derive_seed("init", cfg.seed))
 
 
 def _pretrain(model, train: VideoSplit, frames: list[torch.Tensor], cfg: TrainConfig, progress: bool) -> dict:
-    """Stage 1: classify single frames drawn from inside labelled events. Returns a summary of
-    the last 50 steps (empty when skipped)."""
+    """Stage 1: classify single frames drawn from inside labelled events (fixed steps, items
+    drawn with replacement). Returns a summary of the last 50 steps (empty when skipped)."""
     pool = [(i, ev.label, ev.start, ev.end) for i, r in enumerate(train.records) for ev in r.events
             if ev.end > ev.start]
     if cfg.pretrain_steps <= 0 or not pool:
         return {}
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.pretrain_lr, total_steps=cfg.pretrain_steps,
-                                                pct_start=0.1)
-    rng = np.random.Generator(np.random.PCG64(derive_seed("pretrain", cfg.seed)))
-    losses, hits = [], []
-    for step in tqdm(range(cfg.pretrain_steps), desc="frame pretraining", disable=not progress, mininterval=1.0):
-        picks = rng.integers(0, len(pool), cfg.pretrain_batch)
+    hits, losses = [], []
+
+    def frame_loss(m, picks, epoch, step, rng):
         batch = torch.stack([frames[pool[k][0]][int(rng.integers(pool[k][2], pool[k][3]))] for k in picks])
         batch = _augment(batch[:, None], torch_generator("pretrain-augment", cfg.seed, step))[:, 0]
         target = torch.tensor([pool[k][1] for k in picks])
-        logits = model.head.fc(model.features(batch))  # each frame alone, no consensus, no dropout
-        loss = F.cross_entropy(logits, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        logits = m.head.fc(m.features(batch))  # each frame alone, no consensus, no dropout
         hits.append((logits.argmax(1) == target).float().mean().item())
+        loss = F.cross_entropy(logits, target)
+        losses.append(loss.item())
+        return loss
+
+    fcfg = FitConfig(epochs=1, batch=cfg.pretrain_batch, lr=cfg.pretrain_lr, weight_decay=cfg.weight_decay,
+                     warmup=0.1, seed=cfg.seed, draw="replacement", steps=cfg.pretrain_steps)
+    fit(model, fcfg, len(pool), frame_loss, None, "frame pretraining", progress,
+        order_rng=lambda epoch: np.random.Generator(np.random.PCG64(derive_seed("pretrain", cfg.seed))))
     return {"steps": cfg.pretrain_steps, "batch": cfg.pretrain_batch, "loss": float(np.mean(losses[-50:])),
             "frame_top1": float(np.mean(hits[-50:]))}
 

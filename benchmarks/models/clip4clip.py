@@ -139,7 +139,7 @@ def train_retrieval_model(feats: torch.Tensor, captions: CaptionSet, val_feats: 
     def build():
         return RetrievalModel(feats.shape[-1], cfg, vocab, captions.ids.shape[1])
 
-    def batch_loss(m, ids, epoch, step):
+    def batch_loss(m, ids, epoch, step, _rng):
         rng = np.random.Generator(np.random.PCG64(derive_seed("retrieval-batch", cfg.seed, epoch, step)))
         caps = [per_video[i][int(rng.integers(len(per_video[i])))] for i in ids]
         sizes = rng.integers(1, t + 1, size=len(ids))

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from samplerbench.metrics.coco import instances_from_probs
 from samplerbench.models.encoders import normalise
 from samplerbench.seeding import derive_seed
+from samplerbench.training.fit import FitConfig, fit
 
 
 @dataclass(frozen=True)
@@ -93,26 +94,27 @@ def train_segmenter(frames: torch.Tensor, targets: torch.Tensor, num_classes: in
 
 
 def _train(model: TinyUNet, frames: torch.Tensor, targets: torch.Tensor, cfg: SegConfig, order_seed) -> list[float]:
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=0.15)
-    rng = np.random.Generator(np.random.PCG64(derive_seed("seg-order", order_seed)))
+    """``cfg.iterations`` steps of the one training loop, batches drawn with replacement from
+    the (seed, cell) generator, which also draws the flips."""
     num_labels = model.head.out_channels
     weight = class_weights(targets, num_labels) if cfg.balance else None
-    model.train()
     losses = []
-    for _ in range(cfg.iterations):
-        ids = torch.from_numpy(rng.integers(0, len(frames), size=cfg.batch))
+
+    def batch_loss(m, ids, epoch, step, rng):
+        ids = torch.from_numpy(ids)
         x, y = frames[ids], targets[ids]
         if cfg.hflip:
             flip = torch.from_numpy(rng.random(cfg.batch) < 0.5)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             y = torch.where(flip[:, None, None], y.flip(-1), y)
-        loss = F.cross_entropy(model(x), y, weight=weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        loss = F.cross_entropy(m(x), y, weight=weight)
         losses.append(loss.item())
+        return loss
+
+    fcfg = FitConfig(epochs=1, batch=cfg.batch, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=0.15,
+                     draw="replacement", steps=cfg.iterations)
+    fit(model, fcfg, len(frames), batch_loss, None, "segmentation", progress=False,
+        order_rng=lambda epoch: np.random.Generator(np.random.PCG64(derive_seed("seg-order", order_seed))))
     return losses
 
 

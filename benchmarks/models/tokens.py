@@ -200,7 +200,7 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
         with torch.inference_mode():  # (videos, tokens, D): every patch's features, once
             feats = torch.stack([model.patch_features(patchify(v, cfg.patch)[None])[0] for v in pools]).clone()
 
-        def video_loss(m, ids, epoch, step):
+        def video_loss(m, ids, epoch, step, _rng):
             rng = np.random.Generator(np.random.PCG64(derive_seed("tok-budget", cfg.seed, epoch, step)))
             n = int(rng.choice(list(budgets)))
             seed = derive_seed("tok-select", cfg.seed, epoch)

@@ -1,35 +1,86 @@
 """Checkpoints cached on disk under a hash of everything they depend on.
 
-Saved atomically (tmp + rename) with a JSON sidecar of the key's inputs and the training record;
-loaded with ``torch.load(weights_only=True)``: a cached file is data, never code.
+A checkpoint is one file, written atomically (tmp + rename): the weights, the training record
+(JSON) and the weights' content hash together, so a kill can never leave weights without their
+record or a record without its weights. It is loaded with ``torch.load(weights_only=True)``: a
+cached file is data, never code. A file that cannot be read, is of another layout, or whose
+weights do not match their hash is reported with its path and retrained (:func:`load_or_none`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 import torch
 
+log = logging.getLogger(__name__)
+
+#: Part of every key: bump it when the checkpoint layout or the training loop changes what a key
+#: means, so that no older file is mixed with newer ones. 3: one file with record and hash, one fit.
+CACHE_VERSION = 3
+FORMAT = "samplerbench-checkpoint"
+
+
+class CheckpointError(ValueError):
+    """A cached checkpoint that cannot be used (names the file and what is wrong)."""
+
 
 def key_of(*parts) -> str:
-    """A stable hash of JSON-able parts (configs, manifest hashes, seeds)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    """A stable hash of JSON-able parts (configs, manifest hashes, seeds) and the cache version."""
+    blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def state_hash(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over each tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save(path: Path, state: dict, meta: dict) -> None:
+    """Weights, record and hash as one file, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
+    blob = {"format": FORMAT, "version": CACHE_VERSION, "state": state, "sha256": state_hash(state),
+            "meta": json.dumps(meta, sort_keys=True, default=str)}
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(blob, tmp)
     os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
 
 
 def load(path: Path) -> tuple[dict, dict]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    meta_path = path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return state, meta
+    """The weights and the training record of a checkpoint; :class:`CheckpointError` if the file
+    is truncated, of another layout, or its weights do not match their hash."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, random bytes, not a torch file
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT or not {"state", "sha256", "meta"} <= set(blob):
+        raise CheckpointError(f"{path}: not a samplerbench checkpoint of version {CACHE_VERSION} (an older layout?)")
+    if state_hash(blob["state"]) != blob["sha256"]:
+        raise CheckpointError(f"{path}: the weights do not match their content hash (altered or corrupt)")
+    try:
+        meta = json.loads(blob["meta"])
+    except (TypeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable training record ({e})") from None
+    return blob["state"], meta
+
+
+def load_or_none(path: Path) -> tuple[dict, dict] | None:
+    """:func:`load`, or None when the file is missing or unusable; an unusable file is reported
+    (warning, with its path and why) and removed, so that the caller retrains it."""
+    if not path.is_file():
+        return None
+    try:
+        return load(path)
+    except CheckpointError as e:
+        log.warning("%s; retraining it", e)
+        path.unlink(missing_ok=True)
+        return None

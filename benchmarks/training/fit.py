@@ -1,7 +1,8 @@
-"""One training loop for every learned piece of the harness (token classifiers, samplers):
-seeded data order, AdamW with a one-cycle schedule, a progress bar, early stopping on a
-validation score, the best epoch kept; and a disk cache of the result keyed by everything
-it depends on (:func:`cached_fit`), loaded with ``torch.load(weights_only=True)``.
+"""One training loop for every trained piece of the harness (the frame classifier and its frame
+pretraining, token ViTs, SOSampler's scorer, SLLM's head, the retrieval model, mmSampler's
+policy, the segmentation net): seeded data order, AdamW with a one-cycle schedule, a progress
+bar, early stopping on a validation score, the best epoch kept, the training record returned;
+and one disk cache of the result keyed by everything it depends on (:func:`cached_fit`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from torch import nn
 from tqdm import tqdm
 
 from samplerbench.seeding import derive_seed
-from samplerbench.training import checkpoints as checkpoints
+from samplerbench.training import checkpoints
 
 log = logging.getLogger(__name__)
+
+#: batch_loss(model, ids, epoch, step, rng) -> scalar loss; ``rng`` is the epoch's data-order
+#: generator, for random choices that belong to the batch (TSN offsets, flips, frame picks)
+BatchLoss = Callable[[nn.Module, np.ndarray, int, int, np.random.Generator], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -29,38 +34,53 @@ class FitConfig:
     batch: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.05
-    warmup: float = 0.1
+    warmup: float = 0.1  # share of the steps the one-cycle schedule warms up for
     patience: int = 4  # epochs without a better validation score before stopping
     seed: int = 0
+    #: "permutation": each epoch visits a seeded permutation of the items in batches;
+    #: "replacement": each step draws ``batch`` items with replacement (fixed-step training)
+    draw: str = "permutation"
+    steps: int | None = None  # steps per epoch (default: ceil(items / batch))
 
 
-def fit(model: nn.Module, cfg: FitConfig, num_train: int,
-        batch_loss: Callable[[nn.Module, np.ndarray, int, int], torch.Tensor],
-        validate: Callable[[nn.Module], float], desc: str, progress: bool = True,
-        initial_score: bool = True) -> dict:
-    """Train ``model`` in place: each step ``batch_loss(model, ids, epoch, step)`` on a seeded
-    permutation of ``range(num_train)``; ``validate(model)`` (higher is better) after each
-    epoch, and before the first when ``initial_score`` (a pretrained start may be the best).
-    Leaves the best epoch's weights in the model, in eval mode; returns the training record."""
+def _order_rng(key: tuple, seed: int, epoch: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(derive_seed(*key, seed, epoch)))
+
+
+def fit(model: nn.Module, cfg: FitConfig, num_train: int, batch_loss: BatchLoss,
+        validate: Callable[[nn.Module], float] | None, desc: str, progress: bool = True,
+        initial_score: bool = True, order_rng: Callable[[int], np.random.Generator] | None = None) -> dict:
+    """Train ``model`` in place. Each epoch draws its items from ``order_rng(epoch)`` (default:
+    seeded by ("fit-order", seed, epoch)) and calls ``batch_loss`` per step; ``validate(model)``
+    (higher is better) after each epoch, and before the first when ``initial_score`` (a
+    pretrained start may be the best). With a validation, the best epoch's weights are kept and
+    training stops after ``patience`` epochs without improvement; without, the last weights.
+    Leaves the model in eval mode; returns the training record."""
+    if cfg.draw not in ("permutation", "replacement"):
+        raise ValueError(f"FitConfig.draw must be permutation or replacement, not {cfg.draw!r}")
     t0 = time.perf_counter()
-    steps = int(np.ceil(num_train / cfg.batch))
+    order_rng = order_rng or (lambda epoch: _order_rng(("fit-order",), cfg.seed, epoch))
+    steps = cfg.steps or int(np.ceil(num_train / cfg.batch))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.epochs * steps, 1),
                                                 pct_start=cfg.warmup)
     history, best, best_epoch, best_state = [], -np.inf, 0, None
-    if initial_score:
+    if validate is not None and initial_score:
         model.eval()
         best = validate(model)
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history.append({"epoch": 0, "val": best})
     for epoch in range(cfg.epochs):
         model.train()
-        order = np.random.Generator(np.random.PCG64(derive_seed("fit-order", cfg.seed, epoch))).permutation(num_train)
+        rng = order_rng(epoch)
+        order = rng.permutation(num_train) if cfg.draw == "permutation" else None
         losses = []
         bar = tqdm(range(steps), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, mininterval=1.0)
         for step in bar:
-            loss = batch_loss(model, order[step * cfg.batch:(step + 1) * cfg.batch], epoch, step)
+            ids = (order[step * cfg.batch:(step + 1) * cfg.batch] if order is not None
+                   else rng.integers(0, num_train, size=cfg.batch))
+            loss = batch_loss(model, ids, epoch, step, rng)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -68,8 +88,12 @@ def fit(model: nn.Module, cfg: FitConfig, num_train: int,
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         model.eval()
+        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "final_loss": float(np.mean(losses[-10:]))}
+        if validate is None:
+            history.append(entry)
+            continue
         score = validate(model)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": score})
+        history.append({**entry, "val": score})
         log.info("%s epoch %d: loss %.3f, val %.3f", desc, epoch + 1, np.mean(losses), score)
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}: train loss {np.mean(losses):.3f}, val {score:.3f}")
@@ -81,27 +105,32 @@ def fit(model: nn.Module, cfg: FitConfig, num_train: int,
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return {"fit": asdict(cfg), "best_epoch": best_epoch, "val": float(best), "history": history,
-            "epochs_run": len([h for h in history if h["epoch"] > 0]), "fit_wall_s": time.perf_counter() - t0}
+    record = {"fit": asdict(cfg), "history": history, "epochs_run": len([h for h in history if h["epoch"] > 0]),
+              "fit_wall_s": time.perf_counter() - t0}
+    if validate is not None:
+        record.update(best_epoch=best_epoch, val=float(best))
+    return record
 
 
 def cached_fit(kind: str, key_parts: list, build: Callable[[], nn.Module],
-               train: Callable[[nn.Module], dict], cache_dir: Path) -> tuple[nn.Module, dict]:
-    """Load ``<cache>/models/<kind>-<key>.pt`` if present, else build, train and save it.
-    ``build`` and ``train`` run under a forked torch RNG seeded from the key, so the caller's
-    RNG state is untouched and a retrain gives the same weights on CPU. Returns the model
-    frozen in eval mode and its record (with ``cached``, ``key`` and ``checkpoint``)."""
+               train: Callable[[nn.Module], dict], cache_dir: Path, init_seed: int | None = None) -> tuple[nn.Module, dict]:
+    """Load ``<cache>/models/<kind>-<key>.pt`` if it is there and sound, else build, train and
+    save it (a corrupt or incomplete file is reported with its path and retrained). ``build``
+    and ``train`` run under a forked torch RNG seeded with ``init_seed`` (default: from the key),
+    so the caller's RNG state is untouched and a retrain gives the same weights on CPU. Returns
+    the model frozen in eval mode and its record (with ``cached``, ``key`` and ``checkpoint``)."""
     key = checkpoints.key_of(kind, *key_parts)
     path = Path(cache_dir) / "models" / f"{kind}-{key}.pt"
-    if path.is_file():
+    stored = checkpoints.load_or_none(path)
+    if stored is not None:
+        state, meta = stored
         model = build()
-        state, meta = checkpoints.load(path)
         model.load_state_dict(state)
         model.eval().requires_grad_(False)
         return model, {**meta, "checkpoint": str(path), "cached": True}
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed("init", kind, key))
+        torch.manual_seed(derive_seed("init", kind, key) if init_seed is None else init_seed)
         model = build()
         meta = train(model)
     meta = {**meta, "key": key, "kind": kind, "wall_s": time.perf_counter() - t0, "torch": torch.__version__}
