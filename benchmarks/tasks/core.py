@@ -189,8 +189,8 @@ def _module_identity(module: str) -> str:
         dists = packages_distributions().get(top, [])
         if dists:
             return f"{dists[0]}=={version(dists[0])}"
-    src = inspect.getsource(sys.modules[module])
-    return "sha256:" + hashlib.sha256(src.encode()).hexdigest()[:16]
+    src = Path(inspect.getsourcefile(sys.modules[module])).read_bytes()
+    return "sha256:" + hashlib.sha256(src).hexdigest()[:16]
 
 
 def implementation(sampler: Sampler) -> dict[str, str]:

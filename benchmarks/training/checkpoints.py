@@ -61,7 +61,8 @@ def load(path: Path) -> tuple[dict, dict]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, random bytes, not a torch file
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        why = (str(e).splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {why})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT or not {"state", "sha256", "meta"} <= set(blob):
         raise CheckpointError(f"{path}: not a samplerbench checkpoint of version {CACHE_VERSION} (an older layout?)")
     if state_hash(blob["state"]) != blob["sha256"]:
