@@ -16,7 +16,7 @@ def _list(args) -> int:
     for name in METHODS.names():
         cls = METHODS.get(name)
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        flag = " [upper bound: sees labels]" if getattr(cls, "upper_bound", False) else ""
+        flag = " [upper bound: sees labels]" if cls.upper_bound else ""
         print(f"method   {name:12s} {doc}{flag}")
     for name in DATASETS.names():
         print(f"dataset  {name}")
