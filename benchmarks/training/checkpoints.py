@@ -29,10 +29,15 @@ class CheckpointError(ValueError):
     """A cached checkpoint that cannot be used (names the file and what is wrong)."""
 
 
+def content_key(*parts) -> str:
+    """A stable hash of JSON-able parts (configs, manifest hashes, seeds): what the weights
+    depend on. It seeds the initialisation, so a cache version bump never changes weights."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def key_of(*parts) -> str:
-    """A stable hash of JSON-able parts (configs, manifest hashes, seeds) and the cache version."""
-    blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    """The file key: :func:`content_key` of the parts and the cache version."""
+    return content_key(CACHE_VERSION, *parts)
 
 
 def state_hash(state: dict[str, torch.Tensor]) -> str:

@@ -116,7 +116,8 @@ def cached_fit(kind: str, key_parts: list, build: Callable[[], nn.Module],
                train: Callable[[nn.Module], dict], cache_dir: Path, init_seed: int | None = None) -> tuple[nn.Module, dict]:
     """Load ``<cache>/models/<kind>-<key>.pt`` if it is there and sound, else build, train and
     save it (a corrupt or incomplete file is reported with its path and retrained). ``build``
-    and ``train`` run under a forked torch RNG seeded with ``init_seed`` (default: from the key),
+    and ``train`` run under a forked torch RNG seeded with ``init_seed`` (default: from the
+    content key, which leaves out the cache version, so that a version bump keeps the weights),
     so the caller's RNG state is untouched and a retrain gives the same weights on CPU. Returns
     the model frozen in eval mode and its record (with ``cached``, ``key`` and ``checkpoint``)."""
     key = checkpoints.key_of(kind, *key_parts)
@@ -130,7 +131,8 @@ def cached_fit(kind: str, key_parts: list, build: Callable[[], nn.Module],
         return model, {**meta, "checkpoint": str(path), "cached": True}
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed("init", kind, key) if init_seed is None else init_seed)
+        seed = derive_seed("init", kind, checkpoints.content_key(kind, *key_parts)) if init_seed is None else init_seed
+        torch.manual_seed(seed)
         model = build()
         meta = train(model)
     meta = {**meta, "key": key, "kind": kind, "wall_s": time.perf_counter() - t0, "torch": torch.__version__}
