@@ -1,9 +1,15 @@
 """Metric functions: pure, numpy in, float out. Definitions follow MMAction2 and sklearn.
 
-Ties: ranks break ties the way sklearn's ``top_k_accuracy_score`` does (a stable ascending
+Scores are class probabilities (softmax of a single-label model's logits; sigmoid for
+multi-label), as MMAction2 and the papers average them: top-k and mean class accuracy depend
+only on each video's ranking of classes, but mAP ranks videos per class, which softmax changes.
+
+Ties: top-k ranks break ties the way sklearn's ``top_k_accuracy_score`` does (a stable ascending
 argsort, reversed: among equal scores the higher class index ranks first), so that results do
 not depend on an unstable sort. mAP groups tied scores into one threshold, as sklearn's
-``average_precision_score`` and MMAction2's ``mean_average_precision`` do.
+``average_precision_score`` and MMAction2's ``mean_average_precision`` do. Every function
+raises ``ValueError`` on a NaN or infinite score: a NaN compares false everywhere and would
+rank wherever a sort happens to put it.
 """
 
 from __future__ import annotations
@@ -18,25 +24,57 @@ def _ranking(scores: np.ndarray) -> np.ndarray:
     return np.argsort(scores, axis=1, kind="stable")[:, ::-1]
 
 
+def check_finite(scores: np.ndarray, what: str = "scores") -> np.ndarray:
+    """``scores`` as an array; ValueError naming the first non-finite entry."""
+    scores = np.asarray(scores)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{what} must be finite: {scores[where]} at {where} ({int(bad.sum())} non-finite)")
+    return scores
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (class probabilities from a single-label model's logits)."""
+    x = np.asarray(logits, dtype=np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic in float64 (per-class probabilities of a multi-label model)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
 def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, topk: Sequence[int] = (1, 5)) -> list[float]:
     """Share of samples whose true class is among the k best-scored classes, for each k."""
-    scores, labels = np.asarray(scores), np.asarray(labels)
+    scores, labels = check_finite(scores), np.asarray(labels)
     ranked = _ranking(scores)
     return [float(np.mean(np.any(ranked[:, :k] == labels[:, None], axis=1))) for k in topk]
 
 
 def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 recall averaged over the classes that occur in ``labels`` (MMAction2, sklearn's
-    balanced accuracy)."""
-    labels = np.asarray(labels)
-    pred = _ranking(np.asarray(scores))[:, 0]
-    classes = np.unique(labels)
-    return float(np.mean([np.mean(pred[labels == c] == c) for c in classes]))
+    """MMAction2's ``mean_class_accuracy``: per-class top-1 recall averaged over every class that
+    occurs in the labels *or the predictions*; a class that is predicted but never true counts
+    as 0 (so this is at most :func:`balanced_accuracy`, and lower when the model predicts a class
+    absent from the split). Prediction = ``np.argmax`` (the first of tied scores), as MMAction2."""
+    scores, labels = check_finite(scores), np.asarray(labels)
+    pred = np.argmax(scores, axis=1)
+    classes = np.union1d(pred, labels)
+    return float(np.mean([np.mean(pred[labels == c] == c) if np.any(labels == c) else 0.0 for c in classes]))
+
+
+def balanced_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """sklearn's ``balanced_accuracy_score``: top-1 recall averaged over the classes that occur
+    in the labels only."""
+    scores, labels = check_finite(scores), np.asarray(labels)
+    pred = np.argmax(scores, axis=1)
+    return float(np.mean([np.mean(pred[labels == c] == c) for c in np.unique(labels)]))
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     """Non-interpolated step AP, tied scores grouped; NaN when there is no positive."""
-    scores, positives = np.asarray(scores, dtype=np.float64), np.asarray(positives).astype(bool)
+    scores, positives = check_finite(scores).astype(np.float64), np.asarray(positives).astype(bool)
     total = positives.sum()
     if total == 0:
         return float("nan")
@@ -52,7 +90,7 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
 
 def mean_average_precision(scores: np.ndarray, multi_hot: np.ndarray) -> float:
     """Mean over classes of ``average_precision``; classes with no positive are dropped."""
-    scores, multi_hot = np.asarray(scores), np.asarray(multi_hot)
+    scores, multi_hot = check_finite(scores), np.asarray(multi_hot)
     aps = [average_precision(scores[:, c], multi_hot[:, c]) for c in range(scores.shape[1])]
     aps = [a for a in aps if not np.isnan(a)]
     return float(np.mean(aps)) if aps else float("nan")

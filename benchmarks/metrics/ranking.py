@@ -30,6 +30,9 @@ def _check(sim: np.ndarray, caption_video: np.ndarray, ties: str) -> tuple[np.nd
         raise ValueError(f"similarity {sim.shape} does not match {len(cv)} captions")
     if len(cv) and (cv.min() < 0 or cv.max() >= sim.shape[1]):
         raise ValueError("caption_video points outside the videos")
+    if not np.isfinite(sim).all():  # a NaN compares false: its caption would rank its video first
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(sim))[0])
+        raise ValueError(f"similarities must be finite: {sim[where]} at (caption, video) {where}")
     return sim, cv
 
 
