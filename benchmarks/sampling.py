@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -89,18 +89,31 @@ class VideoView:
     """What a sampler may observe of one video, guarded by its declared ``observes``.
 
     Observations are computed lazily by the harness (``providers``) and their cost in FLOPs
-    (``provider_flops``) is charged to the sampler once per video.
+    (``provider_flops``) is charged to the sampler once per video. Both are kept private: a
+    sampler reads only through the guarded methods below, and the harness gives a view a
+    ``label`` provider only for a sampler declared an upper bound.
     """
 
     video_id: str
     num_frames: int
     candidates: np.ndarray  # frame indices into the video, sorted
     allowed: frozenset = frozenset()
-    providers: dict[str, Callable[[], Any]] = field(default_factory=dict, repr=False)
+    providers: InitVar[dict[str, Callable[[], Any]] | None] = None
     frame_size: tuple[int, int] | None = None  # (H, W) of the decoded candidates: layout, not content
-    provider_flops: dict[str, float] = field(default_factory=dict, repr=False)
+    provider_flops: InitVar[dict[str, float] | None] = None
     charged_flops: float = 0.0
+    _providers: dict = field(init=False, default_factory=dict, repr=False)
+    _provider_flops: dict = field(init=False, default_factory=dict, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self, providers, provider_flops):
+        self._providers = dict(providers or {})
+        self._provider_flops = dict(provider_flops or {})
+
+    @property
+    def observed(self) -> frozenset:
+        """What the sampler has observed so far (and been charged for)."""
+        return frozenset(self._cache)
 
     @property
     def num_candidates(self) -> int:
@@ -113,10 +126,10 @@ class VideoView:
                 f"(declared: {sorted(self.allowed) or 'nothing'})"
             )
         if what not in self._cache:
-            if what not in self.providers:
+            if what not in self._providers:
                 raise LookupError(f"video {self.video_id}: no provider for '{what}' in this task")
-            self._cache[what] = self.providers[what]()
-            self.charged_flops += float(self.provider_flops.get(what, 0.0))
+            self._cache[what] = self._providers[what]()
+            self.charged_flops += float(self._provider_flops.get(what, 0.0))
         return self._cache[what]
 
     def pixels(self):

@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds
+
 FULL, CHANCE = "full", "untrained"
 DETAIL = (("frames", "Frames", "{:.0f}"), ("mask_AP", "Mask AP", "{:.1f}"), ("mask_AP50", "Mask AP50", "{:.1f}"),
           ("mask_AP75", "Mask AP75", "{:.1f}"), ("box_AP", "Box AP", "{:.1f}"), ("box_AP50", "Box AP50", "{:.1f}"),
@@ -51,7 +53,9 @@ def render_reduction(run_dir: Path, out: Path, write, caption_prefix: str = "") 
     path = Path(run_dir) / "reduction_rows.csv"
     if not path.is_file() or path.stat().st_size == 0:
         return []
-    df = pd.read_csv(path)
+    df = mark_upper_bounds(pd.read_csv(path))
+    if df["label"].str.endswith(UPPER).any():
+        caption_prefix += UPPER_NOTE.strip() + " "
     methods = [m for m in dict.fromkeys(df["method"]) if m not in (FULL, CHANCE)]
     labels = dict(zip(df["method"], df["label"], strict=False))
     ks = sorted(k for k in df["k"].unique() if k >= 1)

@@ -24,10 +24,10 @@ import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, same_videos_note  # noqa: E402
 from samplerbench.reports.reduction_tables import render_reduction  # noqa: E402
 from samplerbench.reports.retrieval_tables import render_retrieval  # noqa: E402
 
@@ -36,7 +36,6 @@ UNITS = ("GFLOPs follow fvcore's convention: one multiply-add counts as one FLOP
          "frame-equivalents (tokens / tokens per frame), with the frames their tokens touch apart; "
          "their event hit rate counts a touched frame. SLLM: N frames sampled, every other one encoded "
          "(Frames = N/2), the rest restored in feature space; sllm-full encodes all N.")
-UPPER = "†"
 PCT = {"top1", "top5", "mean_class_acc", "mAP", "event_hit_rate"}
 DETAIL_COLUMNS = [
     ("frames", "Frames", "{:.1f}"), ("tokens", "Tokens", "{:.0f}"), ("frames_touched", "Frames touched", "{:.1f}"),
@@ -54,7 +53,7 @@ def load_rows(run_dir: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{path}: no result rows (run the suite first)")
     df = pd.read_csv(path)
     df.loc[df["metric"].isin(PCT), "value"] *= 100
-    df["name"] = df["label"] + np.where(df["upper_bound"], UPPER, "")
+    df["name"] = mark_upper_bounds(df)["label"]
     return df
 
 
@@ -125,7 +124,8 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
     if uncounted:  # surfaced, never silently dropped
         where += ("Ops fvcore does not count (elementwise and pooling, negligible next to the convolutions): "
                   + ", ".join(sorted(k.removeprefix("aten::") for k in uncounted)) + ". ")
-    upper = f" {UPPER} sees the labels: an upper bound, not a baseline." if any(n.endswith(UPPER) for n in order) else ""
+    upper = UPPER_NOTE if any(n.endswith(UPPER) for n in order) else ""
+    where += same_videos_note(df.query("kind != 'timing'"))
 
     tokens = p0.get("token_models") or {}
     if tokens:
@@ -154,6 +154,8 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
     for n in order:
         for b in sorted(summ.loc[summ["name"] == n, "budget"].unique()):
             r = {"Method": n, "N": int(b)}
+            cell = df[(df["name"] == n) & (df["budget"] == b)]
+            r["Videos"], r["Failed"] = int(cell["n_videos"].max()), int(cell["n_failed"].max())
             for metric, label, fmt in DETAIL_COLUMNS:
                 if (n, b, metric) in stats:
                     r[label] = _fmt(*stats[(n, b, metric)], fmt)

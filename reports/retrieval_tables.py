@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, same_videos_note
+
 COLUMNS = (("R@1", "{:.1f}"), ("R@5", "{:.1f}"), ("R@10", "{:.1f}"), ("MdR", "{:.1f}"), ("MnR", "{:.1f}"))
 NOTE = ("R@k in %. Ranks are 1-based; ties count against the query (pessimistic rank). Text-to-video ranks each caption's "
         "video; video-to-text ranks a video's best caption among the other videos' captions. GFLOPs per video: "
@@ -36,7 +38,9 @@ def render_retrieval(run_dir: Path, out: Path, write, caption_prefix: str = "") 
     df = pd.read_csv(path)
     if df.empty:
         return []
+    df = mark_upper_bounds(df)
     order = list(dict.fromkeys(df["label"]))
+    caption_prefix += same_videos_note(df) + (UPPER_NOTE.strip() + " " if df["label"].str.endswith(UPPER).any() else "")
     written = []
     for direction, title in (("t2v", "Text-to-video"), ("v2t", "Video-to-text")):
         rows = []

@@ -365,3 +365,136 @@ def test_editing_a_method_module_recomputes_that_methods_cells_and_no_other(tmp_
     assert summary()["classification computed"] == 2 and summary()["classification reused"] == 4
     fps = {p.stem: json.loads(p.read_text())["fingerprint"] for p in (run_dir / "cells" / "classification").glob("*.json")}
     assert len(set(fps.values())) == 6
+
+
+# -- faithful numbers: cost and non-finite predictions -------------------------------------------
+
+
+class _StubCost:
+    """Per frame: encoder 100 FLOPs; head 7 FLOPs per video."""
+
+    def encoder_head(self, n):
+        from samplerbench.cost.flops import FlopCount
+
+        return FlopCount(100.0 * n), FlopCount(7.0)
+
+
+def test_the_encoder_is_charged_once_per_candidate_it_runs_on():
+    """Hand-worked: T = 6 candidates, N = 2 selected. A sampler that observed the features (the
+    encoder on all 6, charged to it: 600) pays no encoder on its selection; one that did not
+    pays the encoder on its 2 frames (200)."""
+    from samplerbench.tasks.frames import FrameContext
+
+    ctx = FrameContext.__new__(FrameContext)
+    ctx.cost = _StubCost()
+    seen = VideoView("v", 6, np.arange(6), allowed=frozenset({"features"}), providers={"features": lambda: np.ones((6, 2))},
+                     provider_flops={"features": 600.0})
+    seen.features()
+    blind = VideoView("v", 6, np.arange(6), allowed=frozenset({"pixels"}), providers={"pixels": lambda: None})
+    blind.pixels()
+    assert seen.charged_flops == 600.0 and ctx.encoder_flops(seen, 2).flops == 0.0
+    assert blind.charged_flops == 0.0 and ctx.encoder_flops(blind, 2).flops == 200.0
+
+
+NAN_HEAD = '''
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from samplerbench.registry import METHODS
+from samplerbench.sampling import Sampler, Selection
+
+
+@METHODS.register("nan-head")
+@dataclass
+class NanHead(Sampler):
+    """Uniform frames read by a head that returns NaN on some videos."""
+    name = "nan-head"
+    reader = "head"
+
+    def select(self, view, budget, rng):
+        return Selection(np.arange(budget.frames(view.num_candidates)))
+
+    def head_logits(self, feats):
+        logits = feats.mean(1)[:, :4]
+        return logits * float("nan") if int(feats.abs().sum() * 1000) % 2 else logits
+
+    def head_flops(self, k):
+        return 1.0
+'''
+
+
+@pytest.mark.slow
+def test_non_finite_predictions_are_recorded_failures_and_costs_follow_the_rule(tmp_path, monkeypatch):
+    import importlib
+
+    import pandas as pd
+
+    from samplerbench import suite as suite_mod
+    from samplerbench.tasks.run import run_suite
+    from tests.test_runner import write_suite
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "sb_nan_head.py").write_text(NAN_HEAD)
+    importlib.import_module("sb_nan_head")
+    path = write_suite(tmp_path / "nan.toml", name="nan")
+    text = path.read_text().split("[[methods]]")[0].replace("seeds = [0, 1]", "seeds = [0]")
+    path.write_text(text + "".join(f'[[methods]]\nname = "{m}"\n' for m in ("nan-head", "uniform", "oracle", "evfr-fps")))
+    run_dir = run_suite(suite_mod.load(path), tmp_path / "results", tmp_path / "cache", progress=False)
+    rows = pd.read_csv(run_dir / "rows.csv").query("kind != 'timing'")
+    nan = rows[rows.method == "nan-head"]
+    assert (nan["n_failed"] > 0).all() and (nan["n_videos"] > 0).all()
+    assert np.isfinite(nan["value"]).all()
+    fails = pd.read_csv(run_dir / "failures.csv")
+    assert fails.query("cell.str.startswith('nan-head')", engine="python")["error"].str.contains("non-finite class scores").all()
+    v = rows.set_index(["method", "budget", "metric"])["value"]
+    t = 8  # the tiny suite's candidates
+    enc1, head1 = v[("uniform", 1, "gflops_encoder")], v[("uniform", 1, "gflops_head")]
+    assert v[("uniform", 4, "gflops_encoder")] == pytest.approx(4 * enc1)
+    # the oracle ran the classifier on every candidate (charged to it): no second encoder pass
+    assert v[("oracle", 4, "gflops_encoder")] == 0
+    assert v[("oracle", 4, "gflops_sampler")] == pytest.approx(t * (enc1 + head1))
+    # EVFR's FPS observed every candidate's features: the encoder on T is its cost, once
+    assert v[("evfr-fps", 4, "gflops_encoder")] == 0 and v[("evfr-fps", 4, "gflops_sampler")] > t * enc1
+    # every method is scored on the videos every cell of the table evaluated: any video nan-head
+    # failed on (at any budget) leaves every method's numbers
+    bad = set(fails[fails["cell"].str.startswith("nan-head")]["video"])
+    failed = len(bad)
+    assert rows["n_videos"].nunique() == 1 and rows["n_videos"].iloc[0] == 12 - failed
+    assert (rows.query("method == 'uniform'")["n_excluded"] == failed).all()
+    from sklearn.metrics import accuracy_score
+
+    from samplerbench.store.cells import load_predictions
+
+    folder = run_dir / "cells" / "classification"
+    rec = json.loads((folder / "uniform__n4__s0.json").read_text())
+    pred = load_predictions(folder, rec)
+    keep = [i for i, x in enumerate(rec["videos"]) if x["video"] not in bad]
+    assert len(keep) == len(rec["videos"]) - failed
+    want = accuracy_score(pred["labels"][keep].argmax(1), pred["probs"][keep].argmax(1))
+    assert v[("uniform", 4, "top1")] == pytest.approx(want)
+    assert rec["values"]["top1"] == pytest.approx(accuracy_score(pred["labels"].argmax(1), pred["probs"].argmax(1)))
+
+
+def test_only_an_upper_bounds_view_holds_the_labels():
+    """The label guard: the harness builds a ``label`` provider into the view of an upper bound
+    only, so no other sampler can reach the labels, even by the view's private fields."""
+    from types import SimpleNamespace
+
+    from samplerbench.tasks.frames import FrameContext, VideoCache
+
+    class Cost(_StubCost):
+        def per_frame_classifier_flops(self):
+            return 107.0
+
+    ctx = FrameContext.__new__(FrameContext)
+    ctx.cost, ctx.split, ctx.frame_size = Cost(), SimpleNamespace(num_classes=3), (8, 8)
+    rec = SimpleNamespace(video_id="v", num_frames=10, labels=[2])
+    vc = VideoCache(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.ones(4, 5), np.zeros((4, 3)), np.arange(4))
+    for name, sees in (("uniform", False), ("evfr-fps", False), ("oracle", True)):
+        view = ctx.view(rec, vc, METHODS.get(name)())
+        assert ("label" in view._providers) is sees, name
+    oracle = ctx.view(rec, vc, METHODS.get("oracle")())
+    assert oracle.label().tolist() == [0, 0, 1] and oracle.frame_probs().shape == (4, 3)
+    assert oracle.charged_flops == 4 * 107.0  # frame_probs: the classifier on every candidate

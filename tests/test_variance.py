@@ -101,7 +101,7 @@ def test_evfr_afs_selects_the_changes_and_charges_its_work(index):
     assert sel.own_flops > 0
     assert v.charged_flops == (1000.0 if index == "feature" else 0.0)
     # the memo serves the next budget the same weights, and the view is still charged
-    v2 = VideoView("v", 8, candidate_pool(8, 8), allowed=v.allowed, providers=v.providers, provider_flops=v.provider_flops)
+    v2 = VideoView("v", 8, candidate_pool(8, 8), allowed=v.allowed, providers=v._providers, provider_flops=v._provider_flops)
     again = m.select(v2, Budget("count", 1), generator(0, "v", "evfr-afs"))
     assert again.indices.tolist() == [5] and again.own_flops == sel.own_flops and v2.charged_flops == v.charged_flops
     assert "_memo" not in m.config()

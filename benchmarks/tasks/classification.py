@@ -3,8 +3,10 @@ classifier (frame samplers), a token ViT trained on the sampler's selections (to
 the method's own head (SLLM); top-1/top-5, mean class accuracy, mAP, event hit rate, frames and
 GFLOPs per video; end-to-end and model-only videos/s per (method, budget) at the first seed.
 
-Stored predictions per cell: ``scores`` (videos, classes), the reader's raw class scores;
-``labels`` (videos, classes), multi-hot ground truth; ``multilabel``. The per-video records keep
+Stored predictions per cell: ``probs`` (videos, classes), the reader's class probabilities
+(softmax of its logits; sigmoid for multi-label data), on which every metric is computed;
+``labels`` (videos, classes), multi-hot ground truth; ``multilabel``. A video whose scores are
+not finite is that cell's recorded failure. The per-video records keep
 the selection (candidate frames and hash), the labelled events and the cost.
 """
 
@@ -40,7 +42,7 @@ TIMING = ("videos_per_s_e2e", "videos_per_s_model", "peak_mem_mib")
 
 class Classification(Task):
     name = "classification"
-    version = 2  # 2: the one cell loop (fingerprints, stored predictions)
+    version = 3  # 2: the one cell loop; 3: probabilities, the encoder charged once, non-finite = failure
     rows_file = "rows.csv"
     quality = QUALITY
 
@@ -69,7 +71,8 @@ class Classification(Task):
         """Select, predict and record every video of the split for one cell."""
         ctx = FrameContext.of(run)
         key, budget = cell.method.key, Budget("count", cell.budget)
-        scores, labels, per_video, fails = [], [], [], []
+        probs, labels, per_video, fails = [], [], [], []
+        to_probs = metrics.sigmoid if ctx.split.multilabel else metrics.softmax
         for rec, vc, view, sel in ctx.selections(key, sampler, budget, cell.seed, fails):
             n = int(sel.indices.size)
             sampler_flops = view.charged_flops + sel.own_flops
@@ -84,20 +87,25 @@ class Classification(Task):
                     extra = {"tokens": len(tok), "frames_touched": n}
                     n = len(tok) / model.grid.per_frame  # frame-equivalents
                 elif sampler.reader == "head":  # the method's own head on the encoded frames' features
-                    enc = ctx.cost.encoder_head(n)[0]
+                    enc = ctx.encoder_flops(view, n)
                     head = FlopCount(sampler.head_flops(n))
                     out = sampler.head_logits(vc.feats[torch.from_numpy(sel.indices)][None].to(ctx.device))
                 else:
-                    enc, head = ctx.cost.encoder_head(n)
+                    enc, head = ctx.encoder_flops(view, n), ctx.cost.encoder_head(n)[1]
                     out = ctx.model.head(vc.feats[torch.from_numpy(sel.indices)][None].to(ctx.device))
-            scores.append(out[0].float().cpu().numpy())
+            logits = out[0].float().cpu().numpy()
+            if not np.isfinite(logits).all():  # that video's failure, not a score that ranks anywhere
+                fails.append({"video": rec.video_id, "error": f"{rec.path}: {key}: non-finite class scores "
+                                                              f"({int((~np.isfinite(logits)).sum())} of {logits.size})"})
+                continue
+            probs.append(to_probs(logits))
             labels.append(rec.labels)
             per_video.append({"video": rec.video_id, "frames": vc.candidates[sel.indices].tolist(),
                               "hash": sel.digest(), "n": n, "events": [[e.start, e.end] for e in rec.events],
                               "gflops_sampler": sampler_flops / 1e9, "gflops_encoder": enc.gflops,
                               "gflops_head": head.gflops, **extra})
         c = ctx.split.num_classes
-        preds = {"scores": np.stack(scores) if scores else np.zeros((0, c), np.float32),
+        preds = {"probs": np.stack(probs) if probs else np.zeros((0, c)),
                  "labels": metrics.one_hot(labels, c), "multilabel": np.array(ctx.split.multilabel)}
         return CellOutput(per_video, preds, fails)
 
@@ -106,7 +114,7 @@ class Classification(Task):
         values = {}
         if not videos:
             return values
-        s, multi_hot = predictions["scores"], predictions["labels"]
+        s, multi_hot = predictions["probs"], predictions["labels"]
         if not bool(predictions["multilabel"]):
             single = multi_hot.argmax(1)
             values["top1"], values["top5"] = metrics.top_k_accuracy(s, single, (1, 5))
@@ -124,6 +132,12 @@ class Classification(Task):
         values["gflops_head"] = float(pv["gflops_head"].mean())
         values["gflops_total"] = values["gflops_sampler"] + values["gflops_encoder"] + values["gflops_head"]
         return values
+
+    @staticmethod
+    def subset(videos, predictions, keep):
+        idx = [i for i, v in enumerate(videos) if v["video"] in keep]
+        return [videos[i] for i in idx], {**predictions, "probs": predictions["probs"][idx],
+                                          "labels": predictions["labels"][idx]}
 
     def finish(self, run: Run, cells: list[tuple[Cell, dict]]) -> None:
         """Timing: once per (method, budget), at the first seed, with a fresh sampler (no memo

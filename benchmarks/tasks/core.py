@@ -167,6 +167,13 @@ class Task(ABC):
         """Task-specific columns of each row of a cell."""
         return {}
 
+    @staticmethod
+    def subset(videos: list[dict], predictions: dict[str, np.ndarray],
+               keep: set[str]) -> tuple[list[dict], dict[str, np.ndarray]] | None:
+        """The records and predictions of the videos in ``keep`` only, so that methods are
+        compared on the same videos; None where every cell evaluates the same set (nothing to do)."""
+        return None
+
     def timing_rows(self, run_dir: Path, cell: Cell, record: dict) -> list[dict]:
         """Timing rows of a cell (metric, value, provenance_id), if the task times cells."""
         return []
@@ -263,27 +270,50 @@ def _provenances(run_dir: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in (Path(run_dir) / "provenance").glob("*.json")}
 
 
+def _compared(task: Task, folder: Path, cells: list[tuple[Cell, dict]]) -> tuple[set[str] | None, dict]:
+    """The videos every cell evaluated, and each cell's values on them: a method that failed on
+    a video takes it out of every method's comparison (rows say how many were excluded)."""
+    evaluated = [{v["video"] for v in rec["videos"]} for _, rec in cells]
+    if not evaluated or all(e == evaluated[0] for e in evaluated):
+        return None, {}
+    common = set.intersection(*evaluated)
+    values = {}
+    for (cell, rec), own in zip(cells, evaluated, strict=True):
+        if own == common:
+            continue
+        sub = task.subset(rec["videos"], load_predictions(folder, rec), common)
+        if sub is None:  # the task evaluates every cell on the same set
+            return None, {}
+        values[cell.key] = task.score(*sub) if sub[0] else {}
+    return common, values
+
+
 def consolidate(task: Task, run_dir: Path, cells: list[tuple[Cell, dict]]) -> pd.DataFrame:
     """The task's rows file (tidy: one row per cell and metric, :data:`COMMON` columns first)
     and its per-video selections (``<task>_selections.jsonl``) from the cells' records, in the
-    suite's order; the run's ``failures.csv`` gains this task's failed videos."""
+    suite's order; the run's ``failures.csv`` gains this task's failed videos. Quality and cost
+    are on the videos every cell of the task evaluated (``n_videos``); ``n_excluded`` counts a
+    cell's own videos left out because another method failed on them."""
     provs = _provenances(run_dir)
+    common, restricted = _compared(task, cell_dir(run_dir, task), cells)
     rows, failures = [], []
     sel_path = Path(run_dir) / f"{task.name}_selections.jsonl"
     tmp = sel_path.with_name(sel_path.name + ".tmp")
     with open(tmp, "w") as sel_out:
         for cell, rec in cells:
             prov = provs.get(rec["provenance_id"], {})
+            n = rec["n_videos"] if common is None else len(common)
             base = {"run_id": prov.get("run_id", Path(run_dir).name), "suite": prov.get("suite"),
                     "suite_hash": prov.get("suite_hash"), "task": task.name, "method": rec["method"],
                     "label": cell.display, "params": json.dumps(rec.get("params", {}), sort_keys=True),
-                    "budget": cell.budget, "seed": cell.seed, "n_videos": rec["n_videos"],
+                    "budget": cell.budget, "seed": cell.seed, "n_videos": n,
                     "n_failed": len(rec["failures"]), "upper_bound": rec["upper_bound"],
                     "fingerprint": rec["fingerprint"], "provenance_id": rec["provenance_id"],
                     "git_commit": prov.get("git_commit"), "dataset_hash": prov.get("manifest_hash"),
-                    "dataset": prov.get("dataset"), "split": prov.get("split"), "git_dirty": prov.get("git_dirty"),
-                    "device": prov.get("hardware", {}).get("device"), **dict(cell.columns), **task.row_extras(cell, rec)}
-            for metric, value in rec["values"].items():
+                    "n_excluded": rec["n_videos"] - n, "dataset": prov.get("dataset"), "split": prov.get("split"),
+                    "git_dirty": prov.get("git_dirty"), "device": prov.get("hardware", {}).get("device"),
+                    **dict(cell.columns), **task.row_extras(cell, rec)}
+            for metric, value in restricted.get(cell.key, rec["values"]).items():
                 if isinstance(value, list):  # distributions (frames_hist) stay in the cell file
                     continue
                 kind = "quality" if metric in task.quality else "cost"

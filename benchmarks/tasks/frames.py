@@ -162,18 +162,29 @@ class FrameContext:
         return self.videos[rec.video_id]
 
     def view(self, rec: VideoRecord, vc: VideoCache, sampler: Sampler) -> VideoView:
-        """What ``sampler`` may observe of a test video, each observation charged at its cost."""
+        """What ``sampler`` may observe of a test video, each observation charged at its cost:
+        ``features``, the encoder on every candidate; ``frame_probs``, the encoder and the
+        classifier's fc on every candidate."""
         t = len(vc.candidates)
         providers = {
             "pixels": lambda: vc.pixels,
             "features": lambda: vc.feats.numpy(),
             "frame_probs": lambda: _softmax(vc.logits),
-            "label": lambda: metrics.one_hot([rec.labels], self.split.num_classes)[0],
         }
+        if sampler.upper_bound:  # the labels exist in the view of an upper bound only
+            providers["label"] = lambda: metrics.one_hot([rec.labels], self.split.num_classes)[0]
         flops = {"frame_probs": t * self.cost.per_frame_classifier_flops(),
                  "features": t * self.cost.encoder_head(1)[0].flops}
         return VideoView(rec.video_id, rec.num_frames, vc.candidates, allowed=sampler.observes,
                          providers=providers, provider_flops=flops, frame_size=self.frame_size)
+
+    def encoder_flops(self, view: VideoView, n: int) -> FlopCount:
+        """The frame encoder on the n selected frames, unless the sampler already had it run on
+        every candidate (it observed ``features`` or ``frame_probs``, and paid for that): a real
+        pipeline keeps those features and encodes no frame twice."""
+        if view.observed & {"features", "frame_probs"}:
+            return FlopCount(0.0)
+        return self.cost.encoder_head(n)[0]
 
     def selections(self, key: str, sampler: Sampler, budget: Budget, seed: int, fails: list):
         """Yield (record, cache, view, selection) for each video of the split; a video that

@@ -28,7 +28,7 @@ from samplerbench.tasks.frames import FrameContext
 
 class Retrieval(Task):
     name = "retrieval"
-    version = 2  # 2: the one cell loop (fingerprints, stored similarity matrices)
+    version = 3  # 2: the one cell loop; 3: the encoder charged once, non-finite = failure
     rows_file = "retrieval_rows.csv"
     quality = ("t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MdR", "t2v_MnR", "v2t_R@1", "v2t_R@5", "v2t_R@10",
                "v2t_MdR", "v2t_MnR")
@@ -79,9 +79,13 @@ class Retrieval(Task):
             mask = torch.zeros(1, len(vc.candidates))
             mask[0, torch.from_numpy(sel.indices)] = 1.0
             with torch.no_grad():
-                embs.append(model.video_embed(vc.feats[None].to(ctx.device), mask.to(ctx.device))[0])
+                emb = model.video_embed(vc.feats[None].to(ctx.device), mask.to(ctx.device))[0]
+            if not torch.isfinite(emb).all():  # that video's failure: a NaN similarity would rank it first
+                fails.append({"video": rec.video_id, "error": f"{rec.path}: {cell.method.key}: non-finite video embedding"})
+                continue
+            embs.append(emb)
             n = int(sel.indices.size)
-            enc = ctx.cost.encoder_head(n)[0]
+            enc = ctx.encoder_flops(view, n)  # nothing when the sampler already encoded every candidate
             proj = n * model.frame_proj.in_features * model.frame_proj.out_features  # multiply-adds
             kept.append(index[rec.video_id])
             per_video.append({"video": rec.video_id, "frames": vc.candidates[sel.indices].tolist(),
@@ -97,6 +101,16 @@ class Retrieval(Task):
                               np.array([position[v] for v in captions.video[mine]]), [])
             preds.update(sim=similarity(model, torch.stack(embs), caps), caption_video=caps.video)
         return CellOutput(per_video, preds, fails)
+
+    @staticmethod
+    def subset(videos, predictions, keep):
+        """The kept videos' columns and their captions' rows (caption_video renumbered)."""
+        cols = [j for j, v in enumerate(videos) if v["video"] in keep]
+        new = {c: i for i, c in enumerate(cols)}
+        rows = np.flatnonzero(np.isin(predictions["caption_video"], cols))
+        return [videos[j] for j in cols], {**predictions, "sim": predictions["sim"][np.ix_(rows, cols)],
+                                            "caption_video": np.array([new[c] for c in predictions["caption_video"][rows]],
+                                                                      dtype=np.int64)}
 
     @staticmethod
     def score(videos: list[dict], predictions: dict[str, np.ndarray]) -> dict[str, float]:

@@ -1,0 +1,34 @@
+"""What every table of the report shares: the upper-bound mark and the same-videos note."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+UPPER = "†"
+UPPER_NOTE = f" {UPPER} sees the labels: an upper bound, not a baseline."
+
+
+def mark_upper_bounds(df: pd.DataFrame, column: str = "label") -> pd.DataFrame:
+    """``column`` with † appended on the rows of upper-bound methods (rows carry ``upper_bound``)."""
+    df = df.copy()
+    if "upper_bound" in df:
+        df[column] = df[column].astype(str) + np.where(df["upper_bound"].astype(bool), UPPER, "")
+    return df
+
+
+def same_videos_note(df: pd.DataFrame) -> str:
+    """A caption sentence: how many videos the methods are compared on, and how many of some
+    method's videos were left out because another method failed on them."""
+    if "n_videos" not in df or df.empty:
+        return ""
+    n = int(df["n_videos"].min())
+    excluded = int(df["n_excluded"].max()) if "n_excluded" in df else 0
+    failed = int(df["n_failed"].max()) if "n_failed" in df else 0
+    note = f"Every method is scored on the same {n} videos"
+    if excluded:
+        note += (f"; {excluded} video(s) that some method failed on are excluded from every method's numbers "
+                 "(see failures.csv and the Videos/Failed columns)")
+    elif failed:
+        note += f"; {failed} video(s) could not be evaluated by any method (failures.csv)"
+    return note + ". "
