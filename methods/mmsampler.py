@@ -18,6 +18,14 @@ Deviations, and why:
 - The transformer attends across the frames of a video (the reference code hands batch-first
   input to a sequence-first module, so it attends across videos), and the test-time decision is
   the argmax (the reference code keeps the Gumbel noise at test): both as METHODS.md says.
+- ``attention = "causal"`` (default): the policy decides "given the current and past frame
+  observations" (the paper), so frame t's decision attends to frames 0..t. ``"bidirectional"``
+  lets every decision see all T candidates, the future included: a deviation from the paper,
+  kept as an option to measure what seeing the future is worth.
+- The retrieval model is frozen while the policy trains (the paper fine-tunes CLIP4Clip with the
+  policy): every retrieval cell of a run is then read by the same model, so the matched
+  baselines and mmSampler differ in their frames alone, and training costs seconds on cached
+  features instead of CLIP fine-tuning.
 - The usage term is the batch's mean keep ratio: the paper's summary ("pushing the keep ratio
   toward its mean") is ambiguous, and this reading is the one that makes the count adaptive
   against InfoNCE, which alone prefers every frame. Early stopping uses the same trade-off on the
@@ -103,6 +111,7 @@ class MMSampler(Sampler):
     observes = frozenset({"pixels"})
     adaptive = True
     variant: str = "frame"
+    attention: str = "causal"  # "causal" (the paper) or "bidirectional" (a deviation: sees the future)
     resolution: int = 32
     width: int = 128
     heads: int = 4
@@ -118,6 +127,8 @@ class MMSampler(Sampler):
 
     def __post_init__(self):
         policy_inputs(torch.zeros(1, 1, 1), self.variant)  # validates the variant
+        if self.attention not in ("causal", "bidirectional"):
+            raise ValueError(f"mmSampler attention must be causal or bidirectional, not {self.attention!r}")
 
     def _in_dim(self, dim: int) -> int:
         return 2 * dim if self.variant == "concat" else dim
@@ -129,7 +140,8 @@ class MMSampler(Sampler):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._light = LightEncoder(FrameCNN(dim=dim).eval(), self.resolution)
-            self._policy = MMSamplerPolicy(self._in_dim(dim), self.width, self.heads, frames).eval()
+            self._policy = MMSamplerPolicy(self._in_dim(dim), self.width, self.heads, frames,
+                                           self.attention == "causal").eval()
 
     def prepare(self, env) -> dict:
         """Train the policy against the frozen retrieval model (or load it from the cache)."""
@@ -138,7 +150,8 @@ class MMSampler(Sampler):
         dim = env.classifier.cfg.dim
 
         def build():
-            return MMSamplerPolicy(self._in_dim(dim), self.width, self.heads, env.num_candidates)
+            return MMSamplerPolicy(self._in_dim(dim), self.width, self.heads, env.num_candidates,
+                                   self.attention == "causal")
 
         parts = [self.config(), *env.key_parts(), rec_model.get("key"), 1]
         self._policy, record = cached_fit("mmsampler", parts, build, lambda m: self._fit(m, env, retrieval),

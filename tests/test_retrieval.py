@@ -8,6 +8,7 @@ from samplerbench.data.captions import VOCAB, captions_for, load_captions, token
 from samplerbench.data.synth import SynthConfig, plan_scene, render_video
 from samplerbench.methods.mmsampler import MMSampler, argmax_keep, hard_gumbel_keep, policy_inputs
 from samplerbench.models.clip4clip import RetrievalConfig, RetrievalModel, Tokenizer, info_nce
+from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, VideoView
 from samplerbench.seeding import torch_generator
 
@@ -95,3 +96,24 @@ def test_test_time_selection_is_deterministic_and_keeps_frame_zero():
     assert a.indices.tolist() == b.indices.tolist() and a.indices[0] == 0 and a.own_flops > 0
     logits = torch.tensor([[[0.0, 1.0], [2.0, 1.0], [0.0, 3.0]]])
     assert argmax_keep(logits).tolist() == [[True, True, False]]
+
+
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_mmsampler_policy_decides_from_the_past_only_when_causal(attention):
+    """The paper's policy decides "given the current and past frame observations": changing
+    frames after t leaves the logits of frames 0..t unchanged (causal, the default); the
+    bidirectional deviation lets them move."""
+    from samplerbench.models.archs import MMSamplerPolicy
+
+    torch.manual_seed(0)
+    policy = MMSamplerPolicy(16, 32, 4, 12, causal=attention == "causal").eval()
+    x = torch.randn(1, 12, 16)
+    y = x.clone()
+    y[:, 7:] = torch.randn(1, 5, 16)  # the future of frame 6
+    with torch.no_grad():
+        a, b = policy(x), policy(y)
+    assert torch.equal(a[:, :7], b[:, :7]) is (attention == "causal")
+    assert not torch.equal(a[:, 7:], b[:, 7:])
+    assert METHODS.get("mmsampler")().attention == "causal"
+    with pytest.raises(ValueError, match="causal or bidirectional"):
+        METHODS.get("mmsampler")(attention="sideways")

@@ -27,25 +27,27 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int):
+    """Multi-head self-attention; ``causal``: position i attends to positions <= i only."""
+
+    def __init__(self, dim: int, heads: int, causal: bool = False):
         super().__init__()
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
 
 class Block(nn.Module):
     """Pre-LayerNorm transformer block (CLIP's ResidualAttentionBlock layout), MLP ratio 4."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4, causal: bool = False):
         super().__init__()
-        self.ln_1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.ln_1, self.attn = nn.LayerNorm(dim), Attention(dim, heads, causal)
         self.ln_2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
 
@@ -55,8 +57,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Sequential):
-    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: int = 4):
-        super().__init__(*[Block(dim, heads, mlp_ratio) for _ in range(depth)])
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: int = 4, causal: bool = False):
+        super().__init__(*[Block(dim, heads, mlp_ratio, causal) for _ in range(depth)])
 
 
 class CLIPVisual(nn.Module):
@@ -101,13 +103,15 @@ class TokenViT(nn.Module):
 
 
 class MMSamplerPolicy(nn.Module):
-    """mmSampler's policy on precomputed MobileNetV2 features: (B, T, 1280) -> (B, T, 2) logits."""
+    """mmSampler's policy on precomputed MobileNetV2 features: (B, T, 1280) -> (B, T, 2) logits.
+    ``causal`` (the paper's "given the current and past frame observations"): frame t's decision
+    sees frames 0..t only; the mask changes no FLOP count (fvcore counts the dense product)."""
 
-    def __init__(self, in_dim: int = 1280, width: int = 512, heads: int = 8, frames: int = 32):
+    def __init__(self, in_dim: int = 1280, width: int = 512, heads: int = 8, frames: int = 32, causal: bool = True):
         super().__init__()
         self.proj = nn.Linear(in_dim, width)
         self.pos = nn.Parameter(torch.zeros(frames, width))
-        self.transformer = Transformer(width, 1, heads)
+        self.transformer = Transformer(width, 1, heads, causal=causal)
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Linear(2 * width, 2))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
