@@ -60,8 +60,14 @@ def test_feature_index_is_one_minus_cosine():
     np.testing.assert_allclose(feature_index(f), want, atol=1e-12)
 
 
-def test_frame_weights_give_each_frame_its_incoming_change():
-    assert frame_weights(np.array([1.0, 3.0, 2.0])).tolist() == [2.0, 1.0, 3.0, 2.0]
+def test_frame_weights_follow_the_papers_direction():
+    # pairs (0,1)=1, (1,2)=3, (2,3)=2: by default frame i weighs its change into frame i + 1 (the
+    # paper's "differences from subsequent frames"), the last frame the mean; "previous": the
+    # change into frame i, frame 0 the mean
+    assert frame_weights(np.array([1.0, 3.0, 2.0])).tolist() == [1.0, 3.0, 2.0, 2.0]
+    assert frame_weights(np.array([1.0, 3.0, 2.0]), "previous").tolist() == [2.0, 1.0, 3.0, 2.0]
+    with pytest.raises(ValueError, match="direction"):
+        frame_weights(np.array([1.0]), "sideways")
 
 
 def test_afs_rules_hand_worked():
@@ -87,7 +93,8 @@ def test_weighted_rule_follows_the_weights():
 
 @pytest.mark.parametrize("index", ["ssim", "flow", "feature"])
 def test_evfr_afs_selects_the_changes_and_charges_its_work(index):
-    """A static video with one jump: the frame after the jump has the largest weight."""
+    """A static video with one jump between frames 4 and 5: by the paper's direction the last
+    frame before the jump (its difference from the subsequent frame) has the largest weight."""
     px = np.repeat(_smooth_frames(t=1), 8, axis=0)
     px[5:] = np.roll(px[5:], 6, axis=(2, 3))
     feats = px.reshape(8, -1).astype(np.float64)[:, ::7] + 1.0
@@ -97,11 +104,13 @@ def test_evfr_afs_selects_the_changes_and_charges_its_work(index):
     m = METHODS.get("evfr-afs")(index=index)
     assert m.observes == frozenset({"features" if index == "feature" else "pixels"})
     sel = m.select(v, Budget("count", 1), generator(0, "v", "evfr-afs"))
-    assert sel.indices.tolist() == [5]
+    assert sel.indices.tolist() == [4]
+    prev = METHODS.get("evfr-afs")(index=index, direction="previous")
+    assert prev.select(v, Budget("count", 1), generator(0, "v", "evfr-afs")).indices.tolist() == [5]
     assert sel.own_flops > 0
     assert v.charged_flops == (1000.0 if index == "feature" else 0.0)
     # the memo serves the next budget the same weights, and the view is still charged
     v2 = VideoView("v", 8, candidate_pool(8, 8), allowed=v.allowed, providers=v._providers, provider_flops=v._provider_flops)
     again = m.select(v2, Budget("count", 1), generator(0, "v", "evfr-afs"))
-    assert again.indices.tolist() == [5] and again.own_flops == sel.own_flops and v2.charged_flops == v.charged_flops
+    assert again.indices.tolist() == [4] and again.own_flops == sel.own_flops and v2.charged_flops == v.charged_flops
     assert "_memo" not in m.config()

@@ -129,13 +129,22 @@ def feature_flops(t: int, d: int) -> float:
     return float(2 * t * d + max(t - 1, 0) * d)
 
 
-def frame_weights(index: np.ndarray) -> np.ndarray:
-    """Per-frame weights from the T - 1 pair indices: frame i gets the change from frame i - 1
-    into it (how new it is); frame 0, which has no predecessor, the mean of the others."""
+DIRECTIONS = ("next", "previous")
+
+
+def frame_weights(index: np.ndarray, direction: str = "next") -> np.ndarray:
+    """Per-frame weights from the T - 1 pair indices (pair i = frames i and i + 1).
+
+    ``next`` (EVFR's Frame Variance Index: frames "with significant visual or semantic
+    differences from subsequent frames"): frame i gets the change from frame i into frame i + 1;
+    the last frame, which has no successor, the mean of the others. ``previous``: frame i gets
+    the change from frame i - 1 into it (how new it is); frame 0 the mean."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"variance direction must be one of {DIRECTIONS}, not {direction!r}")
     index = np.clip(np.asarray(index, dtype=np.float64), 0, None)
-    first = index.mean() if index.size else 1.0
-    return np.concatenate([[first], index])
+    fill = [index.mean() if index.size else 1.0]
+    return np.concatenate([index, fill] if direction == "next" else [fill, index])
 
 
 __all__ = ["INDICES", "ssim_pairs", "ssim_index", "ssim_flops", "flow_index", "flow_flops", "feature_index",
-           "feature_flops", "frame_weights"]
+           "feature_flops", "frame_weights", "DIRECTIONS"]
