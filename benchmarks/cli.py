@@ -15,9 +15,8 @@ def _list(args) -> int:
 
     for name in METHODS.names():
         cls = METHODS.get(name)
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
         flag = " [upper bound: sees labels]" if cls.upper_bound else ""
-        print(f"method   {name:12s} {doc}{flag}")
+        print(f"method   {name:14s} {cls.describe() or '(no description)'}{flag}")
     for name in DATASETS.names():
         print(f"dataset  {name}")
     for name in suite.available():

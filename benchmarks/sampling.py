@@ -9,6 +9,7 @@ on all candidates, say) is charged to the sampler's own cost.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 from dataclasses import InitVar, dataclass, field
 from typing import Any, ClassVar
@@ -203,6 +204,14 @@ class Sampler:
                                "prepare(env); declare learns = True exactly when the method trains")
         if cls.reader == "head" and (cls.head_logits is Sampler.head_logits or cls.head_flops is Sampler.head_flops):
             raise AbilityError(f"{where}: reader = 'head' needs head_logits() and head_flops()")
+
+    @classmethod
+    def describe(cls) -> str:
+        """The method's own one-line description: the first paragraph of its class docstring."""
+        doc = inspect.getdoc(cls) or ""
+        if not doc or doc.startswith(f"{cls.__name__}("):  # a dataclass's generated signature
+            return ""
+        return " ".join(doc.split("\n\n")[0].split())
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
         raise NotImplementedError

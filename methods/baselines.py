@@ -26,6 +26,8 @@ from samplerbench.sampling import Budget, Sampler, Selection, VideoView, segment
 @METHODS.register("uniform")
 @dataclass
 class Uniform(Sampler):
+    """TSN test-time sampling: the centre of each of N equal segments of the candidate pool."""
+
     name = "uniform"
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
@@ -35,6 +37,9 @@ class Uniform(Sampler):
 @METHODS.register("random")
 @dataclass
 class Random(Sampler):
+    """N candidates drawn without replacement from the per-(seed, video, method) generator, sorted by
+    time."""
+
     name = "random"
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
@@ -45,6 +50,8 @@ class Random(Sampler):
 @METHODS.register("dense")
 @dataclass
 class Dense(Sampler):
+    """Every candidate, whatever the budget: the cost upper bound, evaluated once at N = T."""
+
     name = "dense"
     ignores_budget = True
 
@@ -55,6 +62,8 @@ class Dense(Sampler):
 @METHODS.register("stride")
 @dataclass
 class Stride(Sampler):
+    """EVFR's uniform frame sampling (UFS): every k-th candidate from the first."""
+
     name = "stride"
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
@@ -68,6 +77,8 @@ class Stride(Sampler):
 @METHODS.register("head")
 @dataclass
 class Head(Sampler):
+    """The first N candidates (CLIP4Clip's slice_framepos = 0)."""
+
     name = "head"
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:

@@ -1,5 +1,7 @@
-"""EVFR (Ahmed et al., "Frame selection for efficient video frame reduction / annotation",
-CVPR 2023 workshop): training-free frame selection for cutting annotation and training sets.
+"""EVFR: Jihun Yoon and Min-Kook Choi, "Exploring Video Frame Redundancies for Efficient Data
+Sampling and Annotation in Instance Segmentation", Proceedings of the IEEE/CVF Conference on
+Computer Vision and Pattern Recognition (CVPR) Workshops, 2023, pp. 3308-3317 (seed BibTeX
+``Yoon_2023_CVPR``). Training-free frame selection for cutting annotation and training sets.
 
 - ``evfr-fps``: greedy farthest point sampling on frame embeddings from a seeded random start,
   so that the selection covers the video's appearance space; distance ``euclidean``,
@@ -53,6 +55,9 @@ from samplerbench.sampling import Budget, Sampler, Selection, VideoView, quantil
 @METHODS.register("evfr-fps")
 @dataclass
 class EVFRFarthestPoint(Sampler):
+    """EVFR farthest point sampling: greedy FPS on the candidates' frame embeddings from a seeded
+    random start."""
+
     name = "evfr-fps"
     observes = frozenset({"features"})
     metric: str = "euclidean"
@@ -95,6 +100,9 @@ def afs_select(weights: np.ndarray, n: int, rule: str, rng: np.random.Generator)
 @METHODS.register("evfr-afs")
 @dataclass
 class EVFRAdaptive(Sampler):
+    """EVFR Adaptive Frame Sampling: frames weighted by a Frame Variance Index (SSIM, optical flow or
+    feature cosine) to the next frame."""
+
     name = "evfr-afs"
     observes = frozenset({"pixels", "features"})  # per instance: the one its index needs
     index: str = "ssim"

@@ -1,7 +1,8 @@
-"""K-centered patch sampling (Park, Kim, Kim, Kim, "K-centered Patch Sampling for Efficient
-Video Recognition", ECCV 2022): choose the K spatio-temporal patch tokens that cover the
-video best (greedy K-center in Euclidean distance over raw pixels plus scaled (t, h, w)
-coordinates), and let a transformer read only those.
+"""K-centered patch sampling: Seong Hyeon Park, Jihoon Tack, Byeongho Heo, Jung-Woo Ha and
+Jinwoo Shin, "K-centered Patch Sampling for Efficient Video Recognition", European Conference on
+Computer Vision (ECCV), 2022 (seed BibTeX ``Park_2022_ECCV``). Choose the K spatio-temporal
+patch tokens that cover the video best (greedy K-center in Euclidean distance over raw pixels
+plus scaled (t, h, w) coordinates), and let a transformer read only those.
 
 - ``kcenter``: greedy K-center over every token of the T candidates from a seeded random
   start (first maximum on ties); ``hybrid_frames`` whole frames (evenly spaced) are kept
@@ -47,6 +48,9 @@ def _selection(tokens: np.ndarray, grid: TokenGrid, order: np.ndarray | None, fl
 @METHODS.register("kcenter")
 @dataclass
 class KCenterPatches(Sampler):
+    """K-centered patch sampling: greedy K-center over every spatio-temporal patch token (pixels and
+    scaled position), read by a token ViT."""
+
     name = "kcenter"
     observes = frozenset({"pixels"})
     reader = "tokens"
@@ -86,6 +90,8 @@ class KCenterPatches(Sampler):
 @METHODS.register("tokens-uniform")
 @dataclass
 class UniformTokens(Sampler):
+    """The token baseline: every patch token of N uniform frames, read by a token ViT trained on them."""
+
     name = "tokens-uniform"
     reader = "tokens"  # observes nothing: the layout (frame size) is enough
     patch: int = 16

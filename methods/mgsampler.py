@@ -39,6 +39,9 @@ def motion(pixels: np.ndarray) -> np.ndarray:
 @METHODS.register("mgsampler")
 @dataclass
 class MGSampler(Sampler):
+    """MGSampler: frames at evenly spaced quantiles of the cumulative motion between consecutive
+    candidates."""
+
     name = "mgsampler"
     observes = frozenset({"pixels"})
 

@@ -1,5 +1,6 @@
-"""mmSampler (Hu, Ye et al., "mmSampler: Efficient Frame Sampler for Multimodal Video
-Retrieval", MLSys 2022), for text-video retrieval.
+"""mmSampler: "mmSampler: Efficient Frame Sampler for Multimodal Video Retrieval", MLSys 2022.
+The seed README gives the title and its contacts (Angela Ye, Zhiming Hu; Samsung) but no
+BibTeX, so no author list is claimed here. For text-video retrieval.
 
 A policy looks at light features of all T candidates and decides keep or skip per frame; the
 retrieval model (CLIP4Clip mean pooling, :mod:`samplerbench.models.clip4clip`) encodes the kept frames
@@ -106,6 +107,9 @@ class LightEncoder(nn.Module):
 @METHODS.register("mmsampler")
 @dataclass
 class MMSampler(Sampler):
+    """mmSampler: a light policy keeps or skips each candidate (adaptive count) for text-video
+    retrieval, trained through the frozen retrieval model."""
+
     name = "mmsampler"
     learns = True
     observes = frozenset({"pixels"})

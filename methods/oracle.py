@@ -1,5 +1,6 @@
-"""Oracle: the semi-optimal policy of SOSampler (Lee et al., BMVC 2024, arXiv 2409.05260),
-computed with the labels. An upper bound, never a baseline.
+"""Oracle: the semi-optimal policy of SOSampler (Junho Lee, Jeongwoo Shin, Seung Woo Ko, Seongsu
+Ha and Joonseok Lee, "Scalable Frame Sampling for Video Classification: A Semi-Optimal Policy
+Approach with Reduced Search Space", arXiv:2409.05260, 2024; BMVC 2024), computed with the labels. An upper bound, never a baseline.
 
 Each candidate alone goes through the frozen classifier; its importance is the probability of
 the true class; the top N by importance are kept, sorted by time (SOSampler's selection rule).
@@ -22,6 +23,9 @@ from samplerbench.sampling import Budget, Sampler, Selection, VideoView, top_n_s
 @METHODS.register("oracle")
 @dataclass
 class Oracle(Sampler):
+    """The semi-optimal policy with the labels: the N candidates the frozen classifier finds most
+    likely to be the true class (an upper bound)."""
+
     name = "oracle"
     observes = frozenset({"frame_probs", "label"})
     upper_bound = True

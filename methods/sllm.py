@@ -1,5 +1,6 @@
-"""SLLM (Wu et al., "Sample Less, Learn More: Efficient Action Recognition via Frame Feature
-Restoration", ACM MM 2023, arXiv 2307.14866).
+"""SLLM: Harry Cheng, Yangyang Guo, Liqiang Nie, Zhiyong Cheng and Mohan S. Kankanhalli, "Sample
+Less, Learn More: Efficient Action Recognition via Frame Feature Restoration", CoRR
+abs/2307.14866, 2023 (ACM Multimedia 2023; seed BibTeX ``DBLP:journals/corr/abs-2307-14866``).
 
 Of the N frames a sampler picks (``base``: uniform/TSN by default, any registered sampler,
 e.g. ``sosampler``), only every other one is encoded (positions 0, 2, 4, ...). FFRes restores
@@ -113,6 +114,9 @@ def restoration_kl(restored: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 @METHODS.register("sllm")
 @dataclass
 class SLLM(Sampler):
+    """SLLM: encode every other sampled frame and restore the features between them (FFRes), read by a
+    temporal transformer head."""
+
     name = "sllm"
     reader = "head"  # its own restorer and temporal head read the encoded frames' features
     learns = True

@@ -1,5 +1,6 @@
-"""SOSampler (Lee, Shin, Ko, Ha, Lee, "Scalable Frame Sampling for Video Classification: A
-Semi-Optimal Policy Approach with Reduced Search Space", BMVC 2024, arXiv 2409.05260).
+"""SOSampler: Junho Lee, Jeongwoo Shin, Seung Woo Ko, Seongsu Ha and Joonseok Lee, "Scalable Frame
+Sampling for Video Classification: A Semi-Optimal Policy Approach with Reduced Search Space",
+arXiv preprint arXiv:2409.05260, 2024 (BMVC 2024; seed BibTeX ``lee2024scalable``).
 
 A light scorer looks at every one of the T candidates (one per equal segment) at reduced
 resolution; the N best-scoring frames, sorted by time, go to the frozen classifier. The scorer
@@ -193,6 +194,9 @@ def pairwise_hinge(p: torch.Tensor, t: torch.Tensor, gamma: float = 0.01) -> tor
 @METHODS.register("sosampler")
 @dataclass
 class SOSampler(Sampler):
+    """SOSampler: a light scorer with temporal shift ranks the candidates, trained toward the
+    semi-optimal policy with a pairwise hinge; top N by score."""
+
     name = "sosampler"
     learns = True
     observes = frozenset({"pixels"})

@@ -1,6 +1,7 @@
 """Each sampler against a hand-worked or brute-force case."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,35 @@ def test_evfr_fps_hand_worked_and_seeded():
     assert again.order.tolist() == sel.order.tolist()
     with pytest.raises(ValueError, match="metric"):
         METHODS.get("evfr-fps")(metric="chebyshev")
+
+
+SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+
+
+@pytest.mark.parametrize("seed,modules", [("evfr.md", ["evfr"]), ("kcenter-patch-sampling.md", ["kcenter"]),
+                                          ("sllm.md", ["sllm"]), ("sosampler.md", ["sosampler", "oracle"])])
+def test_method_modules_cite_the_seed_bibtex_authors_and_title(seed, modules):
+    """Each method module opens with its paper's citation, taken from the seed README's BibTeX:
+    every author's surname and the title appear in the module's first paragraph."""
+    import importlib
+    import re
+
+    path = SEEDS / seed
+    if not path.is_file():
+        pytest.skip(f"{path}: the seed READMEs are not beside this checkout")
+    bib = path.read_text()
+    entry = bib[bib.index("@"):]
+    authors = re.search(r"author\s*=\s*\{(.*?)\},\s*\n", entry, re.S).group(1)
+    title = " ".join(re.search(r"title\s*=\s*\{(.*?)\},\s*\n", entry, re.S).group(1).split())
+    surnames = [a.split(",")[0].strip() if "," in a else a.split()[-1] for a in re.split(r"\s+and\s+", " ".join(authors.split()))]
+    for m in modules:
+        head = " ".join((importlib.import_module(f"samplerbench.methods.{m}").__doc__ or "").split("\n\n")[0].split())
+        for s in surnames:
+            assert s in head, (m, s)
+        assert title.lower() in head.lower(), (m, title)
+
+
+def test_every_method_describes_itself_in_a_sentence_of_its_own():
+    descriptions = {n: METHODS.get(n).describe() for n in METHODS.names()}
+    assert all(d and d.endswith((".", ")")) for d in descriptions.values()), descriptions
+    assert len(set(descriptions.values())) == len(descriptions)
