@@ -264,13 +264,17 @@ class SOSampler(Sampler):
             torch.manual_seed(seed)
             self._model = SOScorer(frames, self.backbone, self.resolution, self.width, self.shift_div).eval()
 
-    def scores(self, pixels: torch.Tensor) -> np.ndarray:
-        """(T, 3, H, W) uint8 -> (T,) the policy's distribution over the candidates."""
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(T, 3, H, W) uint8 -> (1, T) the scorer's pre-sigmoid scores."""
         if self._model is None:
             raise RuntimeError("SOSampler is not trained: the runner calls prepare(env) first")
         dev = next(self._model.parameters()).device
         with torch.no_grad():
-            return frame_distribution(self._model(pixels[None].to(dev)))[0].float().cpu().numpy()
+            return self._model(pixels[None].to(dev)).float().cpu()
+
+    def scores(self, pixels: torch.Tensor) -> np.ndarray:
+        """(T, 3, H, W) uint8 -> (T,) the policy's distribution over the candidates."""
+        return frame_distribution(self.logits(pixels))[0].numpy()
 
     def scorer_flops(self, t: int, size: tuple[int, int]) -> float:
         if (t, size) not in self._flops:
@@ -279,9 +283,12 @@ class SOSampler(Sampler):
         return self._flops[(t, size)]
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
+        """The top N by the pre-sigmoid score: sigmoid then softmax keep the order, but a sigmoid
+        that saturates to 1.0 would tie the best frames and leave the choice to their index."""
         pixels = view.pixels()
-        s = self.scores(pixels)
-        return Selection(top_n_sorted(s, budget.frames(view.num_candidates)), scores=s,
+        logits = self.logits(pixels)
+        return Selection(top_n_sorted(logits[0].numpy(), budget.frames(view.num_candidates)),
+                         scores=frame_distribution(logits)[0].numpy(),
                          own_flops=self.scorer_flops(len(pixels), tuple(pixels.shape[-2:])))
 
 
@@ -292,10 +299,10 @@ def selection_top1(model: SOScorer, env: TrainEnv, budgets) -> float:
     model.eval()
     pools, feats = env.pools(env.val), env.features(env.val)
     dev = next(model.parameters()).device
-    probs = torch.cat([frame_distribution(model(c.to(dev))).cpu() for c in pools.split(32)])
+    logits = torch.cat([model(c.to(dev)).float().cpu() for c in pools.split(32)])  # ranked before the sigmoid
     accs = []
     for n in budgets:
-        idx = torch.from_numpy(np.stack([top_n_sorted(p.numpy(), n) for p in probs]))
+        idx = torch.from_numpy(np.stack([top_n_sorted(p.numpy(), n) for p in logits]))
         chosen = feats[torch.arange(len(feats))[:, None], idx].to(env.device)
         accs.append(top1_in_labels(env.classifier.head(chosen).cpu(), env.val))
     return float(np.mean(accs))

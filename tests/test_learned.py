@@ -88,6 +88,27 @@ def test_sosampler_selects_the_top_n_sorted_by_time():
     assert np.isclose(p.sum(), 1.0) and sel.own_flops > 0
 
 
+def test_sosampler_ranks_by_the_score_before_a_saturated_sigmoid():
+    """Logits 30, 50, 40, 20, 45 all give sigmoid 1.0 in float32: their distribution ties, and
+    a top-2 on it would return the first two indices; ranked by the logits it is frames 1 and 4."""
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.tensor([[30.0, 50.0, 40.0, 20.0, 45.0]]) + 0 * self.w
+
+    s = METHODS.get("sosampler")()
+    s._model = Fixed()
+    s._flops[(5, (8, 8))] = 1.0
+    pixels = torch.zeros(5, 3, 8, 8, dtype=torch.uint8)
+    view = VideoView("v", 5, np.arange(5), allowed=s.observes, providers={"pixels": lambda: pixels})
+    sel = s.select(view, Budget("count", 2), generator(0, "v", "sosampler"))
+    assert len(set(sel.scores.tolist())) == 1  # the saturated distribution: all tied
+    assert sel.indices.tolist() == [1, 4]
+
+
 def test_mobilenet_v2_configuration_loads_local_weights(tmp_path):
     from torchvision.models import mobilenet_v2
 
