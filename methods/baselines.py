@@ -6,7 +6,8 @@
   sorted by time.
 - ``dense``: every candidate: the cost upper bound. Ignores the budget.
 - ``stride``: EVFR's uniform frame sampling (UFS): every s-th candidate from the first, with
-  s = floor(T / N), the first N of them; under a ratio budget 1/k (EVFR's S_k), every k-th.
+  s = floor(T / N), the first N of them; under a ratio budget r, s = ceil(1 / r): every k-th at
+  EVFR's S_k (r = 1/k), and a stride rounded up, never past the budget, at other ratios.
 - ``head``: the first N candidates (CLIP4Clip's ``slice_framepos=0``).
 
 Deviations: none in the selection rules. Positions are computed in the candidate pool (as the
@@ -62,14 +63,19 @@ class Dense(Sampler):
 @METHODS.register("stride")
 @dataclass
 class Stride(Sampler):
-    """EVFR's uniform frame sampling (UFS): every k-th candidate from the first."""
+    """EVFR's uniform frame sampling (UFS): every k-th candidate from the first.
+
+    At a ratio r the stride is s = ceil(1 / r), the smallest stride that keeps at most the
+    ratio's share: exactly k at EVFR's S_k (r = 1/k), the paper's V[::k]; a ratio that is not
+    a unit fraction rounds the stride up (0.3 -> 4), never down past the budget. At a count N
+    the stride is floor(T / N) from the first candidate, so exactly N frames."""
 
     name = "stride"
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
         t = view.num_candidates
         if budget.kind == "ratio":
-            return Selection(np.arange(0, t, max(1, round(1 / budget.value))))
+            return Selection(np.arange(0, t, max(1, int(np.ceil(1 / budget.value - 1e-9)))))
         n = budget.frames(t)
         return Selection(np.arange(n) * max(1, t // n))
 

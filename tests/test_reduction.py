@@ -33,7 +33,7 @@ from samplerbench.data.synth import (
 from samplerbench.metrics.coco import coco_gt, mask_and_box_ap
 from samplerbench.models.segmentation import SegConfig, predict_instances, train_segmenter
 from samplerbench.registry import METHODS
-from samplerbench.sampling import Budget
+from samplerbench.sampling import Budget, VideoView
 from samplerbench.tasks.reduction import VideoData, select_frames
 from samplerbench.tasks.run import run_suite
 from tests.conftest import cache_with_a_corrupt_video
@@ -273,3 +273,14 @@ def test_reduction_run_end_to_end(tmp_path, monkeypatch):
 def _num_frames(tmp_path) -> list[int]:
     root = next((tmp_path / "cache" / "datasets").glob("synth-events-ml-*"))
     return [r.num_frames for r in load_split(root, "train").records]
+
+
+@pytest.mark.parametrize("ratio,t,want", [(0.3, 10, [0, 4, 8]), (1 / 3, 10, [0, 3, 6, 9]), (0.45, 9, [0, 3, 6]),
+                                          (1.0, 4, [0, 1, 2, 3]), (0.5, 7, [0, 2, 4, 6])])
+def test_stride_at_a_ratio_rounds_the_stride_up(ratio, t, want):
+    """Worked by hand: stride = ceil(1 / ratio), so that a ratio that is not a unit fraction
+    never selects more than its budget ceil(ratio * T) (0.3 of 10: stride 4, 3 frames; a
+    rounded stride 3 would take 4 frames for a budget of 3)."""
+    sel = METHODS.get("stride")().select(VideoView("v", t, np.arange(t)), Budget("ratio", ratio),
+                                         np.random.default_rng(0))
+    assert sel.indices.tolist() == want and len(want) <= Budget("ratio", ratio).frames(t)
