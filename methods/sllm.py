@@ -50,20 +50,19 @@ from torch import nn
 
 from samplerbench.cost.flops import count_flops
 from samplerbench.features.train_env import TrainEnv, top1_in_labels
-from samplerbench.models.archs import SLLMHead, SLLMRestorer
+from samplerbench.models.archs import SLLM_MODES, SLLMHead, SLLMRestorer, sllm_layout
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView, segment_centres
 from samplerbench.seeding import derive_seed
 from samplerbench.training.fit import FitConfig, cached_fit, fit
 
-MODES = ("restore", "full", "half")
+MODES = SLLM_MODES
 
 
 def encoded_positions(n: int, mode: str) -> np.ndarray:
-    """Which of the n sampled frames the encoder sees: all (full) or every other one."""
-    if mode not in MODES:
-        raise ValueError(f"SLLM mode must be one of {MODES}, not {mode!r}")
-    return np.arange(n) if mode == "full" else np.arange(0, n, 2)
+    """Which of the n sampled frames the encoder sees: all (full) or every other one
+    (:func:`samplerbench.models.archs.sllm_layout`, which the cost presets share)."""
+    return sllm_layout(n, mode)[0]
 
 
 class SLLMModel(nn.Module):

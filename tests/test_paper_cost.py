@@ -49,3 +49,25 @@ def test_clip_layout_cost_matches_its_hand_count(name):
     proj = d * 512
     norms = (2 * 12 * n * d + n * d + d) * 5  # two per block, ln_pre on all tokens, ln_post on the class token
     assert comp.fvcore == conv + 12 * block + proj + norms
+
+
+def test_sllm_preset_pairs_the_frames_as_the_runtime_method_does():
+    """Hand-worked: of 16 sampled frames SLLM encodes 0, 2, ..., 14 (8), restores one feature
+    between each adjacent encoded pair (7; none after the last) and its head reads 15."""
+    import numpy as np
+    import torch
+
+    from samplerbench.methods.sllm import SLLMModel, encoded_positions
+    from samplerbench.models.archs import sllm_layout
+
+    enc, pairs, seq = sllm_layout(16)
+    assert enc.tolist() == list(range(0, 16, 2)) and (pairs, seq) == (7, 15)
+    assert np.array_equal(encoded_positions(16, "restore"), enc)
+    assert sllm_layout(16, "full")[1:] == (0, 16) and sllm_layout(16, "half")[1:] == (0, 8)
+    comps = paper_cost.components(paper_cost.PRESETS["sllm-16-8"], cross_check=False)
+    names = [c.name for c in comps]
+    assert "SLLM restorer (7 pairs)" in names and "SLLM temporal head (15 features)" in names
+    model = SLLMModel(8, 3, "restore", depth=1, restorer_depth=1, heads=2, frames=32).eval()
+    with torch.no_grad():
+        sequence, restored = model.sequence(torch.zeros(1, len(enc), 8))
+    assert sequence.shape[1] == seq and restored.shape[1] == pairs  # the runtime's own sequence

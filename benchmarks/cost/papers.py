@@ -63,7 +63,7 @@ PRESETS: dict[str, CostConfig] = {c.name: c for c in [
     CostConfig("kcenter-vitb16", "vit-b16-tokens", 32, 8, sampler="kcenter",
                note="K-centered patch sampling: 1568 of 6272 tokens, ViT-B/16 joint attention"),
     CostConfig("sllm-16-8", "clip-vit-b32", 16, 8, restorer=True, sllm_head=True,
-               note="SLLM, HMDB51: CLIP ViT-B/32 on 8 of 16 frames, 8 restored, temporal head"),
+               note="SLLM, HMDB51: CLIP ViT-B/32 on 8 of 16 frames, 7 restored between them, temporal head on 15"),
 ]}
 
 
@@ -155,13 +155,15 @@ def _components(cfg: CostConfig, cross_check: bool) -> list[Component]:
         build, _ = ENCODERS[cfg.encoder]
         r = cfg.resolution
         out.append(_count(f"{cfg.encoder} @{r}", build(), (torch.zeros(1, 3, r, r),), N, "encoder", cross_check))
+    # SLLM: of T sampled frames, N = ceil(T / 2) encoded, one restored between each adjacent
+    # encoded pair (N - 1), the head on the 2N - 1 features: the runtime method's pairing
+    _, pairs, seq = archs.sllm_layout(T, "restore")
     if cfg.restorer:
-        pairs = T - N
         out.append(_count(f"SLLM restorer ({pairs} pairs)", archs.SLLMRestorer(), (torch.zeros(1, pairs, 2, 512),), 1,
                           "restorer", cross_check))
     if cfg.sllm_head:
-        out.append(_count(f"SLLM temporal head ({T} frames)", archs.SLLMHead(frames=T), (torch.zeros(1, T, 512),), 1,
-                          "head", cross_check))
+        out.append(_count(f"SLLM temporal head ({seq} features)", archs.SLLMHead(frames=T), (torch.zeros(1, seq, 512),),
+                          1, "head", cross_check))
     return out
 
 

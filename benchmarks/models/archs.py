@@ -21,6 +21,7 @@ Attention goes through ``F.scaled_dot_product_attention`` (counted by the handle
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -117,6 +118,21 @@ class MMSamplerPolicy(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = self.proj(feats) + self.pos[: feats.shape[1]]
         return self.mlp(self.transformer(x))
+
+
+SLLM_MODES = ("restore", "full", "half")
+
+
+def sllm_layout(sampled: int, mode: str = "restore") -> tuple[np.ndarray, int, int]:
+    """How SLLM pairs the frames, shared by the runtime method and the cost presets: of
+    ``sampled`` frames, the encoded positions (every other one from the first; all in ``full``),
+    the restored pairs (one between each two adjacent encoded frames: k - 1, none after the
+    last), and the length of the sequence the head reads (encoded + restored)."""
+    if mode not in SLLM_MODES:
+        raise ValueError(f"SLLM mode must be one of {SLLM_MODES}, not {mode!r}")
+    enc = np.arange(sampled) if mode == "full" else np.arange(0, sampled, 2)
+    pairs = max(len(enc) - 1, 0) if mode == "restore" else 0
+    return enc, pairs, len(enc) + pairs
 
 
 class SLLMRestorer(nn.Module):
