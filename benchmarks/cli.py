@@ -93,6 +93,16 @@ def _gate(args) -> int:
     return run_gate([Path(p) for p in args.run_json], Path(args.baseline), args.tolerance, args.update_baseline)
 
 
+def _baseline_tolerance() -> str:
+    """The committed throughput baseline's tolerance, for the help text (never a stale number)."""
+    from samplerbench.cost.gate import DEFAULT_BASELINE
+
+    try:
+        return str(json.loads(DEFAULT_BASELINE.read_text())["tolerance"])
+    except (OSError, ValueError, KeyError):
+        return "whatever it holds"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="samplerbench", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -130,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("gate", help="compare a pytest-benchmark JSON with the throughput baseline")
     g.add_argument("run_json", nargs="+", help="pytest-benchmark JSON(s); several: best attempt per benchmark")
     g.add_argument("--baseline", default="results/baselines/throughput.json")
-    g.add_argument("--tolerance", type=float, default=None, help="default: the baseline's (0.25)")
+    g.add_argument("--tolerance", type=float, default=None,
+                   help="allowed slowdown as a fraction (default: the tolerance stored in the baseline file, "
+                        f"{_baseline_tolerance()} in the committed one)")
     g.add_argument("--update-baseline", action="store_true", help="write the runs' medians as the new baseline")
     g.set_defaults(fn=_gate)
     args = p.parse_args(argv)

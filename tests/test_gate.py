@@ -120,3 +120,18 @@ def test_gate_fails_on_a_slowed_sampler_and_passes_unchanged_code(tmp_path, caps
                 for v in json.loads(slowed[-1].with_suffix(".gate.json").read_text())["verdicts"]}
     assert verdicts["test_select[random-T4096]"] == "regression"
     assert verdicts["test_select[uniform-T4096]"] in ("ok", "improvement")
+
+
+def test_gate_help_states_the_committed_baselines_tolerance(capsys, monkeypatch):
+    import json as _json
+    from pathlib import Path as _Path
+
+    from samplerbench.cli import main
+
+    root = _Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    tol = _json.loads((root / "results" / "baselines" / "throughput.json").read_text())["tolerance"]
+    with pytest.raises(SystemExit):
+        main(["gate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{tol} in the committed one" in out and "0.25" not in out

@@ -100,3 +100,21 @@ def test_selection_tokens_must_be_sorted_and_unique():
         Selection(np.array([0]), tokens=np.array([3, 1]))
     a, b = Selection(np.array([0]), tokens=np.array([1, 2])), Selection(np.array([0]), tokens=np.array([1, 3]))
     assert a.digest() != b.digest()
+
+
+def test_token_vit_trains_on_every_label_of_a_multilabel_video():
+    """Multi-label: binary cross-entropy on the multi-hot labels (worked here by hand), not
+    cross-entropy on the first label; single-label: cross-entropy."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from samplerbench.models.tokens import video_label_loss
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]])
+    ml = SimpleNamespace(multilabel=True, num_classes=3, records=[SimpleNamespace(labels=[0, 2]),
+                                                                   SimpleNamespace(labels=[1])])
+    want = F.binary_cross_entropy_with_logits(logits, torch.tensor([[1.0, 0, 1], [0, 1, 0]]))
+    assert torch.allclose(video_label_loss(logits, ml, [0, 1]), want)
+    sl = SimpleNamespace(multilabel=False, num_classes=3, records=ml.records)
+    assert torch.allclose(video_label_loss(logits, sl, [0, 1]), F.cross_entropy(logits, torch.tensor([0, 1])))

@@ -23,6 +23,7 @@ from torch import nn
 
 from samplerbench.data.annotations import VideoSplit
 from samplerbench.data.candidates import decode_pools
+from samplerbench.metrics.classification import one_hot
 from samplerbench.models.archs import TokenViT
 from samplerbench.models.encoders import normalise
 from samplerbench.sampling import Budget, Sampler, VideoView
@@ -176,6 +177,15 @@ def token_top1(model: TokenClassifier, sampler: Sampler, pools: torch.Tensor, sp
     return float(np.mean(accs))
 
 
+def video_label_loss(logits: torch.Tensor, split: VideoSplit, ids) -> torch.Tensor:
+    """Cross-entropy on the label (single-label data); binary cross-entropy on every label of a
+    multi-label video (its first label alone would teach the others as negatives)."""
+    if split.multilabel:
+        target = torch.from_numpy(one_hot([split.records[i].labels for i in ids], split.num_classes)).float()
+        return F.binary_cross_entropy_with_logits(logits, target.to(logits.device))
+    return F.cross_entropy(logits, torch.tensor([split.records[i].labels[0] for i in ids], device=logits.device))
+
+
 def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit, cfg: TokenModelConfig,
                            candidates: int, budgets, size, cache_dir: Path, encoder: nn.Module | None = None,
                            encoder_key: str = "", progress: bool = True,
@@ -191,6 +201,8 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
     grid = TokenGrid(candidates, size[0] // cfg.patch, size[1] // cfg.patch)
     parts = [asdict(cfg), {"sampler": sampler.name, **sampler.config()}, train.manifest_hash, val.manifest_hash,
              candidates, list(budgets), list(size), train.num_classes, encoder_key, 2]
+    if train.multilabel:  # trained on every label since this version (single-label keys unchanged)
+        parts.append("multi-label bce")
 
     def build():
         return TokenClassifier(cfg, grid, train.num_classes, encoder)
@@ -207,8 +219,7 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
             toks = torch.from_numpy(np.stack([_selected(sampler, pools[i], train.records[i].video_id, n, seed)
                                               for i in ids]))
             x = feats[torch.from_numpy(ids)[:, None], toks]
-            target = torch.tensor([train.records[i].labels[0] for i in ids])
-            return F.cross_entropy(m.vit(x, toks), target)
+            return video_label_loss(m.vit(x, toks), train, ids)
 
         fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
         return fit(model, fcfg, len(train), video_loss, lambda m: token_top1(m, sampler, vpools, val, budgets),
