@@ -157,7 +157,7 @@ class MMSampler(Sampler):
             return MMSamplerPolicy(self._in_dim(dim), self.width, self.heads, env.num_candidates,
                                    self.attention == "causal")
 
-        parts = [self.config(), *env.key_parts(), rec_model.get("key"), 1]
+        parts = [self.config(), *env.key_parts(), rec_model["content_key"], 1]
         self._policy, record = cached_fit("mmsampler", parts, build, lambda m: self._fit(m, env, retrieval),
                                           env.cache_dir)
         self._policy.to(env.device)

@@ -26,7 +26,7 @@ class TrainEnv:
     train: VideoSplit
     val: VideoSplit
     classifier: FrameClassifier  # frozen, eval mode
-    classifier_key: str
+    classifier_key: str  # the classifier's content key (weights identity, without the cache version)
     num_candidates: int
     frame_size: tuple[int, int]
     budgets: tuple[int, ...]

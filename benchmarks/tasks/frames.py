@@ -106,7 +106,8 @@ class FrameContext:
                         classifier=record)
         run.data_identity.update(test=split.manifest_hash, train=train.manifest_hash, val=val.manifest_hash,
                                  candidates=candidates, frame_size=list(frame_size), classifier=record["key"])
-        env = TrainEnv(train, val, model, record["key"], candidates, frame_size, tuple(suite.budgets), run.cache_dir,
+        # learned pieces key on the classifier's content key: a cache version bump keeps their weights
+        env = TrainEnv(train, val, model, record["content_key"], candidates, frame_size, tuple(suite.budgets), run.cache_dir,
                        run.device, run.progress, retrieval_cfg=dict(suite.retrieval.get("model", {})),
                        captions_per_video=int(suite.retrieval.get("captions_per_video", 5)))
         run.env = env
@@ -128,7 +129,7 @@ class FrameContext:
             with torch.inference_mode(False), torch.enable_grad():  # may be first asked inside a timed cell
                 model, record = train_token_classifier(sampler, self.train, self.val, cfg, self.num_candidates,
                                                        self.suite.budgets, self.frame_size, self.cache_dir,
-                                                       self.model.encoder, self.classifier_record["key"],
+                                                       self.model.encoder, self.classifier_record["content_key"],
                                                        self.progress, decode=self.candidate_pools)
             self.token_models[spec_key] = (model.to(self.device), record)
             self.prov.setdefault("token_models", {})[spec_key] = record

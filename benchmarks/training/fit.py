@@ -128,14 +128,16 @@ def cached_fit(kind: str, key_parts: list, build: Callable[[], nn.Module],
         model = build()
         model.load_state_dict(state)
         model.eval().requires_grad_(False)
-        return model, {**meta, "checkpoint": str(path), "cached": True}
+        return model, {**meta, "content_key": checkpoints.content_key(kind, *key_parts), "checkpoint": str(path),
+                       "cached": True}
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         seed = derive_seed("init", kind, checkpoints.content_key(kind, *key_parts)) if init_seed is None else init_seed
         torch.manual_seed(seed)
         model = build()
         meta = train(model)
-    meta = {**meta, "key": key, "kind": kind, "wall_s": time.perf_counter() - t0, "torch": torch.__version__}
+    meta = {**meta, "key": key, "content_key": checkpoints.content_key(kind, *key_parts), "kind": kind,
+            "wall_s": time.perf_counter() - t0, "torch": torch.__version__}
     checkpoints.save(path, model.state_dict(), meta)
     model.eval().requires_grad_(False)
     return model, {**meta, "checkpoint": str(path), "cached": False}
