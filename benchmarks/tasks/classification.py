@@ -114,7 +114,12 @@ class Classification(Task):
         values = {}
         if not videos:
             return values
-        s, multi_hot = predictions["probs"], predictions["labels"]
+        multi_hot = predictions["labels"]
+        if "probs" in predictions:
+            s = predictions["probs"]
+        else:  # a cell stored by version 2 kept the reader's logits: the same probabilities follow
+            to_probs = metrics.sigmoid if bool(predictions["multilabel"]) else metrics.softmax
+            s = to_probs(predictions["scores"])
         if not bool(predictions["multilabel"]):
             single = multi_hot.argmax(1)
             values["top1"], values["top5"] = metrics.top_k_accuracy(s, single, (1, 5))
@@ -136,8 +141,8 @@ class Classification(Task):
     @staticmethod
     def subset(videos, predictions, keep):
         idx = [i for i, v in enumerate(videos) if v["video"] in keep]
-        return [videos[i] for i in idx], {**predictions, "probs": predictions["probs"][idx],
-                                          "labels": predictions["labels"][idx]}
+        return [videos[i] for i in idx], {**{k: v[idx] for k, v in predictions.items() if k in ("probs", "scores")},
+                                          "labels": predictions["labels"][idx], "multilabel": predictions["multilabel"]}
 
     def finish(self, run: Run, cells: list[tuple[Cell, dict]]) -> None:
         """Timing: once per (method, budget), at the first seed, with a fresh sampler (no memo
