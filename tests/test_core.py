@@ -498,3 +498,17 @@ def test_only_an_upper_bounds_view_holds_the_labels():
     oracle = ctx.view(rec, vc, METHODS.get("oracle")())
     assert oracle.label().tolist() == [0, 0, 1] and oracle.frame_probs().shape == (4, 3)
     assert oracle.charged_flops == 4 * 107.0  # frame_probs: the classifier on every candidate
+
+
+def test_rescoring_a_version_2_cell_derives_probabilities_from_its_logits():
+    from samplerbench.metrics.classification import softmax
+    from samplerbench.tasks.classification import Classification
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(20, 4)) * 3
+    labels = np.eye(4, dtype=np.int64)[rng.integers(0, 4, 20)]
+    videos = [{"video": f"v{i}", "frames": [1], "events": [[0, 3]], "n": 1, "gflops_sampler": 0.0,
+               "gflops_encoder": 0.1, "gflops_head": 0.0} for i in range(20)]
+    old = Classification.score(videos, {"scores": logits, "labels": labels, "multilabel": np.array(False)})
+    new = Classification.score(videos, {"probs": softmax(logits), "labels": labels, "multilabel": np.array(False)})
+    assert old == new
