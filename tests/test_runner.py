@@ -319,11 +319,11 @@ def test_report_recomputes_every_metric_from_the_stored_predictions(tiny_run, tm
     after = pd.read_csv(copy / "rows.csv")
     assert after.drop(columns="value").equals(before.drop(columns="value"))
     assert after["value"].tolist() == before["value"].tolist()
-    # the stored scores give the row's top-1 by an independent implementation (sklearn)
+    # the stored probabilities give the row's top-1 by an independent implementation (sklearn)
     folder = copy / "cells" / "classification"
     rec = json.loads((folder / "uniform__n4__s0.json").read_text())
     pred = load_predictions(folder, rec)
-    top1 = accuracy_score(pred["labels"].argmax(1), pred["scores"].argmax(1))
+    top1 = accuracy_score(pred["labels"].argmax(1), pred["probs"].argmax(1))
     assert top1 == before.query("method == 'uniform' and budget == 4 and seed == 0 and metric == 'top1'")["value"].item()
     # a fixed metric needs no re-run: the report recomputes it
     monkeypatch.setattr(metrics, "top_k_accuracy", lambda s, y, k: [0.125, 0.875])
