@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from samplerbench.data.annotations import VideoSplit
-from samplerbench.data.candidates import decode_pools  # noqa: F401  (re-exported)
+from samplerbench.data.candidates import decode_pools
 from samplerbench.metrics.classification import one_hot
 from samplerbench.models.encoders import FrameClassifier
 

@@ -206,6 +206,9 @@ class FrameContext:
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
+    """In the logits' own precision (float32): what samplers observe as ``frame_probs``. Not
+    ``metrics.softmax`` (float64, for scoring): a different precision could reorder near-ties in
+    the oracle's selections and change stored results."""
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
