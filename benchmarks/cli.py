@@ -1,4 +1,4 @@
-"""Command line: ``samplerbench list | run SUITE | report RUN | cost [PRESET ...] | gate RUN_JSON``."""
+"""Command line: ``samplerbench list | run SUITE | report RUN | cost [PRESET ...] | gate RUN_JSON | data check SUITE``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def _list(args) -> int:
         flag = " [upper bound: sees labels]" if cls.upper_bound else ""
         print(f"method   {name:14s} {cls.describe() or '(no description)'}{flag}")
     for name in DATASETS.names():
-        print(f"dataset  {name}")
+        layout = DATASETS.meta(name).get("layout", "generated into the cache")
+        print(f"dataset  {name:20s} {layout}")
     for name in suite.available():
         print(f"suite    {name}")
     return 0
@@ -33,7 +34,7 @@ def _run(args) -> int:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     s = suite_mod.load(args.suite)
     run_dir = run_suite(s, Path(args.results), Path(args.cache) if args.cache else None, args.run_id,
-                        args.device, progress=not args.quiet)
+                        args.device, progress=not args.quiet, data_root=_data_root(args), limit=args.limit)
     summary = json.loads((run_dir / "summary.json").read_text())
     print("cells: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "provenance_id"))
     print(f"results: {run_dir}")
@@ -42,6 +43,29 @@ def _run(args) -> int:
 
         print(f"report: {render(run_dir, Path(args.out))}")
     return 0
+
+
+def _data_args(p) -> None:
+    p.add_argument("--data-root", default=None,
+                   help="where the suite's relative dataset roots live (default: $SAMPLERBENCH_DATA, else .)")
+
+
+def _data_root(args) -> Path | None:
+    return Path(args.data_root) if args.data_root else None
+
+
+def _data_check(args) -> int:
+    from samplerbench import suite as suite_mod
+    from samplerbench.data.check import check_dataset, format_report
+    from samplerbench.tasks.frames import default_cache_dir
+
+    s = suite_mod.load(args.suite)
+    out = Path(args.out) if args.out else Path("results") / "data-check" / s.name
+    reports, verdict = check_dataset(s.dataset, Path(args.cache) if args.cache else default_cache_dir(), out,
+                                     _data_root(args), decode=not args.no_decode, limit=args.limit)
+    print(format_report(reports))
+    print(verdict)
+    return 1 if verdict.startswith("FAIL") else 0
 
 
 def _report(args) -> int:
@@ -118,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--report", action="store_true", help="render the report when done")
     r.add_argument("--out", default="reports/out", help="report folder (default: reports/out)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _data_args(r)
+    r.add_argument("--limit", type=int, default=0, help="only the first N videos of each split (a smoke run)")
     r.set_defaults(fn=_run)
     rp = sub.add_parser("report", help="render tables and plots from a run's stored rows")
     rp.add_argument("run", help="a run folder, results/<run-id>")
@@ -145,6 +171,16 @@ def main(argv: list[str] | None = None) -> int:
                         f"{_baseline_tolerance()} in the committed one)")
     g.add_argument("--update-baseline", action="store_true", help="write the runs' medians as the new baseline")
     g.set_defaults(fn=_gate)
+    d = sub.add_parser("data", help="dataset tools")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    dc = dsub.add_parser("check", help="videos, classes, missing and unreadable videos, durations of a suite's data")
+    dc.add_argument("suite")
+    dc.add_argument("--cache", default=None)
+    dc.add_argument("--out", default=None, help="where problems.csv goes (default: results/data-check/<suite>)")
+    dc.add_argument("--no-decode", action="store_true", help="probe only; do not decode a frame of each video")
+    dc.add_argument("--limit", type=int, default=0)
+    _data_args(dc)
+    dc.set_defaults(fn=_data_check)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

@@ -53,9 +53,9 @@ def test_same_seed_same_manifest(tmp_path, tiny_root, tiny_cfg):
 
 @pytest.mark.parametrize("line,msg", [
     ("a.mp4 10", "expected 'path num_frames label"),
-    ("a.mp4 ten 1", "num_frames and labels must be integers"),
+    ("a.mp4 ten 1", "num_frames must be integers"),
     ("a.mp4 0 1", "num_frames must be positive"),
-    ("a.mp4 10 99", "label out of range"),
+    ("a.mp4 10 99", "label 99 out of range 0..9"),
 ])
 def test_bad_annotation_names_file_and_line(tmp_path, line, msg):
     f = tmp_path / "list.txt"

@@ -22,7 +22,7 @@ def _split(with_events: bool) -> tuple[VideoSplit, list[torch.Tensor]]:
         frames.append(v)
         events = (Event(label, 4, 8),) if with_events else ()
         records.append(VideoRecord(f"v{i}", Path(f"v{i}.mp4"), 12, (label,), events))
-    return VideoSplit("fake", "train", records, ["a", "b", "c", "d"]), frames
+    return VideoSplit("fake", "train", records, ["a", "b", "c", "d"], manifest_hash="fake-frames"), frames
 
 
 def test_pretraining_learns_event_frames():

@@ -148,6 +148,8 @@ def load_captions(path: Path) -> list[tuple[str, str]]:
 def split_captions(split, per_video: int = 5) -> list[tuple[str, str]]:
     """A split's [(video_id, caption)]: ``<root>/<split>_captions.json`` (MSR-VTT layout), which
     is written from the scene plans first for synth-events. Errors name the file."""
+    if "captions" in split.meta:  # a real dataset's adapter read them (MSR-VTT, ActivityNet Captions, DiDeMo)
+        return list(split.meta["captions"])
     root = Path(split.meta.get("root", "."))
     path = root / f"{split.split}_captions.json"
     config = split.meta.get("config")

@@ -143,3 +143,60 @@ class FrameInstances:
         keep = {im["id"] for im in self.coco["images"] if im["video_id"] in set(video_ids)}
         return {**self.coco, "images": [im for im in self.coco["images"] if im["id"] in keep],
                 "annotations": [a for a in self.coco["annotations"] if a["image_id"] in keep]}
+
+
+def _to_rle(seg, h: int, w: int):
+    """A COCO segmentation (polygons, uncompressed or compressed RLE) as compressed RLE."""
+    if isinstance(seg, list):
+        return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+        return mask_utils.frPyObjects(seg, h, w)
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), str):
+        return {"size": seg["size"], "counts": seg["counts"].encode()}
+    raise TypeError(f"unknown segmentation {type(seg).__name__}")
+
+
+def _fit_mask(rle, size: tuple[int, int]) -> np.ndarray:
+    """A mask moved to the frames' geometry: shorter side resized (nearest), centre-cropped."""
+    import cv2
+
+    from samplerbench.data.video import crop_box
+
+    m = mask_utils.decode(rle)
+    rh, rw, top, left = crop_box(m.shape[0], m.shape[1], int(size[0]), int(size[1]))
+    m = cv2.resize(m, (rw, rh), interpolation=cv2.INTER_NEAREST)
+    return m[top:top + int(size[0]), left:left + int(size[1])]
+
+
+def convert_video_instances(videos: list[tuple[str, int, int, list[list]]], categories: list[dict], size, out: Path,
+                            info: dict) -> Path:
+    """Write the per-frame COCO file the reduction task reads, at the frames' ``size``.
+
+    ``videos``: (record id, height, width, per frame the list of (category id, track id,
+    segmentation)) in frame order. Masks are resized and cropped like the frames; category ids
+    are renumbered 1..K in the order of their source ids; an instance cropped away is dropped.
+    """
+    cats = sorted(categories, key=lambda c: c["id"])
+    new_id = {c["id"]: i + 1 for i, c in enumerate(cats)}
+    images, anns = [], []
+    for vid, h, w, frames in videos:
+        for t, objs in enumerate(frames):
+            image_id = len(images) + 1
+            images.append({"id": image_id, "video_id": vid, "frame": t, "file_name": f"{vid}#{t}",
+                           "height": int(size[0]), "width": int(size[1])})
+            for cat, track, seg in objs:
+                m = _fit_mask(_to_rle(seg, h, w), size)
+                if not m.any():
+                    continue
+                rle = encode(m)
+                anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": new_id[cat],
+                             "segmentation": rle, "area": float(m.sum()), "iscrowd": 0, "track_id": track,
+                             "bbox": [float(x) for x in mask_utils.toBbox({**rle, "counts": rle["counts"].encode()})]})
+    coco = {"info": info, "images": images, "annotations": anns,
+            "categories": [{"id": new_id[c["id"]], "name": c["name"], "supercategory": c.get("supercategory", "")}
+                           for c in cats]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(coco))
+    os.replace(tmp, out)
+    return out

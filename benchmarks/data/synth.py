@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -26,9 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from samplerbench.data.annotations import VideoSplit, attach_events, file_sha256, parse_list
+from samplerbench.data.facts import FactsCache, probe_records
 from samplerbench.data.video import write_video
 from samplerbench.registry import DATASETS
 from samplerbench.seeding import derive_seed
+
+log = logging.getLogger(__name__)
 
 SHAPES = ("square", "triangle", "plus", "ring", "diamond")
 AXES = ("horizontal", "vertical")
@@ -332,23 +336,42 @@ def _progress(it, total, desc, enabled):
     return tqdm(it, total=total, desc=desc, unit="video", mininterval=1.0)
 
 
-def load_split(root: Path, split: str) -> VideoSplit:
-    """Read a split of a generated (or any same-layout) dataset through the generic loader."""
+def load_split(root: Path, split: str, cache: FactsCache | None = None, limit: int = 0) -> VideoSplit:
+    """Read a split of a generated (or any same-layout) dataset through the generic loader.
+
+    The manifest hash is recomputed from the files on every load (the generator's scheme: the
+    list's, the events' and every video's content hash), so a folder whose files changed never
+    keeps the hash, and the cached models, of what was generated."""
     root = Path(root)
     manifest = json.loads((root / "manifest.json").read_text())
     if split not in manifest["splits"]:
         raise KeyError(f"{root}/manifest.json: no split '{split}' (have {sorted(manifest['splits'])})")
     info = manifest["splits"][split]
     classes = manifest["classes"]
-    records = parse_list(root / info["list"], root / "videos", num_classes=len(classes))
+    records = parse_list(root / info["list"], root / "videos", num_classes=len(classes), fmt="video-frames",
+                         multilabel=bool(manifest["config"]["multilabel"]))
     records = attach_events(records, root / info["events"])
+    h = hashlib.sha256()
+    for name in (info["list"], info["events"]):
+        h.update(file_sha256(root / name).encode())
+    for r in records:
+        h.update((file_sha256(r.path) if r.path.is_file() else "missing").encode())
+    digest = h.hexdigest()
+    if digest != info["sha256"]:
+        log.warning("%s: %s split: files differ from what was generated (hash %s, generated %s)", root, split,
+                    digest[:12], info["sha256"][:12])
+    if limit:
+        records = records[:limit]
+        digest = hashlib.sha256(f"{digest}\0limit={limit}".encode()).hexdigest()
+    records = probe_records(records, cache or FactsCache())
     return VideoSplit(manifest["dataset"], split, records, classes,
-                      multilabel=bool(manifest["config"]["multilabel"]), manifest_hash=info["sha256"],
+                      multilabel=bool(manifest["config"]["multilabel"]), manifest_hash=digest,
                       meta={"root": str(root), "config": manifest["config"]})
 
 
 def _build(multilabel: bool):
-    def build(cache_dir: str | Path, split: str, progress: bool = True, **params) -> VideoSplit:
+    def build(cache_dir: str | Path, split: str, progress: bool = True, data_root_dir=None, limit: int = 0,
+              **params) -> VideoSplit:
         if "splits" in params:
             params["splits"] = dict(params["splits"])
         if "num_distractors" in params:
@@ -356,7 +379,7 @@ def _build(multilabel: bool):
         cfg = SynthConfig(multilabel=multilabel, **params)
         name = ("synth-events-ml" if multilabel else "synth-events") + "-" + cfg.digest()
         root = generate(cfg, Path(cache_dir) / "datasets" / name, progress=progress)
-        return load_split(root, split)
+        return load_split(root, split, FactsCache(Path(cache_dir) / "video-facts.jsonl"), limit)
 
     return build
 

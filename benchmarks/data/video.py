@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -23,15 +24,49 @@ class VideoDecodeError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoIndex:
-    """Presentation timestamps of every frame (sorted) and which frame numbers are keyframes."""
+    """What the container says of a video: presentation timestamps of every frame (sorted, in
+    ``time_base`` units), which frame numbers are keyframes, the average frame rate and the
+    duration of the last frame (so the video's span is known for variable frame rates)."""
 
     pts: np.ndarray
     keyframes: np.ndarray  # sorted frame numbers of keyframes
     fps: float
+    time_base: Fraction = Fraction(1, 1)
+    last_duration: int = 0  # pts units; 0: unknown (taken as the median frame step)
 
     @property
     def num_frames(self) -> int:
         return len(self.pts)
+
+    @property
+    def span(self) -> int:
+        """pts units from the first frame's start to the last frame's end."""
+        step = self.last_duration
+        if step <= 0:
+            step = int(np.median(np.diff(self.pts))) if len(self.pts) > 1 else 1
+        return int(self.pts[-1] - self.pts[0]) + max(step, 1)
+
+    @property
+    def duration(self) -> float:
+        """Seconds the frames cover."""
+        return float(self.span * self.time_base)
+
+    def to_json(self) -> dict:
+        return {"pts": self.pts.tolist(), "keyframes": self.keyframes.tolist(), "fps": self.fps,
+                "time_base": str(self.time_base), "last_duration": self.last_duration}
+
+    @classmethod
+    def from_json(cls, d: dict) -> VideoIndex:
+        return cls(np.asarray(d["pts"], dtype=np.int64), np.asarray(d["keyframes"], dtype=np.int64),
+                   float(d["fps"]), Fraction(d["time_base"]), int(d.get("last_duration", 0)))
+
+
+def crop_box(h: int, w: int, out_h: int, out_w: int) -> tuple[int, int, int, int]:
+    """Resize the shorter side, then centre-crop (MMAction2's ``Resize(-1, s)`` +
+    ``CenterCrop``): the scaled (height, width) and the crop's (top, left)."""
+    scale = max(out_h / h, out_w / w)
+    rh, rw = max(out_h, round(h * scale)), max(out_w, round(w * scale))
+    return rh, rw, (rh - out_h) // 2, (rw - out_w) // 2
 
 
 def _open(path: str | os.PathLike):
@@ -55,13 +90,15 @@ def index_video(path: str | os.PathLike) -> VideoIndex:
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        pts, keys = [], []
+        pts, keys, durs = [], [], []
         for packet in container.demux(stream):
             if packet.pts is None or packet.size == 0:
                 continue
             pts.append(packet.pts)
             keys.append(packet.is_keyframe)
+            durs.append(packet.duration or 0)
         fps = float(stream.average_rate or stream.guessed_rate or 25)
+        time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1)
     except av.error.FFmpegError as e:
         raise VideoDecodeError(f"{path}: corrupt stream ({e})") from None
     finally:
@@ -73,7 +110,8 @@ def index_video(path: str | os.PathLike) -> VideoIndex:
     key_frames = np.flatnonzero(np.asarray(keys, dtype=bool)[order])
     if key_frames.size == 0 or key_frames[0] != 0:
         key_frames = np.concatenate([[0], key_frames])
-    return VideoIndex(pts=pts_sorted, keyframes=key_frames, fps=fps)
+    return VideoIndex(pts=pts_sorted, keyframes=key_frames, fps=fps, time_base=time_base,
+                      last_duration=int(np.asarray(durs, dtype=np.int64)[order][-1]))
 
 
 def read_frames(
@@ -84,7 +122,9 @@ def read_frames(
 ) -> torch.Tensor:
     """Decode frames ``indices`` (any order, repeats allowed) as uint8 (N, 3, H, W).
 
-    ``size`` = (height, width) resizes in FFmpeg's scaler while converting to RGB.
+    ``size`` = (height, width): FFmpeg's scaler resizes the shorter side to fit while converting
+    to RGB (never the full-resolution frame first), then the centre is cropped (:func:`crop_box`);
+    a frame already of the right shape is not touched.
     """
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     index = index or index_video(path)
@@ -93,7 +133,6 @@ def read_frames(
         raise VideoDecodeError(f"{path}: frame index out of range 0..{n - 1}: {idx.min()}..{idx.max()}")
     wanted = np.unique(idx)
     out: dict[int, np.ndarray] = {}
-    kw = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -113,8 +152,7 @@ def read_frames(
                     continue
                 pos = pts_to_frame.get(int(frame.pts), pos + 1)
                 if pos == target:
-                    same = size is None or (frame.height, frame.width) == tuple(size)
-                    out[int(target)] = frame.to_ndarray(format="rgb24", **({} if same else kw))
+                    out[int(target)] = _to_rgb(frame, size)
                     break
                 if pos > target:
                     break
@@ -129,6 +167,15 @@ def read_frames(
         return torch.empty((0, 3, h, w), dtype=torch.uint8)
     arr = np.stack([out[int(i)] for i in idx])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def _to_rgb(frame, size) -> np.ndarray:
+    """An RGB array of the frame at ``size``: scaled in FFmpeg (shorter side), then centre-cropped."""
+    if size is None or (frame.height, frame.width) == tuple(size):
+        return frame.to_ndarray(format="rgb24")
+    rh, rw, top, left = crop_box(frame.height, frame.width, int(size[0]), int(size[1]))
+    arr = frame.to_ndarray(format="rgb24", height=rh, width=rw)
+    return arr[top:top + int(size[0]), left:left + int(size[1])]
 
 
 def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:

@@ -79,13 +79,21 @@ class TrainEnv:
     def captions(self, split: VideoSplit):
         """The split's captions (:class:`samplerbench.models.clip4clip.CaptionSet`), generated once."""
         from samplerbench.data.captions import split_captions
-        from samplerbench.models.clip4clip import CaptionSet, Tokenizer
+        from samplerbench.models.clip4clip import CaptionSet
 
         key = ("captions", split.manifest_hash, self.captions_per_video)
         if key not in self._outputs:
             pairs = split_captions(split, self.captions_per_video)
-            self._outputs[key] = CaptionSet.of(pairs, [r.video_id for r in split.records], Tokenizer())
+            self._outputs[key] = CaptionSet.of(pairs, [r.video_id for r in split.records], self.tokenizer())
         return self._outputs[key]
+
+    def tokenizer(self):
+        """Words -> ids: the embedded captions' closed vocabulary, or a real dataset's training
+        captions' words (``meta["vocab"]``, from its adapter)."""
+        from samplerbench.models.clip4clip import Tokenizer
+
+        vocab = self.train.meta.get("vocab")
+        return Tokenizer(vocab) if vocab else Tokenizer()
 
     def retrieval_model(self):
         """The retrieval model (frozen after training) and its training record, trained once."""
@@ -97,7 +105,7 @@ class TrainEnv:
                 model, record = train_retrieval_model(
                     self.features(self.train), self.captions(self.train), self.features(self.val),
                     self.captions(self.val), cfg, [*self.key_parts(), self.captions_per_video], self.cache_dir,
-                    self.progress)
+                    self.progress, vocab_size=len(self.tokenizer()))
             self._retrieval = (model.to(self.device).eval().requires_grad_(False), record)
         return self._retrieval
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from samplerbench.data.annotations import VideoSplit
-from samplerbench.data.video import read_frames
+from samplerbench.data.media import read_record
 from samplerbench.metrics.classification import one_hot
 from samplerbench.models.encoders import FrameClassifier, ModelConfig
 from samplerbench.sampling import segment_centres
@@ -55,7 +55,7 @@ class TrainConfig:
 def decode_all(split: VideoSplit, size: tuple[int, int], progress: bool = True) -> list[torch.Tensor]:
     """Every frame of every video of a split, uint8 (n, 3, H, W) each."""
     it = tqdm(split.records, desc=f"decoding {split.split}", unit="video", disable=not progress, mininterval=1.0)
-    return [read_frames(r.path, np.arange(r.num_frames), size=size) for r in it]
+    return [read_record(r, np.arange(r.num_frames), size=size) for r in it]
 
 
 def tsn_indices(num_frames: int, segments: int, rng: np.random.Generator | None) -> np.ndarray:

@@ -127,10 +127,12 @@ def similarity(model: RetrievalModel, video_emb: torch.Tensor, captions: Caption
 
 
 def train_retrieval_model(feats: torch.Tensor, captions: CaptionSet, val_feats: torch.Tensor, val_captions: CaptionSet,
-                          cfg: RetrievalConfig, key_parts: list, cache_dir, progress: bool = True):
-    """Train (or load) the retrieval model on frozen features (videos, T, D)."""
+                          cfg: RetrievalConfig, key_parts: list, cache_dir, progress: bool = True,
+                          vocab_size: int | None = None):
+    """Train (or load) the retrieval model on frozen features (videos, T, D); ``vocab_size``: the
+    tokenizer's (default: the embedded captions' closed vocabulary)."""
     tokenizer_size = int(max(captions.ids.max(), val_captions.ids.max())) + 1
-    vocab = len(VOCAB) + 2
+    vocab = vocab_size or len(VOCAB) + 2
     if tokenizer_size > vocab:
         raise ValueError("caption ids outside the vocabulary")
     per_video = [np.flatnonzero(captions.video == v) for v in range(len(feats))]

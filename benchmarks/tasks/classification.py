@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 
 from samplerbench.cost.flops import FlopCount, model_videos_per_s, peak_memory_mib, sync
-from samplerbench.data.candidates import candidate_pool
-from samplerbench.data.video import read_frames
+from samplerbench.data.candidates import candidates_of
+from samplerbench.data.media import read_record
 from samplerbench.metrics import classification as metrics
 from samplerbench.models.encoders import FrameClassifier
 from samplerbench.models.tokens import patchify
@@ -191,7 +191,7 @@ def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed
     """End-to-end videos/s (decode what the method needs, select, encode, head) on the first
     ``n_videos`` good videos after one warm-up video; model-only videos/s at the mean count."""
     budget = Budget("count", budget_n)
-    recs = [r for r in ctx.split.records if r.video_id not in ctx.failures][: n_videos + 1]
+    recs = [r for r in ctx.split.records if r.video_id not in ctx.failures and not r.error][: n_videos + 1]
     needs_pixels = bool(sampler.observes & {"pixels", "features", "frame_probs"})
     tokens = sampler.reader == "tokens"
     token_model = ctx.token_model(key, sampler) if tokens else None
@@ -201,10 +201,10 @@ def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed
     for i, rec in enumerate(recs):
         sync(ctx.device)
         t0 = time.perf_counter()
-        cands = candidate_pool(rec.num_frames, ctx.num_candidates)
+        cands = candidates_of(rec, ctx.num_candidates)
         pixels = feats = logits = None
         if needs_pixels:
-            pixels = read_frames(rec.path, cands, size=ctx.frame_size)
+            pixels = read_record(rec, cands, size=ctx.frame_size)
             if sampler.observes & {"features", "frame_probs"}:
                 f = ctx.model.features(pixels.to(ctx.device))
                 feats = f.float().cpu()
@@ -212,7 +212,7 @@ def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed
         vc = VideoCache(pixels, feats, logits, cands)
         view = ctx.view(rec, vc, sampler)
         sel = sampler.select(view, budget, generator(seed, rec.video_id, key))
-        clip = pixels[sel.indices] if pixels is not None else read_frames(rec.path, cands[sel.indices], size=ctx.frame_size)
+        clip = pixels[sel.indices] if pixels is not None else read_record(rec, cands[sel.indices], size=ctx.frame_size)
         if tokens:  # the touched frames' patches, then the selected tokens among them
             p = token_model.cfg.patch
             per_frame = token_model.grid.per_frame

@@ -99,6 +99,8 @@ class Run:
     trained: dict[str, list[str]] = field(default_factory=dict)  # method key -> checkpoint keys
     results: dict[tuple[str, str], dict] = field(default_factory=dict)  # (task, cell key) -> record
     counts: Counter = field(default_factory=Counter)
+    data_root: Path | None = None  # where a suite's relative dataset roots live (--data-root)
+    limit: int = 0  # the first videos of each split only (--limit: a smoke run)
 
     @property
     def run_id(self) -> str:

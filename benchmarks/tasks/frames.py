@@ -19,8 +19,9 @@ import torch
 
 from samplerbench.cost.flops import FlopCount, PipelineCost, ThroughputConfig, count_flops
 from samplerbench.data.annotations import AnnotationError, VideoRecord, VideoSplit
-from samplerbench.data.candidates import candidate_pool, decode_pools
-from samplerbench.data.video import VideoDecodeError, read_frames
+from samplerbench.data.candidates import candidates_of, decode_pools
+from samplerbench.data.media import read_record
+from samplerbench.data.video import VideoDecodeError
 from samplerbench.features.train_env import TrainEnv
 from samplerbench.metrics import classification as metrics
 from samplerbench.models.classifier import TrainConfig, train_classifier
@@ -56,13 +57,21 @@ def throughput_config(suite: Suite) -> ThroughputConfig:
     return ThroughputConfig(**opts)
 
 
-def load_splits(suite: Suite, cache_dir: Path, progress: bool, which=("split", "train_split", "val_split")):
-    """The suite's dataset splits (test, train, val by default), built or loaded from the cache."""
+def load_splits(suite: Suite, cache_dir: Path, progress: bool, which=("split", "train_split", "val_split"),
+                data_root: Path | None = None, limit: int = 0) -> list[VideoSplit]:
+    """The suite's dataset splits (test, train, val by default), built or loaded from the cache.
+    Training splits keep only the videos that can be read (the test split keeps them all: each
+    is a recorded failure); ``limit``: the first videos of each split (a smoke run)."""
     ds = suite.dataset
     build = DATASETS.get(ds["name"])
     params = dict(ds.get("params", {}))
     default = {"split": "test", "train_split": "train", "val_split": "val"}
-    return [build(cache_dir, ds.get(k, default[k]), progress=progress, **params) for k in which]
+    out = []
+    for k in which:
+        split = build(cache_dir, ds.get(k, default[k]), progress=progress, data_root_dir=data_root, limit=limit,
+                      **params)
+        out.append(split if k == "split" else split.readable_only())
+    return out
 
 
 @dataclass
@@ -95,7 +104,7 @@ class FrameContext:
         if "frames" in run.state:
             return run.state["frames"]
         suite = run.suite
-        split, train, val = load_splits(suite, run.cache_dir, run.progress)
+        split, train, val = load_splits(suite, run.cache_dir, run.progress, data_root=run.data_root, limit=run.limit)
         frame_size = tuple(suite.dataset.get("frame_size", [64, 64]))
         model, record = train_classifier(train, val, ModelConfig(**suite.model), TrainConfig(**suite.train),
                                          frame_size, run.cache_dir, run.progress)
@@ -149,8 +158,8 @@ class FrameContext:
             return None
         if rec.video_id not in self.videos:
             try:
-                cands = candidate_pool(rec.num_frames, self.num_candidates)
-                pixels = read_frames(rec.path, cands, size=self.frame_size)
+                cands = candidates_of(rec, self.num_candidates)
+                pixels = read_record(rec, cands, size=self.frame_size)
                 with torch.inference_mode():
                     feats = self.model.features(pixels.to(self.device))
                     logits = self.model.head.frame_logits(feats).float().cpu().numpy()

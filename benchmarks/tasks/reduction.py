@@ -24,6 +24,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,8 +32,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from samplerbench.data.annotations import AnnotationError, VideoSplit
-from samplerbench.data.instances import FrameInstances, write_instances
-from samplerbench.data.video import VideoDecodeError, read_frames
+from samplerbench.data.instances import FrameInstances, convert_video_instances, write_instances
+from samplerbench.data.media import read_record
+from samplerbench.data.video import VideoDecodeError
 from samplerbench.metrics.coco import coco_gt, mask_and_box_ap
 from samplerbench.models.segmentation import SegConfig, predict_instances, train_segmenter
 from samplerbench.registry import DATASETS
@@ -92,9 +94,23 @@ class VideoData:
     path: str = ""  # the video file, for error messages
 
 
-def load_instances(split: VideoSplit, count: int) -> FrameInstances:
-    """The COCO instances of the first ``count`` videos of ``split`` (written once, then read)."""
-    return FrameInstances.load(write_instances(split, count))
+def load_instances(split: VideoSplit, count: int, size: tuple[int, int] | None = None,
+                   cache_dir: Path | None = None) -> FrameInstances:
+    """The COCO instances of the first ``count`` videos of ``split`` (written once, then read):
+    generated for synth-events; converted to the frames' geometry for a real dataset's
+    annotations (YouTube-VIS, COCO with video ids), into the cache."""
+    data = split.meta.get("instances_data")
+    if data is None:
+        return FrameInstances.load(write_instances(split, count))
+    ids = [r.video_id for r in split.records[:count]]
+    name = f"{split.name}-{split.split}-{split.manifest_hash[:16]}-{count}-{size[0]}x{size[1]}.json"
+    out = Path(cache_dir or ".") / "instances" / name
+    if not out.is_file():
+        keep = set(ids)
+        convert_video_instances([d for d in data if d[0] in keep], split.meta["categories"], size, out,
+                                {"description": f"{split.name} {split.split}", "videos": ids,
+                                 "manifest_hash": split.manifest_hash})
+    return FrameInstances.load(out)
 
 
 def load_videos(split: VideoSplit, inst: FrameInstances, count: int, size: tuple[int, int], failures: dict,
@@ -106,7 +122,7 @@ def load_videos(split: VideoSplit, inst: FrameInstances, count: int, size: tuple
     for rec in tqdm(split.records[:count], desc=f"decoding {split.split} (every frame)", disable=not progress,
                     mininterval=1.0):
         try:
-            frames = read_frames(rec.path, np.arange(rec.num_frames), size=size)
+            frames = read_record(rec, np.arange(rec.num_frames), size=size)
         except (VideoDecodeError, AnnotationError) as e:
             failures[rec.video_id] = str(e).splitlines()[0]
             log.warning("%s", failures[rec.video_id])
@@ -175,13 +191,14 @@ class Reduction(Task):
         ds = suite.dataset
         build = DATASETS.get(ds["name"])
         params = dict(ds.get("params", {}))
-        train_split = build(run.cache_dir, ds.get("train_split", "train"), progress=run.progress, **params)
-        test_split = build(run.cache_dir, ds.get("split", "test"), progress=run.progress, **params)
+        opts = {"progress": run.progress, "data_root_dir": run.data_root, "limit": run.limit}
+        train_split = build(run.cache_dir, ds.get("train_split", "train"), **opts, **params).readable_only()
+        test_split = build(run.cache_dir, ds.get("split", "test"), **opts, **params)
         size = tuple(ds.get("frame_size", [64, 64]))
         failures: dict[str, str] = {}
-        train = load_videos(train_split, load_instances(train_split, cfg.train_videos), cfg.train_videos, size,
-                            failures, cfg.embedding, run.progress)
-        inst = load_instances(test_split, cfg.test_videos)
+        train = load_videos(train_split, load_instances(train_split, cfg.train_videos, size, run.cache_dir),
+                            cfg.train_videos, size, failures, cfg.embedding, run.progress)
+        inst = load_instances(test_split, cfg.test_videos, size, run.cache_dir)
         test = load_videos(test_split, inst, cfg.test_videos, size, failures, None, run.progress)
         gt_dict = inst.subset([v.video_id for v in test])
         image_ids = [inst.image_ids[(v.video_id, t)] for v in test for t in range(len(v.frames))]

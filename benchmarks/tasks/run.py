@@ -113,21 +113,22 @@ def validate(suite: Suite) -> list[str]:
 
 
 def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, run_id: str | None = None,
-              device: str = "cpu", progress: bool = True) -> Path:
+              device: str = "cpu", progress: bool = True, data_root: Path | None = None, limit: int = 0) -> Path:
     """Evaluate a suite into ``results_dir/<run-id>``; cells stored with the same fingerprint are
-    reused. Raises :class:`SuiteError` before any work when the suite cannot run."""
+    reused. Raises :class:`SuiteError` before any work when the suite cannot run. ``data_root``:
+    where relative dataset roots live; ``limit``: the first videos of each split (its own run id)."""
     problems = validate(suite)
     if problems:
         raise SuiteError("\n".join(problems))
     cache_dir = Path(cache_dir or default_cache_dir())
-    run_id = run_id or f"{suite.name}-{suite.digest()[:8]}"
+    run_id = run_id or f"{suite.name}-{suite.digest()[:8]}" + (f"-limit{limit}" if limit else "")
     run_dir = Path(results_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     torch.use_deterministic_algorithms(dev.type == "cpu", warn_only=True)
     prov = provenance.collect(device=str(dev), suite=suite.name, suite_hash=suite.digest(), suite_file=suite.source,
                               run_id=run_id, seeds=suite.seeds, task=suite.task)
-    run = Run(suite, run_dir, cache_dir, dev, progress, prov)
+    run = Run(suite, run_dir, cache_dir, dev, progress, prov, data_root=data_root, limit=limit)
     for task in tasks_of(suite):
         run_task(task, run)
     ctx = run.state.get("frames")
