@@ -415,6 +415,8 @@ def test_sweep_over_the_bad_corpus_records_each_bad_video_once(tmp_path):
     sel = [json.loads(line) for line in open(run_dir / "classification_selections.jsonl")]
     short = [v for v in sel if v["video"] in ("test/short", "test/one_frame")]
     assert len(short) == 4 and all(max(v["frames"]) < 3 for v in short)  # repeats within the 1-3 frames
+    assert all(v["repeats_frames"] and v["num_frames"] in (1, 3) for v in short)
+    assert not any(v["repeats_frames"] for v in sel if v["video"] == "test/good0")
 
 
 # ---------------------------------------------------------------- end to end on each adapter

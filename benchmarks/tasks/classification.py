@@ -103,7 +103,7 @@ class Classification(Task):
             per_video.append({"video": rec.video_id, "frames": vc.candidates[sel.indices].tolist(),
                               "hash": sel.digest(), "n": n, "events": [[e.start, e.end] for e in rec.events],
                               "gflops_sampler": sampler_flops / 1e9, "gflops_encoder": enc.gflops,
-                              "gflops_head": head.gflops, **extra})
+                              "gflops_head": head.gflops, **ctx.facts(rec), **extra})
         c = ctx.split.num_classes
         preds = {"probs": np.stack(probs) if probs else np.zeros((0, c)),
                  "labels": metrics.one_hot(labels, c), "multilabel": np.array(ctx.split.multilabel)}

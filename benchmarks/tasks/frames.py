@@ -188,6 +188,12 @@ class FrameContext:
         return VideoView(rec.video_id, rec.num_frames, vc.candidates, allowed=sampler.observes,
                          providers=providers, provider_flops=flops, frame_size=self.frame_size)
 
+    def facts(self, rec: VideoRecord) -> dict:
+        """What the file said of a video, kept in its per-video record: frames, frame rate, and
+        whether it is shorter than the pool (its candidates then repeat frames)."""
+        return {"num_frames": rec.num_frames, "fps": round(rec.fps, 4),
+                "repeats_frames": rec.num_frames < self.num_candidates}
+
     def encoder_flops(self, view: VideoView, n: int) -> FlopCount:
         """The frame encoder on the n selected frames, unless the sampler already had it run on
         every candidate (it observed ``features`` or ``frame_probs``, and paid for that): a real

@@ -91,7 +91,7 @@ class Retrieval(Task):
             per_video.append({"video": rec.video_id, "frames": vc.candidates[sel.indices].tolist(),
                               "positions": sel.indices.tolist(), "n": n, "hash": sel.digest(),
                               "gflops_sampler": (view.charged_flops + sel.own_flops) / 1e9,
-                              "gflops_encoder": (enc.flops + proj) / 1e9})
+                              "gflops_encoder": (enc.flops + proj) / 1e9, **ctx.facts(rec)})
         preds = {"sim": np.zeros((0, 0), np.float32), "caption_video": np.zeros(0, np.int64),
                  "candidates": np.array(ctx.num_candidates)}
         if per_video:
