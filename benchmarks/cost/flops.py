@@ -121,7 +121,7 @@ class PipelineCost:
             else:
                 x = torch.zeros((n, *self.frame_shape))
                 enc = count_flops(self.model.encoder, x)
-                feats = torch.zeros((1, n, self.model.cfg.dim))
+                feats = torch.zeros((1, n, self.model.encoder.dim))
                 head = count_flops(self.model.head, feats)
                 self._cache[n] = (enc, head)
         return self._cache[n]

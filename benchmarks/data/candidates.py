@@ -41,7 +41,7 @@ def candidates_of(rec: VideoRecord, t: int) -> np.ndarray:
     return candidate_pool(rec.num_frames, t)
 
 
-def decode_pools(split: VideoSplit, candidates: int, size) -> torch.Tensor:
+def decode_pools(split: VideoSplit, candidates: int, size, resize: int | None = None) -> torch.Tensor:
     """Every video's T candidate frames, uint8 (videos, T, C, H, W) (training splits hold only
     readable videos: :meth:`VideoSplit.readable_only`)."""
-    return torch.stack([read_record(r, candidates_of(r, candidates), size=size) for r in split.records])
+    return torch.stack([read_record(r, candidates_of(r, candidates), size=size, resize=resize) for r in split.records])

@@ -61,10 +61,11 @@ class VideoIndex:
                    float(d["fps"]), Fraction(d["time_base"]), int(d.get("last_duration", 0)))
 
 
-def crop_box(h: int, w: int, out_h: int, out_w: int) -> tuple[int, int, int, int]:
-    """Resize the shorter side, then centre-crop (MMAction2's ``Resize(-1, s)`` +
-    ``CenterCrop``): the scaled (height, width) and the crop's (top, left)."""
-    scale = max(out_h / h, out_w / w)
+def crop_box(h: int, w: int, out_h: int, out_w: int, resize: int | None = None) -> tuple[int, int, int, int]:
+    """Resize the shorter side (to ``resize``, default: just enough for the crop), then
+    centre-crop (MMAction2's ``Resize(-1, s)`` + ``CenterCrop``; timm's ``crop_pct``): the
+    scaled (height, width) and the crop's (top, left)."""
+    scale = max(out_h / h, out_w / w, (resize or 0) / min(h, w))
     rh, rw = max(out_h, round(h * scale)), max(out_w, round(w * scale))
     return rh, rw, (rh - out_h) // 2, (rw - out_w) // 2
 
@@ -119,6 +120,7 @@ def read_frames(
     indices,
     size: tuple[int, int] | None = None,
     index: VideoIndex | None = None,
+    resize: int | None = None,
 ) -> torch.Tensor:
     """Decode frames ``indices`` (any order, repeats allowed) as uint8 (N, 3, H, W).
 
@@ -152,7 +154,7 @@ def read_frames(
                     continue
                 pos = pts_to_frame.get(int(frame.pts), pos + 1)
                 if pos == target:
-                    out[int(target)] = _to_rgb(frame, size)
+                    out[int(target)] = _to_rgb(frame, size, resize)
                     break
                 if pos > target:
                     break
@@ -169,11 +171,11 @@ def read_frames(
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
-def _to_rgb(frame, size) -> np.ndarray:
+def _to_rgb(frame, size, resize: int | None = None) -> np.ndarray:
     """An RGB array of the frame at ``size``: scaled in FFmpeg (shorter side), then centre-cropped."""
-    if size is None or (frame.height, frame.width) == tuple(size):
+    if size is None or ((frame.height, frame.width) == tuple(size) and not resize):
         return frame.to_ndarray(format="rgb24")
-    rh, rw, top, left = crop_box(frame.height, frame.width, int(size[0]), int(size[1]))
+    rh, rw, top, left = crop_box(frame.height, frame.width, int(size[0]), int(size[1]), resize)
     arr = frame.to_ndarray(format="rgb24", height=rh, width=rw)
     return arr[top:top + int(size[0]), left:left + int(size[1])]
 

@@ -35,6 +35,7 @@ class TrainEnv:
     progress: bool = True
     retrieval_cfg: dict = field(default_factory=dict)  # ``[retrieval_model]``: RetrievalConfig overrides
     captions_per_video: int = 5
+    resize: int | None = None  # the reader's shorter side before the crop (pretrained encoders)
     _pools: dict = field(default_factory=dict, repr=False)
     _outputs: dict = field(default_factory=dict, repr=False)
     _retrieval: tuple | None = field(default=None, repr=False)
@@ -43,7 +44,7 @@ class TrainEnv:
         """uint8 (videos, T, 3, H, W): the split's candidates, decoded once per run."""
         key = (split.manifest_hash, self.num_candidates, tuple(self.frame_size))
         if key not in self._pools:
-            self._pools[key] = decode_pools(split, self.num_candidates, self.frame_size)
+            self._pools[key] = decode_pools(split, self.num_candidates, self.frame_size, self.resize)
         return self._pools[key]
 
     def _classify(self, split: VideoSplit) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,11 +93,26 @@ class TrainEnv:
         captions' words (``meta["vocab"]``, from its adapter)."""
         from samplerbench.models.clip4clip import Tokenizer
 
+        if self.classifier.cfg.protocol == "retrieval-clip":
+            return self.classifier.encoder.text  # CLIP's BPE tokenizer (ships with open_clip)
         vocab = self.train.meta.get("vocab")
         return Tokenizer(vocab) if vocab else Tokenizer()
 
     def retrieval_model(self):
-        """The retrieval model (frozen after training) and its training record, trained once."""
+        """The retrieval model (frozen after training) and its training record, trained once;
+        with ``protocol = "retrieval-clip"``, CLIP4Clip meanP on the CLIP towers (nothing trains)."""
+        if self._retrieval is None and self.classifier.cfg.protocol == "retrieval-clip":
+            from samplerbench.models.clip4clip import ClipRetrieval
+            from samplerbench.training import checkpoints
+
+            cfg = self.classifier.cfg
+            clip = self.classifier.encoder.net  # a CLIP4Clip checkpoint is already in it (zero_shot_classifier)
+            sha = self.classifier.encoder.clip4clip_sha
+            parts = ["retrieval-clip", cfg.identity(), self.classifier.encoder.weights_sha, sha]
+            record = {"protocol": "retrieval-clip", "key": checkpoints.key_of("retrieval-clip", *parts),
+                      "content_key": checkpoints.content_key("retrieval-clip", *parts),
+                      "clip4clip_weights": cfg.retrieval_weights, "clip4clip_sha256": sha, "cached": False}
+            self._retrieval = (ClipRetrieval(clip).to(self.device).eval().requires_grad_(False), record)
         if self._retrieval is None:
             from samplerbench.models.clip4clip import RetrievalConfig, train_retrieval_model
 

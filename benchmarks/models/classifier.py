@@ -91,7 +91,7 @@ def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig,
                      size: tuple[int, int], cache_dir: Path, progress: bool = True) -> tuple[FrameClassifier, dict]:
     """Train (or load from the cache) the classifier; returns it frozen in eval mode, and its record.
     Both stages go through the one training loop (:func:`samplerbench.training.fit.fit`)."""
-    parts = [asdict(model_cfg), asdict(cfg), train.manifest_hash, val.manifest_hash, list(size), train.num_classes,
+    parts = [model_cfg.identity(), asdict(cfg), train.manifest_hash, val.manifest_hash, list(size), train.num_classes,
              2]  # 2: frame pretraining, epoch 0
 
     def run(model: FrameClassifier) -> dict:
@@ -112,7 +112,7 @@ def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig,
                      "training classifier", progress, initial_score=bool(pretrain),
                      order_rng=lambda epoch: np.random.Generator(np.random.PCG64(derive_seed("train-order", cfg.seed,
                                                                                               epoch))))
-        return {**record, "model": asdict(model_cfg), "train": asdict(cfg), "train_manifest": train.manifest_hash,
+        return {**record, "model": model_cfg.identity(), "train": asdict(cfg), "train_manifest": train.manifest_hash,
                 "val_manifest": val.manifest_hash, "val_top1": record["val"], "pretrain": pretrain,
                 "train_wall_s": time.perf_counter() - t0}
 

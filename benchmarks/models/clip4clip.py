@@ -74,6 +74,10 @@ class RetrievalModel(nn.Module):
         self.text_proj = nn.Linear(cfg.width, cfg.width)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
 
+    def frame_proj_flops(self, n: int) -> int:
+        """Multiply-adds of projecting n frames' features (fvcore's convention)."""
+        return n * self.frame_proj.in_features * self.frame_proj.out_features
+
     def frame_embeddings(self, feats: torch.Tensor) -> torch.Tensor:
         """(..., D) frozen frame features -> (..., W) L2-normalised frame embeddings."""
         return F.normalize(self.frame_proj(feats), dim=-1)
@@ -93,6 +97,46 @@ class RetrievalModel(nn.Module):
         x = self.text_norm(self.text(x))
         pooled = (x * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1.0)
         return F.normalize(self.text_proj(pooled), dim=-1)
+
+
+class ClipRetrieval(nn.Module):
+    """CLIP4Clip's parameter-free mean pooling (meanP) on the real CLIP towers (mmSampler's
+    setting): the video embedding is the mean of its kept frames' unit image embeddings,
+    renormalised; a caption is CLIP's text embedding. Nothing trains; the towers come from the
+    pretrained weights or a CLIP4Clip fine-tuned checkpoint."""
+
+    def __init__(self, clip: nn.Module):
+        super().__init__()
+        self.clip = clip
+        self.logit_scale = clip.logit_scale
+
+    def frame_proj_flops(self, n: int) -> int:
+        return 0  # the image tower's projection is part of the encoder's count
+
+    def video_embed(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        e = F.normalize(feats.float(), dim=-1)
+        m = torch.ones(e.shape[:2], device=e.device) if mask is None else mask.to(e.dtype)
+        return F.normalize((e * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1e-6), dim=-1)
+
+    def text_embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.encode_text(ids).float(), dim=-1)
+
+
+def load_clip4clip(clip: nn.Module, path) -> str:
+    """Load a CLIP4Clip fine-tuned checkpoint into the CLIP towers (its keys are ``clip.*``; the
+    rest, such as a temporal transformer meanP does not use, is ignored). Returns its sha256."""
+    from pathlib import Path
+
+    from samplerbench.models.pretrained import WeightsError, load_state_dict, weights_digest
+
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"{p}: no CLIP4Clip checkpoint there ([model] retrieval_weights)")
+    sd = {k.removeprefix("clip."): v for k, v in load_state_dict(p).items() if k.startswith("clip.")}
+    missing, _ = clip.load_state_dict(sd, strict=False)
+    if not sd or missing:
+        raise WeightsError(f"{p}: not a CLIP4Clip checkpoint of this CLIP ({len(missing)} missing keys)")
+    return weights_digest(p)
 
 
 def info_nce(video: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The harness's frame classifier: a small CNN frame encoder and a consensus head.
+"""The harness's frame classifier: a frame encoder (the small CNN it trains, or a pretrained one
+from :mod:`.pretrained`) and a consensus head (trained, or CLIP's zero-shot text head).
 
 ``FrameCNN`` costs about 16 MFLOPs (fvcore convention) per 64x64 frame. The head pools the
 selected frames' features (max, as SOSampler's classifier; or TSN's average of logits) and
@@ -8,7 +9,7 @@ once and apply the head to any selection's features: the same numbers as running
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -52,6 +53,10 @@ class FrameCNN(nn.Module):
         y = self.body(x)
         return y.amax(dim=(2, 3)) if self.pool == "max" else y.mean(dim=(2, 3))
 
+    @staticmethod
+    def normalise(frames: torch.Tensor) -> torch.Tensor:
+        return normalise(frames)
+
 
 class ConsensusHead(nn.Module):
     """Consensus over frames, then a linear classifier.
@@ -81,6 +86,30 @@ class ConsensusHead(nn.Module):
         return self.frame_logits(feats).mean(dim=1)
 
 
+class ZeroShotHead(nn.Module):
+    """CLIP zero-shot classification: the video embedding is the mean of the selected frames'
+    (unit-norm) embeddings, renormalised; logits are ``scale * cos`` with each class's text
+    embedding (the mean of its prompts' unit embeddings, renormalised, as in CLIP's ensembles).
+    Linear in the frame features up to the norms, so the fvcore count is the matmul."""
+
+    def __init__(self, text: torch.Tensor, scale: float = 100.0):
+        super().__init__()
+        self.register_buffer("text", nn.functional.normalize(text.float(), dim=-1))
+        self.scale = scale
+        self.consensus = "mean-embedding"
+
+    def frame_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.scale * nn.functional.normalize(feats.float(), dim=-1) @ self.text.T
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, C)
+        v = nn.functional.normalize(nn.functional.normalize(feats.float(), dim=-1).mean(dim=1), dim=-1)
+        return self.scale * v @ self.text.T
+
+
+#: What a suite's ``[model] protocol`` can be (README, "Real models").
+PROTOCOLS = ("trained", "frozen-probe", "zero-shot", "retrieval-clip")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     encoder: str = "cnn-small"
@@ -89,28 +118,94 @@ class ModelConfig:
     pool: str = "max"
     dropout: float = 0.3
     consensus: str = "max"
+    #: pretrained encoders (``<family>:<model>``): a local weights file (else $SAMPLERBENCH_WEIGHTS)
+    weights: str = ""
+    protocol: str = "trained"
+    #: zero-shot prompt templates (``{}`` = the class name); empty: CLIP's Kinetics ensemble subset
+    prompts: tuple = ()
+    #: cuda only: ``bf16`` / ``fp16`` autocast and channels_last for the frozen encoder
+    precision: str = "fp32"
+    channels_last: bool = False
+    #: the stored features' dtype (fp32 or fp16)
+    feature_dtype: str = "fp32"
+    #: frozen-probe: the head's training
+    probe_epochs: int = 30
+    probe_lr: float = 1e-3
+    #: retrieval-clip: a CLIP4Clip fine-tuned checkpoint for the towers (empty: the CLIP weights)
+    retrieval_weights: str = ""
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
+        if self.protocol != "trained" and ":" not in self.encoder:
+            raise ValueError(f"protocol {self.protocol!r} needs a pretrained encoder (<family>:<model>), "
+                             f"not {self.encoder!r}")
+        if self.protocol in ("zero-shot", "retrieval-clip") and not self.encoder.startswith("open_clip:"):
+            raise ValueError(f"protocol {self.protocol!r} needs a CLIP encoder (open_clip:<model>)")
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+
+    @property
+    def pretrained(self) -> bool:
+        return ":" in self.encoder
+
+    def identity(self) -> dict:
+        """The fields that make this configuration (fields added later count only when set, so
+        earlier suites keep their cache keys)."""
+        d = asdict(self)
+        for k in ("weights", "protocol", "prompts", "precision", "channels_last", "feature_dtype", "probe_epochs",
+                  "probe_lr", "retrieval_weights"):
+            if d[k] == ModelConfig.__dataclass_fields__[k].default:
+                del d[k]
+        return d
 
 
 class FrameClassifier(nn.Module):
     """Encoder + consensus head over N frames: uint8 (B, N, 3, H, W) -> logits (B, C)."""
 
-    def __init__(self, cfg: ModelConfig, num_classes: int):
+    def __init__(self, cfg: ModelConfig, num_classes: int, head: nn.Module | None = None, load_weights: bool = True):
         super().__init__()
         self.cfg = cfg
-        self.encoder = ENCODERS.get(cfg.encoder)(width=cfg.width, dim=cfg.dim, pool=cfg.pool)
-        self.head = ConsensusHead(cfg.dim, num_classes, cfg.dropout, cfg.consensus)
+        if cfg.pretrained:
+            from samplerbench.models.pretrained import build_pretrained
+
+            self.encoder = build_pretrained(cfg.encoder, cfg.weights or None, load=load_weights)
+            dim = self.encoder.dim
+            self.cfg = cfg = replace(cfg, dim=dim)  # ``dim`` is the features' size, which the weights decide
+        else:
+            self.encoder = ENCODERS.get(cfg.encoder)(width=cfg.width, dim=cfg.dim, pool=cfg.pool)
+            dim = cfg.dim
+        self.head = head if head is not None else ConsensusHead(dim, num_classes, cfg.dropout, cfg.consensus)
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (M, 3, H, W) -> per-frame features (M, D)."""
-        return self.encoder(normalise(frames))
+        x = self.encoder.normalise(frames)
+        if self.cfg.pretrained and x.device.type == "cuda":
+            if self.cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.cfg.precision in ("bf16", "fp16"):
+                dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
+                with torch.autocast("cuda", dtype=dtype):
+                    return self.encoder(x).float()
+        return self.encoder(x)
 
     def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (M, 3, H, W) -> per-frame logits (M, C), each frame alone."""
         return self.head.frame_logits(self.features(frames))
 
+    def resize_for(self, size) -> int | None:
+        """The shorter side to scale frames to before the centre crop of ``size``: a pretrained
+        encoder's own crop ratio (torchvision's resize 232 / crop 224; timm's ``crop_pct``);
+        None for the harness's encoder (resize just to the crop)."""
+        if not self.cfg.pretrained:
+            return None
+        pre = self.encoder.preprocess
+        if pre.resize == min(pre.size):
+            return None
+        return int(round(min(size) * pre.resize / min(pre.size)))
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         b, n = frames.shape[:2]
-        feats = self.encoder(normalise(frames.flatten(0, 1))).view(b, n, -1)
+        feats = self.features(frames.flatten(0, 1)).view(b, n, -1)
         return self.head(feats)
 
     def config(self) -> dict:

@@ -204,7 +204,7 @@ def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed
         cands = candidates_of(rec, ctx.num_candidates)
         pixels = feats = logits = None
         if needs_pixels:
-            pixels = read_record(rec, cands, size=ctx.frame_size)
+            pixels = read_record(rec, cands, size=ctx.frame_size, resize=ctx.resize)
             if sampler.observes & {"features", "frame_probs"}:
                 f = ctx.model.features(pixels.to(ctx.device))
                 feats = f.float().cpu()
@@ -212,7 +212,7 @@ def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed
         vc = VideoCache(pixels, feats, logits, cands)
         view = ctx.view(rec, vc, sampler)
         sel = sampler.select(view, budget, generator(seed, rec.video_id, key))
-        clip = pixels[sel.indices] if pixels is not None else read_record(rec, cands[sel.indices], size=ctx.frame_size)
+        clip = pixels[sel.indices] if pixels is not None else read_record(rec, cands[sel.indices], size=ctx.frame_size, resize=ctx.resize)
         if tokens:  # the touched frames' patches, then the selected tokens among them
             p = token_model.cfg.patch
             per_frame = token_model.grid.per_frame

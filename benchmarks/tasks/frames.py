@@ -26,6 +26,7 @@ from samplerbench.features.train_env import TrainEnv
 from samplerbench.metrics import classification as metrics
 from samplerbench.models.classifier import TrainConfig, train_classifier
 from samplerbench.models.encoders import FrameClassifier, ModelConfig
+from samplerbench.models.protocols import probe_classifier, zero_shot_classifier
 from samplerbench.models.tokens import TokenClassifier, TokenModelConfig, train_token_classifier
 from samplerbench.registry import DATASETS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView
@@ -55,6 +56,33 @@ def throughput_config(suite: Suite) -> ThroughputConfig:
     if "timing_batch" in suite.eval:
         opts.setdefault("batch", int(suite.eval["timing_batch"]))
     return ThroughputConfig(**opts)
+
+
+def reader(suite: Suite, train: VideoSplit, val: VideoSplit, frame_size, candidates: int, cache_dir: Path,
+           progress: bool):
+    """The classifier every selection is read by, by the suite's ``[model] protocol``: trained
+    by the harness, a pretrained encoder with a probe head, or CLIP zero-shot."""
+    cfg = ModelConfig(**suite.model)
+    tcfg = TrainConfig(**suite.train)
+    if cfg.protocol == "frozen-probe":
+        return probe_classifier(train, val, cfg, tcfg.batch_videos, tcfg.seed, frame_size, candidates, cache_dir,
+                                progress)
+    if cfg.protocol in ("zero-shot", "retrieval-clip"):  # retrieval-clip: classification is CLIP zero-shot
+        return zero_shot_classifier(train.classes, cfg)
+    return train_classifier(train, val, cfg, tcfg, frame_size, cache_dir, progress)
+
+
+def frame_size_of(suite: Suite) -> tuple[int, int]:
+    """The suite's ``frame_size``, else a pretrained encoder's own input size (timm's
+    ``resolve_data_config`` idea), else 64x64."""
+    if "frame_size" in suite.dataset:
+        return tuple(suite.dataset["frame_size"])
+    cfg = ModelConfig(**suite.model)
+    if cfg.pretrained:
+        from samplerbench.models.pretrained import build_pretrained
+
+        return tuple(build_pretrained(cfg.encoder, load=False).preprocess.size)
+    return (64, 64)
 
 
 def load_splits(suite: Suite, cache_dir: Path, progress: bool, which=("split", "train_split", "val_split"),
@@ -97,6 +125,10 @@ class FrameContext:
     token_models: dict[str, tuple[TokenClassifier, dict]] = field(default_factory=dict)
     token_costs: dict[tuple[str, int], FlopCount] = field(default_factory=dict)
 
+    @property
+    def resize(self) -> int | None:
+        return self.model.resize_for(self.frame_size)
+
     @classmethod
     def of(cls, run) -> FrameContext:
         """Built once per run (``run.state["frames"]``): the splits, the trained classifier, the
@@ -105,11 +137,10 @@ class FrameContext:
             return run.state["frames"]
         suite = run.suite
         split, train, val = load_splits(suite, run.cache_dir, run.progress, data_root=run.data_root, limit=run.limit)
-        frame_size = tuple(suite.dataset.get("frame_size", [64, 64]))
-        model, record = train_classifier(train, val, ModelConfig(**suite.model), TrainConfig(**suite.train),
-                                         frame_size, run.cache_dir, run.progress)
-        model = model.to(run.device)
+        frame_size = frame_size_of(suite)
         candidates = int(suite.eval.get("candidates", 32))
+        model, record = reader(suite, train, val, frame_size, candidates, run.cache_dir, run.progress)
+        model = model.to(run.device)
         run.prov.update(candidates=candidates, timing=asdict(throughput_config(suite)), dataset=suite.dataset["name"],
                         split=split.split, manifest_hash=split.manifest_hash, train_manifest_hash=train.manifest_hash,
                         classifier=record)
@@ -118,7 +149,8 @@ class FrameContext:
         # learned pieces key on the classifier's content key: a cache version bump keeps their weights
         env = TrainEnv(train, val, model, record["content_key"], candidates, frame_size, tuple(suite.budgets), run.cache_dir,
                        run.device, run.progress, retrieval_cfg=dict(suite.retrieval.get("model", {})),
-                       captions_per_video=int(suite.retrieval.get("captions_per_video", 5)))
+                       captions_per_video=int(suite.retrieval.get("captions_per_video", 5)),
+                       resize=model.resize_for(frame_size))
         run.env = env
         ctx = cls(suite, split, train, val, model, record, PipelineCost(model, (3, *frame_size)), run.device,
                   frame_size, candidates, run.cache_dir, env, run.prov, run.progress)
@@ -129,7 +161,7 @@ class FrameContext:
         """A split's candidate pools, decoded once for every learned piece of this run."""
         if candidates == self.env.num_candidates and tuple(size) == tuple(self.env.frame_size):
             return self.env.pools(split)
-        return decode_pools(split, candidates, size)
+        return decode_pools(split, candidates, size, self.model.resize_for(size))
 
     def token_model(self, spec_key: str, sampler: Sampler) -> TokenClassifier:
         """The token ViT trained on this method's selections (trained once, cached on disk)."""
@@ -159,7 +191,7 @@ class FrameContext:
         if rec.video_id not in self.videos:
             try:
                 cands = candidates_of(rec, self.num_candidates)
-                pixels = read_record(rec, cands, size=self.frame_size)
+                pixels = read_record(rec, cands, size=self.frame_size, resize=self.resize)
                 with torch.inference_mode():
                     feats = self.model.features(pixels.to(self.device))
                     logits = self.model.head.frame_logits(feats).float().cpu().numpy()

