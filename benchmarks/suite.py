@@ -63,6 +63,8 @@ class Suite:
     #: ``reduction`` (EVFR's selection-for-training experiment, configured by [reduction])
     task: str = "classification"
     reduction: dict = field(default_factory=dict)
+    #: the paper's published numbers for rows of this suite (``[reference]``: source, rows)
+    reference: dict = field(default_factory=dict)
 
     @property
     def budgets(self) -> list[int]:
@@ -77,7 +79,30 @@ class Suite:
         d.pop("source")
         if d["task"] == "classification" and not d["reduction"]:  # fields added later: old hashes stay
             del d["task"], d["reduction"]
+        if not d["reference"]:
+            del d["reference"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+#: what identifies a ``[[reference.rows]]`` entry; its other keys are metrics
+REFERENCE_KEYS = {"task", "label", "budget"}
+REFERENCE_TASKS = ("classification", "retrieval", "reduction")
+
+
+def reference_problems(reference: dict, where: str) -> list[str]:
+    """One line per malformed entry of a suite's ``[reference]``."""
+    out = []
+    if reference and not reference.get("source"):
+        out.append(f"{where}: reference.source is missing (the paper and table the numbers come from)")
+    for i, row in enumerate(reference.get("rows", [])):
+        if "label" not in row:
+            out.append(f"{where}: reference.rows[{i}] has no label")
+        if row.get("task", "classification") not in REFERENCE_TASKS:
+            out.append(f"{where}: reference.rows[{i}].task must be one of {', '.join(REFERENCE_TASKS)}")
+        bad = [k for k, v in row.items() if k not in REFERENCE_KEYS and not isinstance(v, (int, float))]
+        if bad:
+            out.append(f"{where}: reference.rows[{i}]: {bad[0]} is not a number")
+    return out
 
 
 def available() -> list[str]:
@@ -126,4 +151,5 @@ def load(name_or_path: str | Path) -> Suite:
     return Suite(name=raw["name"], dataset=raw["dataset"], model=raw.get("model", {}), train=raw.get("train", {}),
                  eval=raw.get("eval", {}), methods=tuple(methods), description=raw.get("description", ""),
                  source=str(path), token_model=raw.get("token_model", {}), retrieval=retrieval,
-                 retrieval_methods=tuple(rspecs), task=task, reduction=dict(raw.get("reduction", {})))
+                 retrieval_methods=tuple(rspecs), task=task, reduction=dict(raw.get("reduction", {})),
+                 reference=dict(raw.get("reference", {})))

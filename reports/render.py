@@ -29,6 +29,7 @@ import seaborn as sns  # noqa: E402
 
 from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, same_videos_note  # noqa: E402
 from samplerbench.reports.reduction_tables import render_reduction  # noqa: E402
+from samplerbench.reports.reference import render_reference  # noqa: E402
 from samplerbench.reports.retrieval_tables import render_retrieval  # noqa: E402
 
 UNITS = ("GFLOPs follow fvcore's convention: one multiply-add counts as one FLOP, per video, "
@@ -107,6 +108,7 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
                  f"frames, {p0.get('test_instances')} instances), commit {str(p0.get('git_commit'))[:10]}"
                  f"{' (dirty)' if p0.get('git_dirty') else ''}, {p0.get('hardware', {}).get('cpu')}. ")
         render_reduction(run_dir, out, _write, where)
+        render_reference(p0.get("reference") or {}, run_dir, out, _write, where)
         return out
     df = load_rows(run_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,6 +176,7 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
     model_note = (f"Retrieval model (CLIP4Clip mean pooling on the frozen frame encoder, trained in the run): "
                   f"validation mean R@1 {100 * rm['val']:.1f}% with every candidate. " if "val" in rm else "")
     render_retrieval(run_dir, out, _write, f"Run {run_dir.name}. {model_note}")
+    render_reference(p0.get("reference") or {}, run_dir, out, _write, where)
     return out
 
 

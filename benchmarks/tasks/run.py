@@ -22,7 +22,7 @@ from samplerbench.models.tokens import TokenModelConfig
 from samplerbench.registry import DATASETS, METHODS
 from samplerbench.store import provenance
 from samplerbench.store.files import write_json
-from samplerbench.suite import MethodSpec, Suite
+from samplerbench.suite import MethodSpec, Suite, reference_problems
 from samplerbench.tasks.classification import Classification
 from samplerbench.tasks.core import Run, Task, rescore, run_task
 from samplerbench.tasks.frames import default_cache_dir
@@ -104,6 +104,7 @@ def validate(suite: Suite) -> list[str]:
         problems += _method_problems(f"{src}: retrieval.methods[{i}] ({r.method.display})", r.method)
         if isinstance(r.budget, int) and t is not None and r.budget > t:
             problems.append(f"{src}: retrieval.methods[{i}].budget {r.budget} is above the {t} candidates")
+    problems += reference_problems(suite.reference, src)
     if suite.task == "reduction":
         try:
             ReductionConfig.of(suite)
@@ -128,6 +129,8 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
     torch.use_deterministic_algorithms(dev.type == "cpu", warn_only=True)
     prov = provenance.collect(device=str(dev), suite=suite.name, suite_hash=suite.digest(), suite_file=suite.source,
                               run_id=run_id, seeds=suite.seeds, task=suite.task)
+    if suite.reference:
+        prov["reference"] = suite.reference
     run = Run(suite, run_dir, cache_dir, dev, progress, prov, data_root=data_root, limit=limit)
     for task in tasks_of(suite):
         run_task(task, run)
