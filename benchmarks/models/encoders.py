@@ -126,8 +126,6 @@ class ModelConfig:
     #: cuda only: ``bf16`` / ``fp16`` autocast and channels_last for the frozen encoder
     precision: str = "fp32"
     channels_last: bool = False
-    #: the stored features' dtype (fp32 or fp16)
-    feature_dtype: str = "fp32"
     #: frozen-probe: the head's training
     probe_epochs: int = 30
     probe_lr: float = 1e-3
@@ -152,7 +150,7 @@ class ModelConfig:
         """The fields that make this configuration (fields added later count only when set, so
         earlier suites keep their cache keys)."""
         d = asdict(self)
-        for k in ("weights", "protocol", "prompts", "precision", "channels_last", "feature_dtype", "probe_epochs",
+        for k in ("weights", "protocol", "prompts", "precision", "channels_last", "probe_epochs",
                   "probe_lr", "retrieval_weights"):
             if d[k] == ModelConfig.__dataclass_fields__[k].default:
                 del d[k]
