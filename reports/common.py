@@ -32,3 +32,14 @@ def same_videos_note(df: pd.DataFrame) -> str:
     elif failed:
         note += f"; {failed} video(s) could not be evaluated by any method (failures.csv)"
     return note + ". "
+
+
+def mean_std(mean: float, std: float, n: int, fmt: str) -> str:
+    """``mean ± std`` over n seeds, or the mean alone when the seeds agree: the std of equal
+    floats comes out as 4e-16 and printed as a spurious ``± 0.0``."""
+    if pd.isna(mean):
+        return "–"
+    s = fmt.format(mean)
+    if n > 1 and not pd.isna(std) and std > 1e-9 * max(1.0, abs(mean)):
+        s += " ± " + fmt.format(std)
+    return s

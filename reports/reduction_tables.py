@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds
+from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, mean_std
 
 FULL, CHANCE = "full", "untrained"
 DETAIL = (("frames", "Frames", "{:.0f}"), ("mask_AP", "Mask AP", "{:.1f}"), ("mask_AP50", "Mask AP50", "{:.1f}"),
@@ -37,7 +37,7 @@ NOTE = ("AP: COCO AP@[.5:.95] (pycocotools) in %, on every frame of the test vid
 def _fmt(v: pd.Series, fmt: str) -> str:
     if v.empty:
         return "–"
-    return fmt.format(v.mean()) + (f" ± {fmt.format(v.std())}" if len(v) > 1 and v.std() > 0 else "")
+    return mean_std(v.mean(), v.std(), len(v), fmt)
 
 
 def within_full(df: pd.DataFrame, metric: str) -> dict[tuple[str, int], bool]:

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, same_videos_note  # noqa: E402
+from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, mean_std, same_videos_note  # noqa: E402
 from samplerbench.reports.reduction_tables import render_reduction  # noqa: E402
 from samplerbench.reports.reference import render_reference  # noqa: E402
 from samplerbench.reports.retrieval_tables import render_retrieval  # noqa: E402
@@ -65,12 +65,7 @@ def _summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(mean: float, std: float, seeds: int, fmt: str) -> str:
-    if pd.isna(mean):
-        return "–"
-    s = fmt.format(mean)
-    if seeds > 1 and not pd.isna(std) and std > 0:
-        s += " ± " + fmt.format(std)
-    return s
+    return mean_std(mean, std, seeds, fmt)
 
 
 def _method_order(df: pd.DataFrame) -> list[str]:

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, same_videos_note
+from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, mean_std, same_videos_note
 
 COLUMNS = (("R@1", "{:.1f}"), ("R@5", "{:.1f}"), ("R@10", "{:.1f}"), ("MdR", "{:.1f}"), ("MnR", "{:.1f}"))
 NOTE = ("R@k in %. Ranks are 1-based; ties count against the query (pessimistic rank). Text-to-video ranks each caption's "
@@ -26,8 +26,7 @@ NOTE = ("R@k in %. Ranks are 1-based; ties count against the query (pessimistic 
 
 
 def _fmt(values: pd.Series, fmt: str) -> str:
-    m = values.mean()
-    return fmt.format(m) + (f" ± {fmt.format(values.std())}" if len(values) > 1 and values.std() > 0 else "")
+    return mean_std(values.mean(), values.std(), len(values), fmt)
 
 
 def render_retrieval(run_dir: Path, out: Path, write, caption_prefix: str = "") -> list[Path]:
