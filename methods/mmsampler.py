@@ -13,9 +13,13 @@ InfoNCE of the frozen retrieval model through the masked mean of the kept frames
 ``usage_weight`` (0.03) times the share of candidates kept.
 
 Deviations, and why:
-- Light features: the harness's frozen frame encoder at ``resolution`` (32) pixels, where the
-  paper uses a frozen MobileNetV2 at 224 next to CLIP ViT-B/32: the same role (about a quarter
-  of the retrieval encoder's cost per frame here), without a download.
+- Light features: by default the harness's frozen frame encoder at ``resolution`` (32) pixels,
+  where the paper uses a frozen MobileNetV2 at 224 next to CLIP ViT-B/32: the same role (about
+  a quarter of the retrieval encoder's cost per frame here), without a download. ``light =
+  "torchvision:mobilenet_v2"`` (with ``light_weights``, or ``$SAMPLERBENCH_WEIGHTS``) and
+  ``resolution = 224`` is the paper's light encoder, loaded like every pretrained encoder
+  (:mod:`samplerbench.models.pretrained`); a pretrained reader needs it (a ViT reads its own
+  input size only).
 - The transformer attends across the frames of a video (the reference code hands batch-first
   input to a sequence-first module, so it attends across videos), and the test-time decision is
   the argmax (the reference code keeps the Gumbel noise at test): both as METHODS.md says.
@@ -49,7 +53,6 @@ from samplerbench.cost.flops import count_flops
 from samplerbench.metrics.ranking import retrieval_metrics
 from samplerbench.models.archs import MMSamplerPolicy
 from samplerbench.models.clip4clip import info_nce, similarity
-from samplerbench.models.encoders import normalise
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView
 from samplerbench.seeding import torch_generator
@@ -98,7 +101,7 @@ class LightEncoder(nn.Module):
         return super().train(False)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = normalise(pixels)
+        x = self.encoder.normalise(pixels)  # the encoder's own mean and std
         if x.shape[-1] != self.resolution:
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="area")
         return self.encoder(x)
@@ -117,6 +120,10 @@ class MMSampler(Sampler):
     variant: str = "frame"
     attention: str = "causal"  # "causal" (the paper) or "bidirectional" (a deviation: sees the future)
     resolution: int = 32
+    #: "" = the reader's frozen encoder; "<family>:<model>": a pretrained light encoder (the paper's
+    #: "torchvision:mobilenet_v2"), weights from ``light_weights`` or $SAMPLERBENCH_WEIGHTS
+    light: str = ""
+    light_weights: str = ""
     width: int = 128
     heads: int = 4
     usage_weight: float = 0.03
@@ -128,11 +135,21 @@ class MMSampler(Sampler):
     _policy: MMSamplerPolicy | None = field(default=None, repr=False, compare=False)
     _light: LightEncoder | None = field(default=None, repr=False, compare=False)
     _flops: dict = field(default_factory=dict, repr=False, compare=False)
+    _light_sha: str = field(default="", repr=False, compare=False)
 
     def __post_init__(self):
         policy_inputs(torch.zeros(1, 1, 1), self.variant)  # validates the variant
         if self.attention not in ("causal", "bidirectional"):
             raise ValueError(f"mmSampler attention must be causal or bidirectional, not {self.attention!r}")
+
+    def config(self) -> dict:
+        """The fields that make the policy (the light-encoder fields count only when set, so the
+        policies trained before them keep their cache keys)."""
+        cfg = super().config()
+        for k in ("light", "light_weights"):
+            if not cfg[k]:
+                del cfg[k]
+        return cfg
 
     def _in_dim(self, dim: int) -> int:
         return 2 * dim if self.variant == "concat" else dim
@@ -150,14 +167,27 @@ class MMSampler(Sampler):
     def prepare(self, env) -> dict:
         """Train the policy against the frozen retrieval model (or load it from the cache)."""
         retrieval, rec_model = env.retrieval_model()
-        self._light = LightEncoder(env.classifier.encoder, self.resolution)
-        dim = env.classifier.cfg.dim
+        if self.light:
+            from samplerbench.models.pretrained import build_pretrained
+
+            encoder = build_pretrained(self.light, self.light_weights or None)
+        elif env.classifier.cfg.pretrained:
+            raise ValueError(f"mmSampler on the pretrained reader {env.classifier.cfg.encoder}: give it a light "
+                             f"encoder, e.g. light = \"torchvision:mobilenet_v2\", resolution = 224 (the paper's)")
+        else:
+            encoder = env.classifier.encoder
+        self._light = LightEncoder(encoder, self.resolution)
+        dim = encoder.dim
+        if self.light:  # the light encoder's identity: its weights
+            self._light_sha = encoder.weights_sha
 
         def build():
             return MMSamplerPolicy(self._in_dim(dim), self.width, self.heads, env.num_candidates,
                                    self.attention == "causal")
 
         parts = [self.config(), *env.key_parts(), rec_model["content_key"], 1]
+        if self.light:
+            parts.append(self._light_sha)
         self._policy, record = cached_fit("mmsampler", parts, build, lambda m: self._fit(m, env, retrieval),
                                           env.cache_dir)
         self._policy.to(env.device)

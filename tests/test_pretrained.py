@@ -303,15 +303,16 @@ def test_paper_suite_runs_in_its_layout_and_reports_the_published_numbers(tmp_pa
     weights = tmp_path / "w"
     weights.mkdir()
     torch.save(open_clip.create_model(tiny_clip_config, pretrained=None).state_dict(),
-               weights / f"open_clip-{tiny_clip_config}.pt")  # the documented file name
+               weights / f"open_clip-{tiny_clip_config}.pt")  # the documented file names
+    import torchvision
+
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), weights / "torchvision-mobilenet_v2.pth")
     text = suite_mod.load("mmsampler-msrvtt")
     src = Path(text.source).read_text()
     src = (src.replace('encoder = "open_clip:ViT-B-32"', f'encoder = "open_clip:{tiny_clip_config}"')
            .replace("candidates = 16", "candidates = 6").replace("budgets = [16]", "budgets = [6]")
            .replace("seeds = [0, 1, 2]", "seeds = [0]")
-           .replace('variant = "frame" }', 'variant = "frame", epochs = 1, batch = 4 }')
-           .replace('variant = "diff" }', 'variant = "diff", epochs = 1, batch = 4 }')
-           .replace('variant = "concat" }', 'variant = "concat", epochs = 1, batch = 4 }'))
+           .replace("resolution = 224 }", "resolution = 32, epochs = 1, batch = 4 }"))
     path = tmp_path / "mmsampler-msrvtt.toml"
     path.write_text(src)
     import os
@@ -333,6 +334,9 @@ def test_paper_suite_runs_in_its_layout_and_reports_the_published_numbers(tmp_pa
     assert float(nopol.Measured) == pytest.approx(want) and float(nopol.Difference) == pytest.approx(want - 42.1)
     assert set(t.Method) == {"no policy", "mmsampler-frame", "mmsampler-diff", "mmsampler-concat"}
     assert "mmSampler (MLSys 2022)" in (out / "table_reference.md").read_text()
+    prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
+    # the policies read MobileNetV2 (the paper's light encoder), loaded from the weights folder
+    assert rows[rows.label == "mmsampler-frame"]["value"].notna().all() and "mmsampler-frame" in prov["trained"]
 
 
 def test_runtime_cost_of_open_clip_vit_b32_is_the_papers():
