@@ -348,7 +348,8 @@ def bad_corpus(root: Path) -> dict[str, str]:
     returns {video id: the kind of problem} of the bad ones."""
     for k in range(6):
         L.write_clip(root / "train" / f"t{k}.mp4", n=10)
-    (root / "train.txt").write_text("".join(f"train/t{k}.mp4 {k % 2}\n" for k in range(6)))
+    (root / "train" / "broken.mp4").write_bytes(b"\x00" * 100)  # a training video that cannot be read
+    (root / "train.txt").write_text("".join(f"train/t{k}.mp4 {k % 2}\n" for k in range(6)) + "train/broken.mp4 0\n")
     v = root / "test"
     L.write_clip(v / "good0.mp4", n=12)
     L.write_clip(v / "good1.webm", n=9)
@@ -417,6 +418,9 @@ def test_sweep_over_the_bad_corpus_records_each_bad_video_once(tmp_path):
     assert len(short) == 4 and all(max(v["frames"]) < 3 for v in short)  # repeats within the 1-3 frames
     assert all(v["repeats_frames"] and v["num_frames"] in (1, 3) for v in short)
     assert not any(v["repeats_frames"] for v in sel if v["video"] == "test/good0")
+    # the unreadable training video is left out of training and named in the provenance
+    prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
+    assert list(prov["training_videos_unreadable"]) == ["train/broken"]
 
 
 # ---------------------------------------------------------------- end to end on each adapter

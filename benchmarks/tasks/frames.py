@@ -141,6 +141,9 @@ class FrameContext:
         candidates = int(suite.eval.get("candidates", 32))
         model, record = reader(suite, train, val, frame_size, candidates, run.cache_dir, run.progress)
         model = model.to(run.device)
+        unreadable = {**train.meta.get("unreadable", {}), **val.meta.get("unreadable", {})}
+        if unreadable:  # left out of training, named in the provenance
+            run.prov["training_videos_unreadable"] = unreadable
         run.prov.update(candidates=candidates, timing=asdict(throughput_config(suite)), dataset=suite.dataset["name"],
                         split=split.split, manifest_hash=split.manifest_hash, train_manifest_hash=train.manifest_hash,
                         classifier=record)

@@ -192,10 +192,10 @@ class Reduction(Task):
         build = DATASETS.get(ds["name"])
         params = dict(ds.get("params", {}))
         opts = {"progress": run.progress, "data_root_dir": run.data_root, "limit": run.limit}
-        train_split = build(run.cache_dir, ds.get("train_split", "train"), **opts, **params).readable_only()
+        train_split = build(run.cache_dir, ds.get("train_split", "train"), **opts, **params)
         test_split = build(run.cache_dir, ds.get("split", "test"), **opts, **params)
         size = tuple(ds.get("frame_size", [64, 64]))
-        failures: dict[str, str] = {}
+        failures: dict[str, str] = {}  # a training video that cannot be read: a failure of every cell
         train = load_videos(train_split, load_instances(train_split, cfg.train_videos, size, run.cache_dir),
                             cfg.train_videos, size, failures, cfg.embedding, run.progress)
         inst = load_instances(test_split, cfg.test_videos, size, run.cache_dir)
