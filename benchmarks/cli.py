@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     rp.set_defaults(fn=_report)
     c = sub.add_parser("cost", help="per-video GFLOPs of the papers' configurations, counted from the modules")
     c.add_argument("presets", nargs="*", help="preset names (default: all); see --encoder for a custom one")
-    c.add_argument("--encoder", help="custom: clip-vit-b32, clip-vit-b16, resnet50, mobilenet_v2, vit-b16-tokens")
+    c.add_argument("--encoder", help="custom: clip-vit-b32, clip-vit-b16, resnet50, mobilenet_v2, vit-b16-tokens, "
+                                     "or a runtime encoder <family>:<model> (open_clip:ViT-B-32, torchvision:resnet50)")
     c.add_argument("-T", "--candidates", type=int, default=32)
     c.add_argument("-N", "--frames", type=int, default=8, help="frames encoded (or frame-equivalents of tokens)")
     c.add_argument("--keep-ratio", type=float, default=None, help="N = round(ratio * T), overrides presets' N")

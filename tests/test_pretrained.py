@@ -353,3 +353,14 @@ def test_runtime_cost_of_open_clip_vit_b32_is_the_papers():
     assert 32 * runtime / 1e9 == pytest.approx(141.12, rel=1e-3)
     assert runtime == pytest.approx(preset, rel=1e-4)
     assert torch.backends.mha.get_fastpath_enabled()  # restored after counting
+
+
+def test_cost_command_counts_the_runtime_module():
+    """`samplerbench cost --encoder open_clip:ViT-B-32`: the module a run reads with, counted by
+    fvcore and cross-checked by ptflops (both see the attention once the fast path is off)."""
+    from samplerbench.cost.papers import CostConfig, components
+
+    comps = components(CostConfig("runtime", "open_clip:ViT-B-32", 32, 32))
+    (enc,) = comps
+    assert enc.calls * enc.fvcore / 1e9 == pytest.approx(141.12, rel=1e-3)
+    assert enc.ptflops == pytest.approx(enc.fvcore, rel=0.02)

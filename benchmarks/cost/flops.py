@@ -100,12 +100,15 @@ def count_flops_ptflops(module: nn.Module, *inputs: torch.Tensor) -> float:
             return self.inner(*inputs)
 
     was_training = module.training
+    was_fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # nn.MultiheadAttention as matmuls (see count_flops)
     try:
         with sdpa_kernel(SDPBackend.MATH), torch.no_grad():  # inference_mode hides aten.linear from it
             macs, _ = get_model_complexity_info(_Call(), (1,), input_constructor=lambda _: {}, as_strings=False,
                                                 print_per_layer_stat=False, backend="aten", verbose=False)
     finally:
         module.train(was_training)
+        torch.backends.mha.set_fastpath_enabled(was_fast)
     if macs is None:
         raise RuntimeError(f"ptflops could not count {type(module).__name__}")
     return float(macs)

@@ -150,9 +150,10 @@ def _components(cfg: CostConfig, cross_check: bool) -> list[Component]:
         out.append(_count(f"ViT-B/16 on {k} tokens", archs.TokenViT(positions=T * 196),
                           (torch.zeros(1, k, 768), torch.zeros(1, k, dtype=torch.long)), 1, "encoder", cross_check))
     else:
-        if cfg.encoder not in ENCODERS:
-            raise ValueError(f"unknown encoder {cfg.encoder!r}; choose from {sorted(ENCODERS) + ['vit-b16-tokens']}")
-        build, _ = ENCODERS[cfg.encoder]
+        if cfg.encoder not in ENCODERS and ":" not in cfg.encoder:
+            raise ValueError(f"unknown encoder {cfg.encoder!r}; choose from {sorted(ENCODERS) + ['vit-b16-tokens']} "
+                             f"or a runtime encoder <family>:<model>")
+        build, _ = ENCODERS[cfg.encoder] if cfg.encoder in ENCODERS else (_runtime_encoder(cfg.encoder), 224)
         r = cfg.resolution
         out.append(_count(f"{cfg.encoder} @{r}", build(), (torch.zeros(1, 3, r, r),), N, "encoder", cross_check))
     # SLLM: of T sampled frames, N = ceil(T / 2) encoded, one restored between each adjacent
@@ -165,6 +166,14 @@ def _components(cfg: CostConfig, cross_check: bool) -> list[Component]:
         out.append(_count(f"SLLM temporal head ({seq} features)", archs.SLLMHead(frames=T), (torch.zeros(1, seq, 512),),
                           1, "head", cross_check))
     return out
+
+
+def _runtime_encoder(name: str) -> Callable[[], torch.nn.Module]:
+    """The module a run reads frames with (``torchvision:resnet50``, ``open_clip:ViT-B-32``, ...):
+    the cost of a configuration and of a run come from the same code."""
+    from samplerbench.models.pretrained import build_pretrained
+
+    return lambda: build_pretrained(name, load=False)
 
 
 def table(cfg: CostConfig, comps: list[Component]) -> str:
