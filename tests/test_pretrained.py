@@ -422,3 +422,19 @@ def test_each_paper_suite_runs_on_its_layout(tmp_path, tiny_clip_config, name):
     if suite_mod.load(name).reference:
         t = pd.read_csv(out / "table_reference.csv")
         assert t["Measured"].notna().all(), t
+
+
+def test_token_path_refuses_a_fixed_size_reader(tiny_clip_config):
+    """Token samplers embed each patch with the reader's encoder: a CNN reads 16x16 patches, a
+    ViT (fixed position grid) cannot, which is a one-line error instead of a shape crash."""
+    from samplerbench.models.tokens import TokenClassifier, TokenGrid, TokenModelConfig
+
+    vit = build_pretrained(f"open_clip:{tiny_clip_config}", load=False)
+    cnn = build_pretrained("torchvision:resnet18", load=False)
+    assert not vit.any_size and cnn.any_size
+    grid = TokenGrid(4, 2, 2)
+    with pytest.raises(ValueError, match='embed = "linear"'):
+        TokenClassifier(TokenModelConfig(patch=16), grid, 3, vit)
+    model = TokenClassifier(TokenModelConfig(patch=16), grid, 3, cnn)
+    patches = torch.randint(0, 256, (1, 5, 3 * 16 * 16), dtype=torch.uint8)
+    assert model(patches, torch.arange(5)[None]).shape == (1, 3)

@@ -53,6 +53,9 @@ class FrameCNN(nn.Module):
         y = self.body(x)
         return y.amax(dim=(2, 3)) if self.pool == "max" else y.mean(dim=(2, 3))
 
+    #: reads frames (or patches) of any size
+    any_size = True
+
     @staticmethod
     def normalise(frames: torch.Tensor) -> torch.Tensor:
         return normalise(frames)

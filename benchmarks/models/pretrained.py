@@ -120,7 +120,7 @@ class PretrainedEncoder(nn.Module):
     preprocessing (:meth:`normalise`)."""
 
     def __init__(self, encoder: str, net: nn.Module, preprocess: Preprocess, dim: int, image_fn=None,
-                 text=None, weights: str = "", weights_sha: str = ""):
+                 text=None, weights: str = "", weights_sha: str = "", any_size: bool = False):
         super().__init__()
         self.encoder_name = encoder
         self.net = net
@@ -131,6 +131,8 @@ class PretrainedEncoder(nn.Module):
         self.weights = weights
         self.weights_sha = weights_sha
         self.clip4clip_sha = ""  # a CLIP4Clip fine-tuned checkpoint loaded into the towers
+        #: reads inputs of any size (a CNN) or only its own (a ViT's position embeddings)
+        self.any_size = any_size
         self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1), persistent=False)
 
@@ -220,4 +222,8 @@ def build_pretrained(encoder: str, weights: str | os.PathLike | None = None, loa
     net.eval().requires_grad_(False)
     with torch.no_grad():
         dim = int((image_fn or net)(torch.zeros(1, 3, *pre.size)).shape[-1])
-    return PretrainedEncoder(encoder, net, pre, dim, image_fn, text, path, sha)
+        try:  # a 16-pixel input (a token's patch): fine for a CNN, refused by a ViT's position grid
+            any_size = (image_fn or net)(torch.zeros(1, 3, 16, 16)).shape[-1] == dim
+        except (RuntimeError, AssertionError, ValueError):
+            any_size = False
+    return PretrainedEncoder(encoder, net, pre, dim, image_fn, text, path, sha, any_size)

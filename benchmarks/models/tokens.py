@@ -25,7 +25,6 @@ from samplerbench.data.annotations import VideoSplit
 from samplerbench.data.candidates import decode_pools
 from samplerbench.metrics.classification import one_hot
 from samplerbench.models.archs import TokenViT
-from samplerbench.models.encoders import normalise
 from samplerbench.sampling import Budget, Sampler, VideoView
 from samplerbench.seeding import derive_seed, generator
 from samplerbench.training.fit import FitConfig, cached_fit, fit
@@ -126,6 +125,10 @@ class TokenClassifier(nn.Module):
             raise ValueError(f"token embed must be encoder or linear, not {cfg.embed!r}")
         if cfg.embed == "encoder" and encoder is None:
             raise ValueError("embed = 'encoder' needs the frame encoder")
+        if cfg.embed == "encoder" and not encoder.any_size:
+            raise ValueError(f"token samplers embed each {cfg.patch}x{cfg.patch} patch with the reader's encoder, and "
+                             f"{type(encoder).__name__} reads only its own input size: set "
+                             f"[token_model] embed = \"linear\" or use a CNN reader")
         self.cfg, self.grid = cfg, grid
         self.vit = TokenViT(cfg.patch, grid.total, cfg.width, cfg.depth, cfg.heads, num_classes)
         self.encoder = encoder.requires_grad_(False) if cfg.embed == "encoder" else None
@@ -144,7 +147,7 @@ class TokenClassifier(nn.Module):
         p = self.cfg.patch
         self.encoder.eval()  # frozen, BatchNorm included
         with torch.no_grad():
-            return self.encoder(normalise(patches.reshape(b * k, 3, p, p))).view(b, k, -1)
+            return self.encoder(self.encoder.normalise(patches.reshape(b * k, 3, p, p))).view(b, k, -1)
 
     def forward(self, patches: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         if ids is None:  # throughput timing: the first K positions
