@@ -371,6 +371,10 @@ PAPER_SUITES = {  # suite -> (layout builder, folder under the data root, substi
                                           ("seeds = [0, 1, 2]", "seeds = [0]")]),
     "sosampler-activitynet": ("activitynet", "ActivityNet", [("torchvision:resnet50", "torchvision:resnet18"),
                                                              ("seeds = [0, 1, 2]", "seeds = [0]")]),
+    "kcenter-kinetics400": ("kinetics", "kinetics400", [("timm:vit_base_patch16_224", "timm:vit_tiny_patch16_224"),
+                                                      ("candidates = 32", "candidates = 4"), ("budgets = [8]", "budgets = [1]"),
+                                                      ("seeds = [0, 1, 2]", "seeds = [0]"),
+                                                      ('patch = 16', 'patch = 16\nepochs = 1')]),
     "mmsampler-didemo": ("didemo", "DiDeMo", [("candidates = 32", "candidates = 6"), ("budgets = [32]", "budgets = [6]"),
                                                ("seeds = [0, 1, 2]", "seeds = [0]"),
                                                ("resolution = 224 }", "resolution = 32, epochs = 1, batch = 4 }")]),
@@ -399,6 +403,11 @@ def test_each_paper_suite_runs_on_its_layout(tmp_path, tiny_clip_config, name):
     torch.save(open_clip.create_model(tiny_clip_config, pretrained=None).state_dict(), w / f"open_clip-{tiny_clip_config}.pt")
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), w / "torchvision-resnet18.pth")
     torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), w / "torchvision-mobilenet_v2.pth")
+    import timm
+    from safetensors.torch import save_file
+
+    save_file(timm.create_model("vit_tiny_patch16_224", pretrained=False).state_dict(),
+              str(w / "timm-vit_tiny_patch16_224.safetensors"))
     src = Path(suite_mod.load(name).source).read_text().replace("open_clip:ViT-B-32", f"open_clip:{tiny_clip_config}")
     for a, b in subs:
         assert a in src, a
@@ -438,3 +447,37 @@ def test_token_path_refuses_a_fixed_size_reader(tiny_clip_config):
     model = TokenClassifier(TokenModelConfig(patch=16), grid, 3, cnn)
     patches = torch.randint(0, 256, (1, 5, 3 * 16 * 16), dtype=torch.uint8)
     assert model(patches, torch.arange(5)[None]).shape == (1, 3)
+
+
+def test_pretrained_vit_reads_selected_tokens(tmp_path):
+    """embed = "vit": the timm ViT's own patch embedding and blocks over K tokens, the spatial
+    position embedding resampled to the frames' grid, a learned time embedding (zero at the
+    start). On one whole frame it equals the ViT's own forward on that frame (same tokens,
+    positions and blocks), which pins the token layout and the position lookup."""
+    import timm
+    from safetensors.torch import save_file
+
+    from samplerbench.models.tokens import TokenClassifier, TokenGrid, TokenModelConfig, patchify
+
+    torch.manual_seed(10)
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
+    save_file(net.state_dict(), str(tmp_path / "vit.safetensors"))
+    cfg = TokenModelConfig(embed="vit", vit="timm:vit_tiny_patch16_224", vit_weights=str(tmp_path / "vit.safetensors"))
+    assert "vit" in cfg.identity() and "vit" not in TokenModelConfig().identity()
+    grid = TokenGrid(frames=3, rows=14, cols=14)
+    model = TokenClassifier(cfg, grid, 5).eval()
+    frames = torch.randint(0, 256, (3, 3, 224, 224), dtype=torch.uint8)
+    ids = torch.arange(196, 2 * 196)  # every token of frame 1, in raster order
+    patches = patchify(frames, 16)[ids][None]
+    with torch.no_grad():
+        feats = model.vit.norm(model.vit.blocks(torch.cat([model.vit.cls_pos, model.patch_features(patches)
+                                                           + model.vit.space_pos], 1)))[:, 0]
+        ref = net.forward_features(model.encoder.normalise(frames[1:2]))[:, 0]
+        out = model(patches, ids[None])
+    assert torch.allclose(feats, ref, atol=1e-4)
+    assert out.shape == (1, 5)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"vit.time", "vit.fc.weight", "vit.fc.bias"}
+    with pytest.raises(ValueError, match="set \\[token_model\\] patch = 16"):
+        TokenClassifier(TokenModelConfig(embed="vit", patch=8, vit="timm:vit_tiny_patch16_224",
+                                         vit_weights=str(tmp_path / "vit.safetensors")), grid, 5)

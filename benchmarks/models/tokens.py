@@ -105,6 +105,46 @@ class TokenModelConfig:
     batch: int = 32
     lr: float = 5e-4
     seed: int = 0
+    #: embed = "vit": a pretrained timm ViT (the paper's ``timm:vit_base_patch16_224``) reads the
+    #: tokens, its weights from ``vit_weights`` or $SAMPLERBENCH_WEIGHTS
+    vit: str = ""
+    vit_weights: str = ""
+
+    def identity(self) -> dict:
+        """The fields that make the model (the ViT fields count only when set: earlier keys stay)."""
+        d = asdict(self)
+        for k in ("vit", "vit_weights"):
+            if not d[k]:
+                del d[k]
+        return d
+
+
+class PretrainedTokenViT(nn.Module):
+    """K-centered patch sampling's reader: a pretrained ViT over the K selected tokens (joint
+    attention). Each token is its patch through the ViT's own patch embedding (pretrained, frozen),
+    plus the pretrained spatial position embedding of its (h, w), resampled to the frames' patch
+    grid, plus a learned temporal embedding of its t (zero at the start, as TimeSformer
+    initialises its time embedding); the class token and the blocks are pretrained and frozen; the
+    time embedding and a new linear head train."""
+
+    def __init__(self, net: nn.Module, grid: TokenGrid, num_classes: int):
+        super().__init__()
+        from timm.layers import resample_abs_pos_embed
+
+        dim = net.cls_token.shape[-1]
+        with torch.no_grad():
+            pos = resample_abs_pos_embed(net.pos_embed, new_size=[grid.rows, grid.cols], num_prefix_tokens=1)
+        self.register_buffer("cls_pos", (net.cls_token + pos[:, :1]).detach())
+        self.register_buffer("space_pos", pos[0, 1:].detach())
+        self.blocks, self.norm = net.blocks, net.norm
+        self.time = nn.Parameter(torch.zeros(grid.frames, dim))
+        self.fc = nn.Linear(dim, num_classes)
+        self.per_frame = grid.per_frame
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        x = x + self.space_pos[ids % self.per_frame] + self.time[ids // self.per_frame]
+        x = torch.cat([self.cls_pos.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.fc(self.norm(self.blocks(x))[:, 0])
 
 
 class TokenClassifier(nn.Module):
@@ -121,8 +161,18 @@ class TokenClassifier(nn.Module):
 
     def __init__(self, cfg: TokenModelConfig, grid: TokenGrid, num_classes: int, encoder: nn.Module | None = None):
         super().__init__()
-        if cfg.embed not in ("encoder", "linear"):
-            raise ValueError(f"token embed must be encoder or linear, not {cfg.embed!r}")
+        if cfg.embed not in ("encoder", "linear", "vit"):
+            raise ValueError(f"token embed must be encoder, linear or vit, not {cfg.embed!r}")
+        if cfg.embed == "vit":  # the paper's reader: a pretrained ViT
+            from samplerbench.models.pretrained import build_pretrained
+
+            self.cfg, self.grid = cfg, grid
+            self.encoder = build_pretrained(cfg.vit, cfg.vit_weights or None)
+            patch = self.encoder.net.patch_embed.patch_size[0]
+            if patch != cfg.patch:
+                raise ValueError(f"{cfg.vit} embeds {patch}x{patch} patches; set [token_model] patch = {patch}")
+            self.vit = PretrainedTokenViT(self.encoder.net, grid, num_classes)
+            return
         if cfg.embed == "encoder" and encoder is None:
             raise ValueError("embed = 'encoder' needs the frame encoder")
         if cfg.embed == "encoder" and not encoder.any_size:
@@ -145,6 +195,10 @@ class TokenClassifier(nn.Module):
             return normalise_patches(patches)
         b, k, _ = patches.shape
         p = self.cfg.patch
+        if self.cfg.embed == "vit":  # the ViT's own patch embedding, pretrained and frozen
+            with torch.no_grad():
+                x = self.encoder.normalise(patches.reshape(b * k, 3, p, p))
+                return self.encoder.net.patch_embed.proj(x).flatten(1).view(b, k, -1)
         self.encoder.eval()  # frozen, BatchNorm included
         with torch.no_grad():
             return self.encoder(self.encoder.normalise(patches.reshape(b * k, 3, p, p))).view(b, k, -1)
@@ -202,10 +256,15 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
     ``decode`` gives the candidate pools (a caller training several ViTs passes a memoised one).
     """
     grid = TokenGrid(candidates, size[0] // cfg.patch, size[1] // cfg.patch)
-    parts = [asdict(cfg), {"sampler": sampler.name, **sampler.config()}, train.manifest_hash, val.manifest_hash,
+    parts = [cfg.identity(), {"sampler": sampler.name, **sampler.config()}, train.manifest_hash, val.manifest_hash,
              candidates, list(budgets), list(size), train.num_classes, encoder_key, 2]
     if train.multilabel:  # trained on every label since this version (single-label keys unchanged)
         parts.append("multi-label bce")
+    if cfg.embed == "vit":  # the pretrained ViT's weights are part of the model
+        from samplerbench.models.pretrained import default_weights, weights_digest
+
+        w = Path(cfg.vit_weights) if cfg.vit_weights else default_weights(cfg.vit)
+        parts.append(weights_digest(w) if w is not None and w.is_file() else "missing")  # build() names the file
 
     def build():
         return TokenClassifier(cfg, grid, train.num_classes, encoder)
