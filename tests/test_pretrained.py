@@ -481,3 +481,54 @@ def test_pretrained_vit_reads_selected_tokens(tmp_path):
     with pytest.raises(ValueError, match="set \\[token_model\\] patch = 16"):
         TokenClassifier(TokenModelConfig(embed="vit", patch=8, vit="timm:vit_tiny_patch16_224",
                                          vit_weights=str(tmp_path / "vit.safetensors")), grid, 5)
+
+
+@pytest.mark.slow
+def test_open_clip_vit_b32_runs_frozen_probe_zero_shot_and_retrieval(tmp_path):
+    """The issue's check, with the real architecture: `encoder = "open_clip:ViT-B-32"` and a
+    weights file (random, safetensors) run classification (frozen-probe; zero-shot) and retrieval
+    (retrieval-clip, with its zero-shot classification) on a few synth videos at 224 pixels."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    torch.manual_seed(11)
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "vitb32.safetensors"))
+    del model
+    params = ", ".join(f"{k} = {v}" for k, v in TINY.items() if k != "splits")
+    for protocol in ("frozen-probe", "retrieval-clip"):
+        path = tmp_path / f"{protocol}.toml"
+        path.write_text(textwrap.dedent(f"""
+            name = "vitb32-{protocol}"
+            [dataset]
+            name = "synth-events"
+            params = {{ {params}, splits = {{ train = 6, val = 3, test = 4 }} }}
+            [model]
+            encoder = "open_clip:ViT-B-32"
+            weights = "{tmp_path / 'vitb32.safetensors'}"
+            protocol = "{protocol}"
+            probe_epochs = 1
+            [train]
+            batch_videos = 4
+            [eval]
+            candidates = 4
+            budgets = [2]
+            seeds = [0]
+            timing_videos = 1
+            [[methods]]
+            name = "uniform"
+            [retrieval]
+            captions_per_video = 2
+            seeds = [0]
+            [[retrieval.methods]]
+            name = "uniform"
+            budget = 2
+        """))
+        run_dir = run_suite(suite_mod.load(path), tmp_path / "res", tmp_path / "cache", progress=False)
+        rows = pd.read_csv(run_dir / "rows.csv")
+        enc = rows.query("metric == 'gflops_encoder'")["value"].iloc[0]
+        assert enc == pytest.approx(2 * 141.12 / 32, rel=1e-3)  # ViT-B/32 at 224 (the frames' size from the model)
+        ret = pd.read_csv(run_dir / "retrieval_rows.csv")
+        assert ret.query("metric == 't2v_R@1'")["value"].between(0, 100).all()
+        prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
+        assert prov["classifier"]["protocol"] == ("frozen-probe" if protocol == "frozen-probe" else "zero-shot")
