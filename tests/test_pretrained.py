@@ -532,3 +532,20 @@ def test_open_clip_vit_b32_runs_frozen_probe_zero_shot_and_retrieval(tmp_path):
         assert ret.query("metric == 't2v_R@1'")["value"].between(0, 100).all()
         prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
         assert prov["classifier"]["protocol"] == ("frozen-probe" if protocol == "frozen-probe" else "zero-shot")
+
+
+@pytest.mark.slow
+def test_features_kept_in_fp16(tmp_path):
+    """`[eval] feature_dtype = "fp16"` halves the per-video feature cache; the heads read them back
+    in fp32, so the rows stay within fp16's rounding of the fp32 run, under another fingerprint."""
+    base = _suite(tmp_path / "f32.toml", "")
+    half = tmp_path / "f16.toml"
+    half.write_text(base.read_text().replace('name = "f32"', 'name = "f16"')
+                    .replace("timing_videos = 2", 'timing_videos = 2\nfeature_dtype = "fp16"'))
+    a = run_suite(suite_mod.load(base), tmp_path / "res", tmp_path / "cache", progress=False)
+    b = run_suite(suite_mod.load(half), tmp_path / "res", tmp_path / "cache", progress=False)
+    ra, rb = pd.read_csv(a / "rows.csv"), pd.read_csv(b / "rows.csv")
+    assert set(ra.fingerprint).isdisjoint(set(rb.fingerprint))
+    ta = ra.query("metric == 'top1'").set_index(["method", "budget"])["value"]
+    tb = rb.query("metric == 'top1'").set_index(["method", "budget"])["value"]
+    assert (ta - tb).abs().max() <= 1 / 12 + 1e-9  # at most one of the 12 test videos flips

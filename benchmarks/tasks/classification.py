@@ -89,10 +89,10 @@ class Classification(Task):
                 elif sampler.reader == "head":  # the method's own head on the encoded frames' features
                     enc = ctx.encoder_flops(view, n)
                     head = FlopCount(sampler.head_flops(n))
-                    out = sampler.head_logits(vc.feats[torch.from_numpy(sel.indices)][None].to(ctx.device))
+                    out = sampler.head_logits(vc.feats[torch.from_numpy(sel.indices)][None].float().to(ctx.device))
                 else:
                     enc, head = ctx.encoder_flops(view, n), ctx.cost.encoder_head(n)[1]
-                    out = ctx.model.head(vc.feats[torch.from_numpy(sel.indices)][None].to(ctx.device))
+                    out = ctx.model.head(vc.feats[torch.from_numpy(sel.indices)][None].float().to(ctx.device))
             logits = out[0].float().cpu().numpy()
             if not np.isfinite(logits).all():  # that video's failure, not a score that ranks anywhere
                 fails.append({"video": rec.video_id, "error": f"{rec.path}: {key}: non-finite class scores "

@@ -120,6 +120,8 @@ class FrameContext:
     env: TrainEnv
     prov: dict
     progress: bool = True
+    #: how the candidates' features are kept in memory (``[eval] feature_dtype``: fp32 or fp16)
+    feature_dtype: torch.dtype = torch.float32
     videos: dict[str, VideoCache] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     token_models: dict[str, tuple[TokenClassifier, dict]] = field(default_factory=dict)
@@ -149,6 +151,12 @@ class FrameContext:
                         classifier=record)
         run.data_identity.update(test=split.manifest_hash, train=train.manifest_hash, val=val.manifest_hash,
                                  candidates=candidates, frame_size=list(frame_size), classifier=record["key"])
+        dtypes = {"fp32": torch.float32, "fp16": torch.float16}
+        feature_dtype = suite.eval.get("feature_dtype", "fp32")
+        if feature_dtype not in dtypes:
+            raise ValueError(f"{suite.source}: eval.feature_dtype must be fp32 or fp16, not {feature_dtype!r}")
+        if feature_dtype != "fp32":  # (fp32 adds nothing: earlier fingerprints stay)
+            run.data_identity["feature_dtype"] = feature_dtype
         # learned pieces key on the classifier's content key: a cache version bump keeps their weights
         env = TrainEnv(train, val, model, record["content_key"], candidates, frame_size, tuple(suite.budgets), run.cache_dir,
                        run.device, run.progress, retrieval_cfg=dict(suite.retrieval.get("model", {})),
@@ -156,7 +164,7 @@ class FrameContext:
                        resize=model.resize_for(frame_size))
         run.env = env
         ctx = cls(suite, split, train, val, model, record, PipelineCost(model, (3, *frame_size)), run.device,
-                  frame_size, candidates, run.cache_dir, env, run.prov, run.progress)
+                  frame_size, candidates, run.cache_dir, env, run.prov, run.progress, dtypes[feature_dtype])
         run.state["frames"] = ctx
         return ctx
 
@@ -198,7 +206,7 @@ class FrameContext:
                 with torch.inference_mode():
                     feats = self.model.features(pixels.to(self.device))
                     logits = self.model.head.frame_logits(feats).float().cpu().numpy()
-                    feats = feats.float().cpu()
+                    feats = feats.float().cpu().to(self.feature_dtype)
             except (VideoDecodeError, AnnotationError) as e:
                 self.failures[rec.video_id] = str(e).splitlines()[0]
                 log.warning("%s", self.failures[rec.video_id])
@@ -213,7 +221,7 @@ class FrameContext:
         t = len(vc.candidates)
         providers = {
             "pixels": lambda: vc.pixels,
-            "features": lambda: vc.feats.numpy(),
+            "features": lambda: vc.feats.float().numpy(),
             "frame_probs": lambda: _softmax(vc.logits),
         }
         if sampler.upper_bound:  # the labels exist in the view of an upper bound only

@@ -79,7 +79,7 @@ class Retrieval(Task):
             mask = torch.zeros(1, len(vc.candidates))
             mask[0, torch.from_numpy(sel.indices)] = 1.0
             with torch.no_grad():
-                emb = model.video_embed(vc.feats[None].to(ctx.device), mask.to(ctx.device))[0]
+                emb = model.video_embed(vc.feats[None].float().to(ctx.device), mask.to(ctx.device))[0]
             if not torch.isfinite(emb).all():  # that video's failure: a NaN similarity would rank it first
                 fails.append({"video": rec.video_id, "error": f"{rec.path}: {cell.method.key}: non-finite video embedding"})
                 continue
