@@ -28,8 +28,8 @@ class KineticsParams(DataParams):
     train_csv: tuple = ("train.csv",)
     test_csv: tuple = ("validate.csv", "val.csv")
     #: video folders under root per split; files flat or under class folders
-    train_videos: tuple = ("train",)
-    test_videos: tuple = ("val", "validate", "valid")
+    train_videos: tuple = ("train", "videos_train", "train_256")  # DeepMind/CVDF, MMAction2, resized copies
+    test_videos: tuple = ("val", "validate", "valid", "videos_val", "val_256")
     #: Mini-Kinetics and other subsets: a file of youtube ids per split, ``{train = "...", test = "..."}``
     id_lists: dict | None = None
 
