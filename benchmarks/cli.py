@@ -33,16 +33,26 @@ def _run(args) -> int:
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     s = suite_mod.load(args.suite)
-    run_dir = run_suite(s, Path(args.results), Path(args.cache) if args.cache else None, args.run_id,
+    run_id = args.run_id
+    if args.methods or args.budgets or args.seeds:  # a steered sweep shares the full suite's run folder and cells
+        run_id = run_id or f"{s.name}-{s.digest()[:8]}" + (f"-limit{args.limit}" if args.limit else "")
+        s = s.narrowed(_csv(args.methods, str), _csv(args.budgets, int), _csv(args.seeds, int))
+    run_dir = run_suite(s, Path(args.results), Path(args.cache) if args.cache else None, run_id,
                         args.device, progress=not args.quiet, data_root=_data_root(args), limit=args.limit)
     summary = json.loads((run_dir / "summary.json").read_text())
-    print("cells: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "provenance_id"))
+    print("cells: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k not in ("provenance_id", "phases_s")))
+    for task, phases in summary.get("phases_s", {}).items():
+        print(f"time {task}: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
     print(f"results: {run_dir}")
     if args.report:
         from samplerbench.reports.render import render
 
         print(f"report: {render(run_dir, Path(args.out))}")
     return 0
+
+
+def _csv(text: str | None, kind) -> list | None:
+    return [kind(x) for x in text.split(",") if x.strip()] if text else None
 
 
 def _data_args(p) -> None:
@@ -144,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _data_args(r)
     r.add_argument("--limit", type=int, default=0, help="only the first N videos of each split (a smoke run)")
+    r.add_argument("--methods", default=None, help="comma-separated names or labels: only these methods (the "
+                   "cells go to the full suite's run folder, so a later full run reuses them)")
+    r.add_argument("--budgets", default=None, help="comma-separated frame budgets, instead of the suite's")
+    r.add_argument("--seeds", default=None, help="comma-separated seeds, instead of the suite's")
     r.set_defaults(fn=_run)
     rp = sub.add_parser("report", help="render tables and plots from a run's stored rows")
     rp.add_argument("run", help="a run folder, results/<run-id>")

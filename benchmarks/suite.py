@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import tomllib
@@ -73,6 +73,30 @@ class Suite:
     @property
     def seeds(self) -> list[int]:
         return list(self.eval.get("seeds", [0]))
+
+    def narrowed(self, methods: list[str] | None = None, budgets: list[int] | None = None,
+                 seeds: list[int] | None = None) -> Suite:
+        """The suite restricted to some methods (by name, label or key; in every task), budgets
+        and seeds: a smoke run or a steered sweep. Unknown methods raise, naming the choices."""
+        out = self
+        if methods:
+            def keep(spec: MethodSpec) -> bool:
+                return bool({spec.name, spec.display, spec.key} & set(methods))
+
+            known = {n for s in (*self.methods, *(r.method for r in self.retrieval_methods))
+                     for n in (s.name, s.display, s.key)}
+            unknown = [m for m in methods if m not in known]
+            if unknown:
+                raise ValueError(f"{self.source or self.name}: --methods {unknown} not in the suite "
+                                 f"(have {sorted(known)})")
+            out = replace(out, methods=tuple(m for m in self.methods if keep(m)),
+                          retrieval_methods=tuple(r for r in self.retrieval_methods if keep(r.method)))
+        if budgets:
+            out = replace(out, eval={**out.eval, "budgets": list(budgets)})
+        if seeds:
+            out = replace(out, eval={**out.eval, "seeds": list(seeds)},
+                          retrieval={**out.retrieval, "seeds": list(seeds)} if out.retrieval else out.retrieval)
+        return out
 
     def digest(self) -> str:
         d = asdict(self)

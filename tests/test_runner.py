@@ -375,3 +375,25 @@ def test_a_run_killed_at_any_point_resumes_to_the_same_rows(tiny_run, tmp_path):
     sa = pd.read_json(ref_dir / "classification_selections.jsonl", lines=True).sort_values(["cell", "video"])
     sb = pd.read_json(results / ref_dir.name / "classification_selections.jsonl", lines=True).sort_values(["cell", "video"])
     assert sa["hash"].tolist() == sb["hash"].tolist()
+
+
+def test_a_steered_sweep_shares_its_cells_with_the_full_run(tiny_run, tmp_path, capsys):
+    """--methods/--budgets/--seeds run a subset of the suite into the full suite's run folder, so
+    the full run reuses those cells; the summary says where the time went."""
+    from samplerbench.cli import main as cli
+
+    s, tmp, _ = tiny_run
+    suite_file = write_suite(tmp_path / "tiny.toml")
+    args = ["run", str(suite_file), "--results", str(tmp_path / "res"), "--cache", str(tmp / "cache"), "-q"]
+    assert cli([*args, "--methods", "uniform,oracle", "--budgets", "1", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "classification computed 2" in out and "time classification: setup" in out
+    run_dir = tmp_path / "res" / f"{s.name}-{s.digest()[:8]}"
+    rows = pd.read_csv(run_dir / "rows.csv")
+    assert set(zip(rows.method, rows.budget, rows.seed)) == {("uniform", 1, 0), ("oracle", 1, 0)}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary["phases_s"]["classification"]) == {"setup (data, trained pieces)", "cells", "consolidate"}
+    assert cli(args) == 0  # the full suite: the two cells are reused
+    assert f"classification computed {CELLS - 2}, classification reused 2" in capsys.readouterr().out
+    assert cli([*args, "--methods", "nosuch"]) == 2
+    assert "--methods ['nosuch'] not in the suite" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import inspect
 import json
 import logging
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
@@ -228,7 +229,9 @@ def cell_dir(run_dir: Path, task: Task) -> Path:
 def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
     """Evaluate every cell of ``task`` that is not already stored with the same fingerprint;
     then consolidate its rows. Returns the suite's cells with their records, in order."""
+    t0 = time.perf_counter()
     task.setup(run)
+    t_setup = time.perf_counter() - t0
     write_json(run.run_dir / "provenance" / f"{run.prov['provenance_id']}.json", run.prov)
     task_config = task.config(run)
     folder = cell_dir(run.run_dir, task)
@@ -261,8 +264,12 @@ def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
         done.append((cell, record))
         bar.update()
     bar.close()
+    t_cells = time.perf_counter() - t0 - t_setup
     task.finish(run, done)
     consolidate(task, run.run_dir, done)
+    run.prov.setdefault("phases_s", {})[task.name] = {  # where the time went, per task
+        "setup (data, trained pieces)": round(t_setup, 2), "cells": round(t_cells, 2),
+        "consolidate": round(time.perf_counter() - t0 - t_setup - t_cells, 2)}
     log.info("%s: %d cells, %d computed, %d reused", task.name, len(done), run.counts[f"{task.name} computed"],
              run.counts[f"{task.name} reused"])
     return done

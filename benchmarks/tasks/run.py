@@ -139,7 +139,8 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
         prov["fvcore_unsupported_ops"] = ctx.cost.unsupported()
     prov["summary"] = dict(sorted(run.counts.items()))
     write_json(run_dir / "provenance" / f"{prov['provenance_id']}.json", prov)
-    write_json(run_dir / "summary.json", {"provenance_id": prov["provenance_id"], **prov["summary"]})
+    write_json(run_dir / "summary.json", {"provenance_id": prov["provenance_id"], **prov["summary"],
+                                          "phases_s": prov.get("phases_s", {})})
     log.info("%s: %s", run_id, ", ".join(f"{k} {v}" for k, v in prov["summary"].items()))
     return run_dir
 
