@@ -34,7 +34,7 @@ class KineticsParams(DataParams):
     id_lists: dict | None = None
 
 
-def _first(root: Path, names, what: str, layout: str) -> Path:
+def _first(root: Path, names, layout: str) -> Path:
     for n in ([names] if isinstance(names, str) else names):
         if (root / n).exists():
             return root / n
@@ -76,8 +76,8 @@ def read_kinetics_csv(path: Path) -> list[tuple[int, str, str, int, int]]:
 @adapter("kinetics", KineticsParams, KINETICS_LAYOUT)
 def kinetics(params: KineticsParams, root: Path, split: str, cache_dir: Path) -> Parsed:
     ann = root / params.annotations
-    train_csv = _first(ann, params.train_csv, "train CSV", KINETICS_LAYOUT)
-    the_csv = train_csv if split in ("train", "val") else _first(ann, params.test_csv, "val CSV", KINETICS_LAYOUT)
+    train_csv = _first(ann, params.train_csv, KINETICS_LAYOUT)
+    the_csv = train_csv if split in ("train", "val") else _first(ann, params.test_csv, KINETICS_LAYOUT)
     train_rows = read_kinetics_csv(train_csv)
     rows = train_rows if the_csv == train_csv else read_kinetics_csv(the_csv)
     files = [train_csv] if the_csv == train_csv else [train_csv, the_csv]
@@ -87,8 +87,7 @@ def kinetics(params: KineticsParams, root: Path, split: str, cache_dir: Path) ->
     classes = sorted({r[1] for r in train_rows if "train" not in ids or r[2] in ids["train"]})
     keep = ids.get("train" if split in ("train", "val") else "test")
     cls = {c: i for i, c in enumerate(classes)}
-    videos = _first(root, params.train_videos if split in ("train", "val") else params.test_videos, "videos",
-                    KINETICS_LAYOUT)
+    videos = _first(root, params.train_videos if split in ("train", "val") else params.test_videos, KINETICS_LAYOUT)
     found = index_files(videos)
     records, seen = [], set()
     for lineno, label, yid, start, end in rows:

@@ -4,7 +4,7 @@ HMDB51 in their published split files."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from samplerbench.data.adapters.common import (
@@ -13,6 +13,7 @@ from samplerbench.data.adapters.common import (
     DataParams,
     Parsed,
     adapter,
+    carve_val,
     class_index,
     require,
     train_val,
@@ -87,8 +88,6 @@ def video_list(params: ListParams, root: Path, split: str, cache_dir: Path) -> P
 
 
 def _with_fps(r: VideoRecord, fps: float) -> VideoRecord:
-    from dataclasses import replace
-
     return replace(r, fps=fps)
 
 
@@ -135,8 +134,6 @@ def video_folder(params: FolderParams, root: Path, split: str, cache_dir: Path) 
 
 
 def _held(parsed: Parsed, fraction: float, params, cache_dir: Path, tag: str) -> set[str]:
-    from samplerbench.data.adapters.common import carve_val
-
     return carve_val(parsed.records, fraction, params.split_seed, cache_dir, tag)
 
 
