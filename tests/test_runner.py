@@ -299,6 +299,19 @@ def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
     n_retrieval = df["cell"].nunique() if "cell" in df else len(df.groupby(["label", "seed"]))
     assert (fails.query("task == 'retrieval'")["error"].str.contains(victim.name)).sum() == n_retrieval
     assert (fails.query("task == 'classification'")["error"].str.contains(victim.name)).sum() == 2  # uniform x 2 budgets
+    # a re-run with everything stored decodes no training pool: the cached retrieval model and
+    # policies load without their features (a re-run took 40 s of decoding for nothing before)
+    import samplerbench.features.train_env as train_env
+
+    calls = []
+    real = train_env.decode_pools
+    train_env.decode_pools = lambda *a, **k: calls.append(a) or real(*a, **k)
+    try:
+        again = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
+    finally:
+        train_env.decode_pools = real
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary.get("retrieval computed", 0) == 0 and calls == []
 
 
 def test_report_recomputes_every_metric_from_the_stored_predictions(tiny_run, tmp_path, monkeypatch):

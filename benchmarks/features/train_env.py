@@ -119,9 +119,10 @@ class TrainEnv:
             cfg = RetrievalConfig(**self.retrieval_cfg)
             with torch.inference_mode(False), torch.enable_grad():
                 model, record = train_retrieval_model(
-                    self.features(self.train), self.captions(self.train), self.features(self.val),
-                    self.captions(self.val), cfg, [*self.key_parts(), self.captions_per_video], self.cache_dir,
-                    self.progress, vocab_size=len(self.tokenizer()))
+                    lambda: (self.features(self.train), self.features(self.val)), self.captions(self.train),
+                    self.captions(self.val), self.classifier.encoder.dim, len(self.train), self.num_candidates, cfg,
+                    [*self.key_parts(), self.captions_per_video], self.cache_dir, self.progress,
+                    vocab_size=len(self.tokenizer()))
             self._retrieval = (model.to(self.device).eval().requires_grad_(False), record)
         return self._retrieval
 

@@ -170,38 +170,42 @@ def similarity(model: RetrievalModel, video_emb: torch.Tensor, captions: Caption
     return (text @ video_emb.T).double().cpu().numpy()
 
 
-def train_retrieval_model(feats: torch.Tensor, captions: CaptionSet, val_feats: torch.Tensor, val_captions: CaptionSet,
-                          cfg: RetrievalConfig, key_parts: list, cache_dir, progress: bool = True,
+def train_retrieval_model(features, captions: CaptionSet, val_captions: CaptionSet, feat_dim: int, num_videos: int,
+                          candidates: int, cfg: RetrievalConfig, key_parts: list, cache_dir, progress: bool = True,
                           vocab_size: int | None = None):
-    """Train (or load) the retrieval model on frozen features (videos, T, D); ``vocab_size``: the
-    tokenizer's (default: the embedded captions' closed vocabulary)."""
+    """Train (or load) the retrieval model on frozen features. ``features()`` gives the train and
+    val splits' (videos, T, D) features and is called only when the model must train (a cached
+    model costs no decoding); ``vocab_size``: the tokenizer's (default: the embedded captions'
+    closed vocabulary)."""
     tokenizer_size = int(max(captions.ids.max(), val_captions.ids.max())) + 1
     vocab = vocab_size or len(VOCAB) + 2
     if tokenizer_size > vocab:
         raise ValueError("caption ids outside the vocabulary")
-    per_video = [np.flatnonzero(captions.video == v) for v in range(len(feats))]
-    t = feats.shape[1]
+    per_video = [np.flatnonzero(captions.video == v) for v in range(num_videos)]
+    t = candidates
+    data: dict[str, torch.Tensor] = {}
 
     def build():
-        return RetrievalModel(feats.shape[-1], cfg, vocab, captions.ids.shape[1])
+        return RetrievalModel(feat_dim, cfg, vocab, captions.ids.shape[1])
 
     def batch_loss(m, ids, epoch, step, _rng):
         rng = np.random.Generator(np.random.PCG64(derive_seed("retrieval-batch", cfg.seed, epoch, step)))
         caps = [per_video[i][int(rng.integers(len(per_video[i])))] for i in ids]
         sizes = rng.integers(1, t + 1, size=len(ids))
         mask = torch.from_numpy(rng.random((len(ids), t)).argsort(1) < sizes[:, None]).float()
-        v = m.video_embed(feats[torch.from_numpy(ids)], mask)
+        v = m.video_embed(data["train"][torch.from_numpy(ids)], mask)
         return info_nce(v, m.text_embed(captions.ids[torch.tensor(caps)]), m.logit_scale.exp().clamp(max=100))
 
     def validate(m):
-        sim = similarity(m, m.video_embed(val_feats), val_captions)
+        sim = similarity(m, m.video_embed(data["val"]), val_captions)
         r = retrieval_metrics(sim, val_captions.video)
         return (r["t2v_R@1"] + r["v2t_R@1"]) / 200
 
     def train(m):
+        data["train"], data["val"] = features()
         fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, weight_decay=0.05, patience=cfg.patience,
                          seed=cfg.seed)
-        return {**fit(m, fcfg, len(feats), batch_loss, validate, "retrieval model", progress, initial_score=False),
+        return {**fit(m, fcfg, num_videos, batch_loss, validate, "retrieval model", progress, initial_score=False),
                 "val_metric": "mean of t2v and v2t R@1 on the validation split, all candidates"}
 
     return cached_fit("retrieval", [asdict(cfg), *key_parts, VOCAB, 1], build, train, cache_dir)
