@@ -403,9 +403,10 @@ def test_a_steered_sweep_shares_its_cells_with_the_full_run(tiny_run, tmp_path, 
     assert "classification computed 2" in out and "time classification: setup" in out
     run_dir = tmp_path / "res" / f"{s.name}-{s.digest()[:8]}"
     rows = pd.read_csv(run_dir / "rows.csv")
-    assert set(zip(rows.method, rows.budget, rows.seed)) == {("uniform", 1, 0), ("oracle", 1, 0)}
+    assert set(zip(rows.method, rows.budget, rows.seed, strict=True)) == {("uniform", 1, 0), ("oracle", 1, 0)}
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary["phases_s"]["classification"]) == {"setup (data, trained pieces)", "cells", "consolidate"}
+    assert set(summary["phases_s"]["classification"]) == {"setup (data, trained pieces)", "cells",
+                                                          "finish (timing runs)", "consolidate"}
     assert cli(args) == 0  # the full suite: the two cells are reused
     assert f"classification computed {CELLS - 2}, classification reused 2" in capsys.readouterr().out
     assert cli([*args, "--methods", "nosuch"]) == 2

@@ -266,10 +266,12 @@ def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
     bar.close()
     t_cells = time.perf_counter() - t0 - t_setup
     task.finish(run, done)
+    t_finish = time.perf_counter() - t0 - t_setup - t_cells
     consolidate(task, run.run_dir, done)
     run.prov.setdefault("phases_s", {})[task.name] = {  # where the time went, per task
         "setup (data, trained pieces)": round(t_setup, 2), "cells": round(t_cells, 2),
-        "consolidate": round(time.perf_counter() - t0 - t_setup - t_cells, 2)}
+        "finish (timing runs)": round(t_finish, 2),
+        "consolidate": round(time.perf_counter() - t0 - t_setup - t_cells - t_finish, 2)}
     log.info("%s: %d cells, %d computed, %d reused", task.name, len(done), run.counts[f"{task.name} computed"],
              run.counts[f"{task.name} reused"])
     return done
