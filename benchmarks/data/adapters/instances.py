@@ -28,13 +28,10 @@ class InstanceParams(DataParams):
     fps: float = 6.0
 
 
-def _split_videos(params: InstanceParams, root: Path, split: str, cache_dir: Path, tag: str):
-    """(annotation file, video ids kept or None for all) of a split."""
-    if params.test_annotations:
-        if split == "test":
-            return require(root / params.test_annotations, tag, "the test annotation file"), None
-        return require(root / params.annotations, tag, "the annotation file"), None
-    return require(root / params.annotations, tag, "the annotation file"), split
+def _annotations(params: InstanceParams, root: Path, split: str, tag: str) -> Path:
+    """The annotation file a split reads: the test file when one is given, else the one file."""
+    name = params.test_annotations if params.test_annotations and split == "test" else params.annotations
+    return require(root / name, tag, "the annotation file")
 
 
 def _subset(records: list[VideoRecord], which: str | None, params, cache_dir: Path, tag: str) -> list[VideoRecord]:
@@ -49,7 +46,8 @@ def _subset(records: list[VideoRecord], which: str | None, params, cache_dir: Pa
 
 
 def _finish(records, per_video, cats, ann, params, root, split, cache_dir, tag) -> Parsed:
-    records = _subset(records, _split_videos(params, root, split, cache_dir, tag)[1], params, cache_dir, tag)
+    # with a test file of its own the split is that file's videos; else a stored seeded share of the one file
+    records = _subset(records, None if params.test_annotations else split, params, cache_dir, tag)
     keep = {r.video_id for r in records}
     data = [(v, h, w, frames) for v, h, w, frames in per_video if v in keep]
     return Parsed(records, [c["name"] for c in sorted(cats, key=lambda c: c["id"])], [ann],
@@ -58,7 +56,7 @@ def _finish(records, per_video, cats, ann, params, root, split, cache_dir, tag) 
 
 @adapter("youtube-vis", InstanceParams, YTVIS_LAYOUT)
 def youtube_vis(params: InstanceParams, root: Path, split: str, cache_dir: Path) -> Parsed:
-    ann, _ = _split_videos(params, root, split, cache_dir, "youtube-vis")
+    ann = _annotations(params, root, split, "youtube-vis")
     data = read_json(ann)
     try:
         videos, annotations, cats = data["videos"], data["annotations"], data["categories"]
@@ -90,7 +88,7 @@ class CocoVideoParams(InstanceParams):
 
 @adapter("coco-video", CocoVideoParams, COCOVID_LAYOUT)
 def coco_video(params: CocoVideoParams, root: Path, split: str, cache_dir: Path) -> Parsed:
-    ann, _ = _split_videos(params, root, split, cache_dir, "coco-video")
+    ann = _annotations(params, root, split, "coco-video")
     data = read_json(ann)
     try:
         names = {v["id"]: str(v.get("name", v["id"])) for v in data.get("videos", [])}

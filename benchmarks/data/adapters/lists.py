@@ -126,15 +126,11 @@ def video_folder(params: FolderParams, root: Path, split: str, cache_dir: Path) 
         raise AnnotationError(f"{root}: no folder for split {split!r} (folders: {sorted(folders)})")
     # no split folders: test is a stored stratified share of everything, val a share of the rest
     everything = Parsed(scan(root), classes, [])
-    test_ids = _held(everything, params.test_fraction, params, cache_dir, "video-folder-test")
+    test_ids = carve_val(everything.records, params.test_fraction, params.split_seed, cache_dir, "video-folder-test")
     if split == "test":
         return Parsed([r for r in everything.records if r.video_id in test_ids], classes, [])
     rest = Parsed([r for r in everything.records if r.video_id not in test_ids], classes, [])
     return train_val(rest, split, params, cache_dir, "video-folder-trainval")
-
-
-def _held(parsed: Parsed, fraction: float, params, cache_dir: Path, tag: str) -> set[str]:
-    return carve_val(parsed.records, fraction, params.split_seed, cache_dir, tag)
 
 
 def _carve_if(parsed: Parsed, split: str, params, cache_dir: Path, folders: dict) -> Parsed:
