@@ -1,4 +1,4 @@
-"""Command line: ``samplerbench list | run SUITE | report RUN | cost [PRESET ...] | gate RUN_JSON | data check SUITE``."""
+"""Command line: ``samplerbench list | run SUITE | features SUITE | report RUN | cost [PRESET ...] | gate RUN_JSON | data check SUITE``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def _run(args) -> int:
         s = s.narrowed(_csv(args.methods, str), _csv(args.budgets, int), _csv(args.seeds, int))
     run_dir = run_suite(s, Path(args.results), Path(args.cache) if args.cache else None, run_id,
                         args.device, progress=not args.quiet, data_root=_data_root(args), limit=args.limit)
+    if _finish_ranks():  # under torchrun, rank 0 reports
+        return 0
     summary = json.loads((run_dir / "summary.json").read_text())
     print("cells: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k not in ("provenance_id", "phases_s")))
     for task, phases in summary.get("phases_s", {}).items():
@@ -48,6 +50,34 @@ def _run(args) -> int:
         from samplerbench.reports.render import render
 
         print(f"report: {render(run_dir, Path(args.out))}")
+    return 0
+
+
+def _finish_ranks() -> bool:
+    """Leave torchrun's process group; True on a rank other than 0 (which prints nothing)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return False
+    rank = dist.get_rank()
+    dist.destroy_process_group()
+    return rank != 0
+
+
+def _features(args) -> int:
+    import torch
+
+    from samplerbench import suite as suite_mod
+    from samplerbench.tasks.run import extract_suite
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    out = extract_suite(suite_mod.load(args.suite), Path(args.cache) if args.cache else None, args.device,
+                        progress=not args.quiet, data_root=_data_root(args), limit=args.limit)
+    if _finish_ranks():
+        return 0
+    for split, info in out.items():
+        print(f"{split}: {info['videos']} videos ({info['decoded']} decoded now, {info['failed']} failed); "
+              f"features {info['features']}" + (f"; pixels {info['pixels']}" if info["pixels"] else ""))
     return 0
 
 
@@ -159,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--budgets", default=None, help="comma-separated frame budgets, instead of the suite's")
     r.add_argument("--seeds", default=None, help="comma-separated seeds, instead of the suite's")
     r.set_defaults(fn=_run)
+    f = sub.add_parser("features", help="fill a suite's feature store ahead of a sweep (torchrun: sharded)")
+    f.add_argument("suite")
+    f.add_argument("--cache", default=None)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--threads", type=int, default=0)
+    f.add_argument("--limit", type=int, default=0)
+    f.add_argument("-q", "--quiet", action="store_true")
+    _data_args(f)
+    f.set_defaults(fn=_features)
     rp = sub.add_parser("report", help="render tables and plots from a run's stored rows")
     rp.add_argument("run", help="a run folder, results/<run-id>")
     rp.add_argument("--out", default="reports/out")

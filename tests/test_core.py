@@ -32,11 +32,11 @@ LAYERS = [
     ["training"],
     ["models"],
     ["cost"],
-    ["features"],
     ["store"],
+    ["features"],
     ["tasks"],
     ["reports"],
-    ["cli"],
+    ["cli", "__main__"],
     ["methods"],
 ]
 

@@ -299,17 +299,18 @@ def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
     n_retrieval = df["cell"].nunique() if "cell" in df else len(df.groupby(["label", "seed"]))
     assert (fails.query("task == 'retrieval'")["error"].str.contains(victim.name)).sum() == n_retrieval
     assert (fails.query("task == 'classification'")["error"].str.contains(victim.name)).sum() == 2  # uniform x 2 budgets
-    # a re-run with everything stored decodes no training pool: the cached retrieval model and
-    # policies load without their features (a re-run took 40 s of decoding for nothing before)
-    import samplerbench.features.train_env as train_env
+    # a re-run with everything stored decodes no video: the cached retrieval model and policies
+    # load without their features (a re-run took 40 s of decoding for nothing before), and the
+    # test split's features and pixels come from the stores (the timing runs are stored too)
+    from samplerbench.data import media
 
     calls = []
-    real = train_env.decode_pools
-    train_env.decode_pools = lambda *a, **k: calls.append(a) or real(*a, **k)
+    real = media.read_frames
+    media.read_frames = lambda *a, **k: calls.append(a) or real(*a, **k)
     try:
         again = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
     finally:
-        train_env.decode_pools = real
+        media.read_frames = real
     summary = json.loads((again / "summary.json").read_text())
     assert summary.get("retrieval computed", 0) == 0 and calls == []
 
@@ -405,8 +406,8 @@ def test_a_steered_sweep_shares_its_cells_with_the_full_run(tiny_run, tmp_path, 
     rows = pd.read_csv(run_dir / "rows.csv")
     assert set(zip(rows.method, rows.budget, rows.seed, strict=True)) == {("uniform", 1, 0), ("oracle", 1, 0)}
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary["phases_s"]["classification"]) == {"setup (data, trained pieces)", "cells",
-                                                          "finish (timing runs)", "consolidate"}
+    assert set(summary["phases_s"]["classification"]) == {"setup (data, trained pieces)", "extract (feature store)",
+                                                          "cells", "finish (timing runs)", "consolidate"}
     assert cli(args) == 0  # the full suite: the two cells are reused
     assert f"classification computed {CELLS - 2}, classification reused 2" in capsys.readouterr().out
     assert cli([*args, "--methods", "nosuch"]) == 2

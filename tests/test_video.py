@@ -42,6 +42,14 @@ def test_real_h264_clip(path):
     full = sequential(path)
     idx = np.linspace(0, len(full) - 1, 7).astype(int)[::-1]
     assert np.array_equal(read_frames(path, idx).permute(0, 2, 3, 1).numpy(), full[idx])
+    # scaled on the shorter side then centre-cropped: one scaler reused for every frame gives
+    # what a fresh one per frame (PyAV's to_ndarray) gives
+    from samplerbench.data.video import crop_box
+
+    h, w = full.shape[1:3]
+    rh, rw, top, left = crop_box(h, w, 112, 112, None)
+    small = sequential(path, (rh, rw))[:, top:top + 112, left:left + 112]
+    assert np.array_equal(read_frames(path, idx, size=(112, 112)).permute(0, 2, 3, 1).numpy(), small[idx])
 
 
 def test_bad_files_name_the_file(tmp_path, clip):

@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 
 class VideoDecodeError(RuntimeError):
@@ -140,6 +141,9 @@ def read_frames(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         pts_to_frame = {int(p): i for i, p in enumerate(index.pts)}
+        # one scaler for the whole read: ``frame.to_ndarray(format=...)`` builds a new one per
+        # frame, which cost more than decoding it (1.2 ms a 64x64 frame; same output, tested)
+        reformatter = VideoReformatter()
         decoder = None
         pos = -1  # frame number of the last decoded frame
         for target in wanted:
@@ -154,7 +158,7 @@ def read_frames(
                     continue
                 pos = pts_to_frame.get(int(frame.pts), pos + 1)
                 if pos == target:
-                    out[int(target)] = _to_rgb(frame, size, resize)
+                    out[int(target)] = _to_rgb(frame, size, resize, reformatter)
                     break
                 if pos > target:
                     break
@@ -171,12 +175,14 @@ def read_frames(
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
-def _to_rgb(frame, size, resize: int | None = None) -> np.ndarray:
-    """An RGB array of the frame at ``size``: scaled in FFmpeg (shorter side), then centre-cropped."""
+def _to_rgb(frame, size, resize: int | None = None, reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """An RGB array of the frame at ``size``: scaled in FFmpeg (shorter side), then centre-cropped;
+    through ``reformatter`` (its scaler context is reused from frame to frame) when given."""
+    rf = reformatter or VideoReformatter()
     if size is None or ((frame.height, frame.width) == tuple(size) and not resize):
-        return frame.to_ndarray(format="rgb24")
+        return rf.reformat(frame, format="rgb24").to_ndarray()
     rh, rw, top, left = crop_box(frame.height, frame.width, int(size[0]), int(size[1]), resize)
-    arr = frame.to_ndarray(format="rgb24", height=rh, width=rw)
+    arr = rf.reformat(frame, format="rgb24", height=rh, width=rw).to_ndarray()
     return arr[top:top + int(size[0]), left:left + int(size[1])]
 
 

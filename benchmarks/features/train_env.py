@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ class TrainEnv:
     retrieval_cfg: dict = field(default_factory=dict)  # ``[retrieval_model]``: RetrievalConfig overrides
     captions_per_video: int = 5
     resize: int | None = None  # the reader's shorter side before the crop (pretrained encoders)
+    #: the run's stores (:class:`samplerbench.features.extract.SplitStores`): features and pixels
+    #: read from disk when already extracted; None: decoded and encoded here, kept for this run only
+    stores: Any = None
     _pools: dict = field(default_factory=dict, repr=False)
     _outputs: dict = field(default_factory=dict, repr=False)
     _retrieval: tuple | None = field(default=None, repr=False)
@@ -44,11 +48,20 @@ class TrainEnv:
         """uint8 (videos, T, 3, H, W): the split's candidates, decoded once per run."""
         key = (split.manifest_hash, self.num_candidates, tuple(self.frame_size))
         if key not in self._pools:
-            self._pools[key] = decode_pools(split, self.num_candidates, self.frame_size, self.resize)
+            if self.stores is not None and self.stores.want_pixels:  # copied: training indexes it at random
+                self._pools[key] = torch.from_numpy(np.array(self.stores.pixels(split)))
+            else:
+                self._pools[key] = decode_pools(split, self.num_candidates, self.frame_size, self.resize)
         return self._pools[key]
 
     def _classify(self, split: VideoSplit) -> tuple[torch.Tensor, torch.Tensor]:
         key = split.manifest_hash
+        if key not in self._outputs and self.stores is not None:  # the store's features, the fc on them
+            stored = torch.from_numpy(np.array(self.stores.features(split))).float()
+            with torch.no_grad():  # the same chunks as below: the same logits, bit for bit
+                logits = [self.classifier.head.frame_logits(c.flatten(0, 1).to(self.device)).float().cpu()
+                          .view(len(c), stored.shape[1], -1) for c in stored.split(64)]
+            self._outputs[key] = (stored, torch.cat(logits))
         if key not in self._outputs:
             pools = self.pools(split)
             feats, logits = [], []

@@ -189,6 +189,17 @@ class FrameClassifier(nn.Module):
                     return self.encoder(x).float()
         return self.encoder(x)
 
+    def encoder_identity(self, classifier_key: str, device: torch.device) -> dict:
+        """What the encoder's features depend on (a feature store's key): a pretrained encoder's
+        configuration and weights, frozen whatever head reads it; the harness's encoder trains
+        with its head, so the classifier's key; and the device kind (CUDA autocast differs)."""
+        if self.cfg.pretrained:
+            own = {k: v for k, v in self.cfg.identity().items()
+                   if k not in ("protocol", "prompts", "probe_epochs", "probe_lr", "consensus", "dropout")}
+            return {**own, "weights_sha": self.encoder.weights_sha, "clip4clip_sha": self.encoder.clip4clip_sha,
+                    "device": device.type}
+        return {"classifier": classifier_key, "device": device.type}
+
     def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (M, 3, H, W) -> per-frame logits (M, C), each frame alone."""
         return self.head.frame_logits(self.features(frames))

@@ -45,9 +45,13 @@ class Classification(Task):
     version = 3  # 2: the one cell loop; 3: probabilities, the encoder charged once, non-finite = failure
     rows_file = "rows.csv"
     quality = QUALITY
+    shardable = True
 
     def setup(self, run: Run) -> None:
         FrameContext.of(run)
+
+    def extract(self, run: Run) -> None:
+        FrameContext.of(run).extract()
 
     def config(self, run: Run) -> dict:
         return {"token_model": run.suite.token_model}

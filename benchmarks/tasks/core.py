@@ -42,6 +42,7 @@ from samplerbench.sampling import Sampler
 from samplerbench.store.cells import load_cell, load_predictions, write_cell
 from samplerbench.store.files import write_csv, write_json
 from samplerbench.suite import MethodSpec, Suite
+from samplerbench.tasks.dist import Ranks
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class Run:
     counts: Counter = field(default_factory=Counter)
     data_root: Path | None = None  # where a suite's relative dataset roots live (--data-root)
     limit: int = 0  # the first videos of each split only (--limit: a smoke run)
+    ranks: Ranks = field(default_factory=Ranks)  # this process's rank under torchrun
 
     @property
     def run_id(self) -> str:
@@ -137,9 +139,29 @@ class Task(ABC):
     rows_file: ClassVar[str]
     #: metrics whose values must be identical between two runs with the same seed
     quality: ClassVar[tuple[str, ...]] = ()
+    #: whether a cell's videos can be split across ranks (:meth:`evaluate` then sees this rank's
+    #: part and :meth:`merge` joins the parts on rank 0); otherwise rank 0 evaluates it whole
+    shardable: ClassVar[bool] = False
 
     def setup(self, run: Run) -> None:  # noqa: B027  (an optional hook)
-        """Build what the cells share (datasets, trained readers); record it in ``run.prov``."""
+        """Build what the cells share (datasets, trained readers); record it in ``run.prov``.
+        Rank 0 runs it first; the other ranks after, loading what it trained."""
+
+    def extract(self, run: Run) -> None:  # noqa: B027  (an optional hook)
+        """Fill the stores the cells read, every rank its share (after :meth:`setup`)."""
+
+    def merge(self, run: Run, parts: list[CellOutput]) -> CellOutput:
+        """One cell's output from its ranks' parts, in rank order (= manifest order): per-video
+        records, failures and prediction rows concatenated; a task whose predictions are not
+        per-video rows overrides it. Called with the single part in one process, too."""
+        if len(parts) == 1:
+            return parts[0]
+        preds = {}
+        for k, v in parts[0].predictions.items():
+            arrays = [p.predictions[k] for p in parts]
+            preds[k] = np.concatenate(arrays) if v.ndim else v
+        return CellOutput([v for p in parts for v in p.videos], preds, [f for p in parts for f in p.failures],
+                          parts[0].info)
 
     @abstractmethod
     def cells(self, run: Run) -> Iterator[Cell]:
@@ -229,32 +251,26 @@ def cell_dir(run_dir: Path, task: Task) -> Path:
 def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
     """Evaluate every cell of ``task`` that is not already stored with the same fingerprint;
     then consolidate its rows. Returns the suite's cells with their records, in order."""
+    ranks = run.ranks
     t0 = time.perf_counter()
-    task.setup(run)
+    with ranks.main_first():
+        task.setup(run)
     t_setup = time.perf_counter() - t0
-    write_json(run.run_dir / "provenance" / f"{run.prov['provenance_id']}.json", run.prov)
+    task.extract(run)
+    t_extract = time.perf_counter() - t0 - t_setup
+    if ranks.main:
+        write_json(run.run_dir / "provenance" / f"{run.prov['provenance_id']}.json", run.prov)
     task_config = task.config(run)
     folder = cell_dir(run.run_dir, task)
     done: list[tuple[Cell, dict]] = []
-    bar = tqdm(desc=f"{task.name} {run.run_id}", unit="cell", disable=not run.progress)
+    bar = tqdm(desc=f"{task.name} {run.run_id}", unit="cell", disable=not (run.progress and ranks.main))
     for cell in task.cells(run):
-        sampler = run.sampler(cell.method) if cell.method is not None else None
-        fp = fingerprint(task, run, cell, sampler, task_config)
+        with ranks.main_first():  # what a cell's method trains, rank 0 trains, the others load
+            sampler = run.sampler(cell.method) if cell.method is not None else None
+            fp = fingerprint(task, run, cell, sampler, task_config)
         record = load_cell(folder, cell.key, fp)
         if record is None:
-            out = task.evaluate(run, cell, sampler)
-            record = {
-                "cell": cell.key, "task": task.name, "method": cell.method.key if cell.method else cell.key.split("__")[0],
-                "method_name": cell.method.name if cell.method else None, "label": cell.display,
-                "params": cell.method.params if cell.method else {}, "budget": cell.budget, "seed": cell.seed,
-                "columns": dict(cell.columns), "upper_bound": bool(sampler is not None and sampler.upper_bound),
-                "ignores_budget": bool(sampler is not None and sampler.ignores_budget),
-                "fingerprint": fp, "provenance_id": run.prov["provenance_id"],
-                "config": sampler.config() if sampler is not None else {},
-                "values": task.score(out.videos, out.predictions), "videos": out.videos, "failures": out.failures,
-                "n_videos": len(out.videos), **out.info,
-            }
-            write_cell(folder, cell.key, record, out.predictions)
+            record = _compute(task, run, cell, sampler, fp, folder)
             run.counts[f"{task.name} computed"] += 1
         else:
             run.counts[f"{task.name} reused"] += 1
@@ -264,17 +280,58 @@ def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
         done.append((cell, record))
         bar.update()
     bar.close()
-    t_cells = time.perf_counter() - t0 - t_setup
-    task.finish(run, done)
-    t_finish = time.perf_counter() - t0 - t_setup - t_cells
-    consolidate(task, run.run_dir, done)
+    t_cells = time.perf_counter() - t0 - t_setup - t_extract
+    if ranks.main:
+        task.finish(run, done)
+    t_finish = time.perf_counter() - t0 - t_setup - t_extract - t_cells
+    if ranks.main:
+        consolidate(task, run.run_dir, done)
+    ranks.barrier()
     run.prov.setdefault("phases_s", {})[task.name] = {  # where the time went, per task
-        "setup (data, trained pieces)": round(t_setup, 2), "cells": round(t_cells, 2),
-        "finish (timing runs)": round(t_finish, 2),
-        "consolidate": round(time.perf_counter() - t0 - t_setup - t_cells - t_finish, 2)}
+        "setup (data, trained pieces)": round(t_setup, 2), "extract (feature store)": round(t_extract, 2),
+        "cells": round(t_cells, 2), "finish (timing runs)": round(t_finish, 2),
+        "consolidate": round(time.perf_counter() - t0 - t_setup - t_extract - t_cells - t_finish, 2)}
     log.info("%s: %d cells, %d computed, %d reused", task.name, len(done), run.counts[f"{task.name} computed"],
              run.counts[f"{task.name} reused"])
     return done
+
+
+def _compute(task: Task, run: Run, cell: Cell, sampler: Sampler | None, fp: str, folder: Path) -> dict:
+    """Evaluate one cell (sharded: each rank its part, rank 0 merges and writes; the others then
+    read what it wrote) and return its stored record."""
+    ranks = run.ranks
+    if ranks.world == 1:
+        return _write(task, run, cell, sampler, fp, folder, task.merge(run, [task.evaluate(run, cell, sampler)]))
+    if not task.shardable:
+        if ranks.main:
+            _write(task, run, cell, sampler, fp, folder, task.merge(run, [task.evaluate(run, cell, sampler)]))
+    else:
+        parts = ranks.gather(task.evaluate(run, cell, sampler))
+        if ranks.main:
+            _write(task, run, cell, sampler, fp, folder, task.merge(run, parts))
+    ranks.barrier()
+    record = load_cell(folder, cell.key, fp)
+    if record is None:
+        raise RuntimeError(f"{folder / cell.key}.json: rank {ranks.rank} cannot read the cell rank 0 wrote "
+                           "(the ranks must share the run folder)")
+    return record
+
+
+def _write(task: Task, run: Run, cell: Cell, sampler: Sampler | None, fp: str, folder: Path,
+           out: CellOutput) -> dict:
+    record = {
+        "cell": cell.key, "task": task.name, "method": cell.method.key if cell.method else cell.key.split("__")[0],
+        "method_name": cell.method.name if cell.method else None, "label": cell.display,
+        "params": cell.method.params if cell.method else {}, "budget": cell.budget, "seed": cell.seed,
+        "columns": dict(cell.columns), "upper_bound": bool(sampler is not None and sampler.upper_bound),
+        "ignores_budget": bool(sampler is not None and sampler.ignores_budget),
+        "fingerprint": fp, "provenance_id": run.prov["provenance_id"],
+        "config": sampler.config() if sampler is not None else {},
+        "values": task.score(out.videos, out.predictions), "videos": out.videos, "failures": out.failures,
+        "n_videos": len(out.videos), **out.info,
+    }
+    write_cell(folder, cell.key, record, out.predictions)
+    return record
 
 
 def _provenances(run_dir: Path) -> dict[str, dict]:

@@ -11,24 +11,28 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from samplerbench.cost.flops import FlopCount, PipelineCost, ThroughputConfig, count_flops
-from samplerbench.data.annotations import AnnotationError, VideoRecord, VideoSplit
+from samplerbench.data.annotations import VideoRecord, VideoSplit
 from samplerbench.data.candidates import candidates_of, decode_pools
 from samplerbench.data.media import read_record
-from samplerbench.data.video import VideoDecodeError
+from samplerbench.features.extract import Extraction, SplitStores, default_workers
 from samplerbench.features.train_env import TrainEnv
 from samplerbench.metrics import classification as metrics
 from samplerbench.models.classifier import TrainConfig, train_classifier
 from samplerbench.models.encoders import FrameClassifier, ModelConfig
 from samplerbench.models.protocols import probe_classifier, zero_shot_classifier
 from samplerbench.models.tokens import TokenClassifier, TokenModelConfig, train_token_classifier
-from samplerbench.registry import DATASETS
+from samplerbench.registry import DATASETS, METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView
 from samplerbench.seeding import generator
 from samplerbench.suite import Suite
@@ -42,12 +46,28 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class VideoCache:
-    """Per test video: candidates, their decoded pixels, features and single-frame logits."""
+    """Per test video as the cells read it: candidates, features and single-frame logits (from
+    the feature store), and its decoded pixels, read only when a method looks at them."""
 
-    pixels: torch.Tensor
+    source: torch.Tensor | Callable[[], torch.Tensor]
     feats: torch.Tensor | None
     logits: np.ndarray | None
     candidates: np.ndarray
+
+    @cached_property
+    def pixels(self) -> torch.Tensor:
+        return self.source() if callable(self.source) else self.source
+
+
+def observes_pixels(suite: Suite) -> bool:
+    """Whether a method of the suite looks at decoded candidates (its sampler observes pixels,
+    or a token ViT reads its patches): the run then keeps a pixel store beside the features."""
+    specs = [*suite.methods, *(r.method for r in suite.retrieval_methods)]
+    for spec in specs:
+        sampler = METHODS.get(spec.name)(**spec.params)
+        if "pixels" in sampler.observes or sampler.reader == "tokens":
+            return True
+    return False
 
 
 def throughput_config(suite: Suite) -> ThroughputConfig:
@@ -120,9 +140,10 @@ class FrameContext:
     env: TrainEnv
     prov: dict
     progress: bool = True
-    #: how the candidates' features are kept in memory (``[eval] feature_dtype``: fp32 or fp16)
-    feature_dtype: torch.dtype = torch.float32
-    videos: dict[str, VideoCache] = field(default_factory=dict)
+    #: the feature store (and pixel store) of every split this run reads
+    stores: SplitStores | None = None
+    #: this rank's part of the test split (all of it in one process)
+    part: range | None = None
     failures: dict[str, str] = field(default_factory=dict)
     token_models: dict[str, tuple[TokenClassifier, dict]] = field(default_factory=dict)
     token_costs: dict[tuple[str, int], FlopCount] = field(default_factory=dict)
@@ -162,11 +183,32 @@ class FrameContext:
                        run.device, run.progress, retrieval_cfg=dict(suite.retrieval.get("model", {})),
                        captions_per_video=int(suite.retrieval.get("captions_per_video", 5)),
                        resize=model.resize_for(frame_size))
+        ex = Extraction(candidates, frame_size, model.resize_for(frame_size), model.features, dtypes[feature_dtype],
+                        run.device, int(suite.eval.get("decode_workers", default_workers())),
+                        int(suite.eval.get("encode_batch_frames", 0)))
+        stores = SplitStores(run.cache_dir, ex, model.encoder_identity(record["content_key"], run.device),
+                             observes_pixels(suite), run.ranks.rank, run.ranks.world, run.progress, run.ranks.barrier,
+                             int(suite.eval.get("store_shard_videos", 64)))
+        env.stores = stores
         run.env = env
         ctx = cls(suite, split, train, val, model, record, PipelineCost(model, (3, *frame_size)), run.device,
-                  frame_size, candidates, run.cache_dir, env, run.prov, run.progress, dtypes[feature_dtype])
+                  frame_size, candidates, run.cache_dir, env, run.prov, run.progress, stores,
+                  run.ranks.part(len(split.records)))
         run.state["frames"] = ctx
         return ctx
+
+    def extract(self) -> None:
+        """Fill the test split's stores (each rank its shards, then all wait) and read which of its
+        videos cannot be decoded: every cell after reads the stores and decodes nothing."""
+        t0 = time.perf_counter()
+        n = self.stores.ensure(self.split, sharded=True)
+        self.failures = self.stores.stores(self.split)[0].failures()
+        if n:
+            for err in self.failures.values():
+                log.warning("%s", err)
+            phase = self.prov.setdefault("extraction", {})
+            phase[self.split.split] = {"videos": n, "seconds": round(time.perf_counter() - t0, 2),
+                                       "workers": self.stores.ex.workers}
 
     def candidate_pools(self, split: VideoSplit, candidates: int, size) -> torch.Tensor:
         """A split's candidate pools, decoded once for every learned piece of this run."""
@@ -195,24 +237,22 @@ class FrameContext:
                                                           torch.zeros(1, k, dtype=torch.long))
         return self.token_costs[(spec_key, k)]
 
-    def video(self, rec: VideoRecord) -> VideoCache | None:
-        """Decode and classify a video's candidates once; a bad video is recorded and skipped."""
+    def video(self, position: int) -> VideoCache | None:
+        """The test video at ``position`` from the stores (None: it could not be decoded): its
+        features, the classifier's fc on them, and its pixels on demand."""
+        rec = self.split.records[position]
         if rec.video_id in self.failures:
             return None
-        if rec.video_id not in self.videos:
-            try:
-                cands = candidates_of(rec, self.num_candidates)
-                pixels = read_record(rec, cands, size=self.frame_size, resize=self.resize)
-                with torch.inference_mode():
-                    feats = self.model.features(pixels.to(self.device))
-                    logits = self.model.head.frame_logits(feats).float().cpu().numpy()
-                    feats = feats.float().cpu().to(self.feature_dtype)
-            except (VideoDecodeError, AnnotationError) as e:
-                self.failures[rec.video_id] = str(e).splitlines()[0]
-                log.warning("%s", self.failures[rec.video_id])
-                return None
-            self.videos[rec.video_id] = VideoCache(pixels, feats, logits, cands)
-        return self.videos[rec.video_id]
+        feats_store, pixel_store = self.stores.stores(self.split)
+        feats = torch.from_numpy(feats_store.get(position, ("features",))["features"])
+        with torch.inference_mode():
+            logits = self.model.head.frame_logits(feats.float().to(self.device)).float().cpu().numpy()
+        cands = candidates_of(rec, self.num_candidates)
+        if pixel_store is not None:
+            source = lambda: torch.from_numpy(pixel_store.get(position, ("pixels",))["pixels"])  # noqa: E731
+        else:  # no method of the suite observes pixels; decoded here if one asks all the same
+            source = lambda: read_record(rec, cands, size=self.frame_size, resize=self.resize)  # noqa: E731
+        return VideoCache(source, feats, logits, cands)
 
     def view(self, rec: VideoRecord, vc: VideoCache, sampler: Sampler) -> VideoView:
         """What ``sampler`` may observe of a test video, each observation charged at its cost:
@@ -248,8 +288,11 @@ class FrameContext:
     def selections(self, key: str, sampler: Sampler, budget: Budget, seed: int, fails: list):
         """Yield (record, cache, view, selection) for each video of the split; a video that
         cannot be decoded, or on which the method fails, is appended to ``fails`` (one line)."""
-        for rec in self.split.records:
-            vc = self.video(rec)
+        part = self.part if self.part is not None else range(len(self.split.records))
+        bar = tqdm(part, desc=key, unit="video", leave=False, disable=not self.progress, mininterval=1.0)
+        for position in bar:
+            rec = self.split.records[position]
+            vc = self.video(position)
             if vc is None:
                 fails.append({"video": rec.video_id, "error": self.failures[rec.video_id]})
                 continue

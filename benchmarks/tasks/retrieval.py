@@ -32,6 +32,10 @@ class Retrieval(Task):
     rows_file = "retrieval_rows.csv"
     quality = ("t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MdR", "t2v_MnR", "v2t_R@1", "v2t_R@5", "v2t_R@10",
                "v2t_MdR", "v2t_MnR")
+    shardable = True
+
+    def extract(self, run: Run) -> None:
+        FrameContext.of(run).extract()
 
     def setup(self, run: Run) -> None:
         ctx = FrameContext.of(run)
@@ -92,6 +96,16 @@ class Retrieval(Task):
                               "positions": sel.indices.tolist(), "n": n, "hash": sel.digest(),
                               "gflops_sampler": (view.charged_flops + sel.own_flops) / 1e9,
                               "gflops_encoder": (enc.flops + proj) / 1e9, **ctx.facts(rec)})
+        emb = torch.stack(embs).cpu() if embs else torch.zeros(0)
+        return CellOutput(per_video, {"emb": emb, "kept": np.array(kept, np.int64)}, fails)
+
+    def merge(self, run: Run, parts: list[CellOutput]) -> CellOutput:
+        """The ranks' video embeddings joined, then every caption ranked against every video."""
+        ctx = FrameContext.of(run)
+        model, _, captions = run.state["retrieval"]
+        per_video = [v for p in parts for v in p.videos]
+        embs = [p.predictions["emb"] for p in parts if len(p.predictions["emb"])]
+        kept = np.concatenate([p.predictions["kept"] for p in parts])
         preds = {"sim": np.zeros((0, 0), np.float32), "caption_video": np.zeros(0, np.int64),
                  "candidates": np.array(ctx.num_candidates)}
         if per_video:
@@ -99,8 +113,8 @@ class Retrieval(Task):
             mine = np.isin(captions.video, kept)
             caps = CaptionSet(captions.ids[torch.from_numpy(mine)],
                               np.array([position[v] for v in captions.video[mine]]), [])
-            preds.update(sim=similarity(model, torch.stack(embs), caps), caption_video=caps.video)
-        return CellOutput(per_video, preds, fails)
+            preds.update(sim=similarity(model, torch.cat(embs).to(ctx.device), caps), caption_video=caps.video)
+        return CellOutput(per_video, preds, [f for p in parts for f in p.failures])
 
     @staticmethod
     def subset(videos, predictions, keep):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from samplerbench.store.files import write_json
 from samplerbench.suite import MethodSpec, Suite, reference_problems
 from samplerbench.tasks.classification import Classification
 from samplerbench.tasks.core import Run, Task, rescore, run_task
+from samplerbench.tasks.dist import Ranks
 from samplerbench.tasks.frames import default_cache_dir
 from samplerbench.tasks.reduction import Reduction, ReductionConfig
 from samplerbench.tasks.retrieval import Retrieval
@@ -126,14 +128,22 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
     run_dir = Path(results_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
+    ranks = Ranks.from_env(dev)
+    if ranks.world > 1 and dev.type == "cuda":  # one GPU per rank (torchrun's LOCAL_RANK)
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ranks.rank)))
+        torch.cuda.set_device(dev)
     torch.use_deterministic_algorithms(dev.type == "cpu", warn_only=True)
     prov = provenance.collect(device=str(dev), suite=suite.name, suite_hash=suite.digest(), suite_file=suite.source,
                               run_id=run_id, seeds=suite.seeds, task=suite.task)
     if suite.reference:
         prov["reference"] = suite.reference
-    run = Run(suite, run_dir, cache_dir, dev, progress, prov, data_root=data_root, limit=limit)
+    if ranks.world > 1:
+        prov["ranks"] = ranks.world
+    run = Run(suite, run_dir, cache_dir, dev, progress, prov, data_root=data_root, limit=limit, ranks=ranks)
     for task in tasks_of(suite):
         run_task(task, run)
+    if not ranks.main:  # rank 0 writes the run's provenance and summary
+        return run_dir
     ctx = run.state.get("frames")
     if ctx is not None and ctx.cost.unsupported():
         prov["fvcore_unsupported_ops"] = ctx.cost.unsupported()
@@ -149,3 +159,32 @@ def rescore_run(run_dir: Path) -> dict[str, int]:
     """Recompute every task's metrics in a run folder from its stored predictions."""
     return {name: rescore(cls(), Path(run_dir)) for name, cls in TASKS.items()
             if (Path(run_dir) / "cells" / name).is_dir()}
+
+
+def extract_suite(suite: Suite, cache_dir: Path | None = None, device: str = "cpu", progress: bool = True,
+                  data_root: Path | None = None, limit: int = 0) -> dict[str, dict]:
+    """Fill the feature store (and the pixel store, when a method observes pixels) of a suite's
+    test, train and val splits ahead of a sweep, each split's shards spread over the ranks; a
+    trained reader is trained (or loaded) first, since its encoder makes the features. Returns,
+    per split, the store folders, the videos and the failed ones."""
+    from samplerbench.tasks.frames import FrameContext
+
+    problems = validate(suite)
+    if problems:
+        raise SuiteError("\n".join(problems))
+    cache_dir = Path(cache_dir or default_cache_dir())
+    dev = torch.device(device)
+    ranks = Ranks.from_env(dev)
+    torch.use_deterministic_algorithms(dev.type == "cpu", warn_only=True)
+    prov = provenance.collect(device=str(dev), suite=suite.name, suite_hash=suite.digest(), suite_file=suite.source,
+                              run_id="features", seeds=suite.seeds, task=suite.task)
+    run = Run(suite, cache_dir / "store", cache_dir, dev, progress, prov, data_root=data_root, limit=limit, ranks=ranks)
+    with ranks.main_first():
+        ctx = FrameContext.of(run)
+    out = {}
+    for split in (ctx.split, ctx.train, ctx.val):
+        decoded = ctx.stores.ensure(split, sharded=True)
+        feats, pixels = ctx.stores.stores(split)
+        out[split.split] = {"videos": len(split.records), "decoded": decoded, "failed": len(feats.failures()),
+                            "features": str(feats.root), "pixels": str(pixels.root) if pixels is not None else None}
+    return out

@@ -117,6 +117,7 @@ def test_end_to_end_cell(normalised, small_split, device, tmp_path):
     """One runner cell (uniform, N=8 of T=32) on 4 videos, from a cold cache: decode the
     candidates, encode, select, classify, score."""
     from samplerbench.cost.flops import PipelineCost
+    from samplerbench.features.extract import Extraction, SplitStores
     from samplerbench.models.encoders import FrameClassifier, ModelConfig
     from samplerbench.suite import MethodSpec, Suite
     from samplerbench.tasks.classification import Classification
@@ -131,10 +132,14 @@ def test_end_to_end_cell(normalised, small_split, device, tmp_path):
     sampler = METHODS.get("uniform")()
 
     task = Classification()
+    fresh = iter(range(1_000_000))
 
-    def cell():
+    def cell():  # a cold feature store each call: the candidates are decoded and encoded
+        stores = SplitStores(tmp_path / f"c{next(fresh)}", Extraction(32, (64, 64), None, model.features, device=device),
+                             {"bench": 1}, want_pixels=False, progress=False)
         ctx = FrameContext(suite, small_split, small_split, small_split, model, {"key": "bench"}, cost, device,
-                           (64, 64), 32, tmp_path, None, {}, progress=False)
+                           (64, 64), 32, tmp_path, None, {}, progress=False, stores=stores)
+        ctx.extract()
         run = Run(suite, tmp_path, tmp_path, device, False, {}, state={"frames": ctx})
         out = task.evaluate(run, Cell("uniform__n8__s0", suite.methods[0], 8, 0), sampler)
         values = task.score(out.videos, out.predictions)

@@ -1,0 +1,238 @@
+"""Filling a split's stores: candidates decoded in DataLoader worker processes, overlapped with
+the encoder in the main process, which encodes the candidates of several videos in one call; each
+shard is written as soon as its videos are in (so a killed extraction resumes at the next shard).
+
+The encoder's output per frame does not depend on which frames share its batch for the harness's
+CNN on CPU (tested bitwise), so batching videos changes no stored number.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from samplerbench.data.annotations import AnnotationError, VideoRecord, VideoSplit
+from samplerbench.data.candidates import candidates_of
+from samplerbench.data.media import read_record
+from samplerbench.data.video import VideoDecodeError
+from samplerbench.features.store import ShardedStore
+
+log = logging.getLogger(__name__)
+
+#: uint8 frames (M, 3, H, W) -> features (M, D), on the encoder's device
+Encode = Callable[[torch.Tensor], torch.Tensor]
+
+
+def default_workers() -> int:
+    """Decode workers: every core but the one that encodes (at least one), at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """How a split's candidates are read: T per video, at ``size`` after ``resize``; encoded by
+    ``encode`` in batches of about ``batch_frames`` frames (0: one video per call on CPU, where
+    a larger batch of the harness's CNN ran slower (47 vs 59 ms a video at 256 frames: its
+    activations leave the cache); 1024 frames on CUDA), kept as ``dtype``."""
+
+    candidates: int
+    size: tuple[int, int]
+    resize: int | None
+    encode: Encode | None = None
+    dtype: torch.dtype = torch.float32
+    device: torch.device = torch.device("cpu")
+    workers: int = 0
+    batch_frames: int = 0
+
+
+class CandidateFrames(Dataset):
+    """Item k: (position, uint8 (T, 3, H, W) or None, error line) of the k-th listed video."""
+
+    def __init__(self, records: list[VideoRecord], positions: list[int], ex: Extraction):
+        self.records, self.positions, self.ex = records, positions, ex
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int):
+        p = self.positions[k]
+        rec = self.records[p]
+        try:
+            return p, read_record(rec, candidates_of(rec, self.ex.candidates), size=self.ex.size,
+                                  resize=self.ex.resize), ""
+        except (VideoDecodeError, AnnotationError) as e:
+            return p, None, str(e).splitlines()[0]
+
+
+def decoded(records: list[VideoRecord], positions: list[int], ex: Extraction):
+    """(position, pixels or None, error) in ``positions`` order, decoded ``ex.workers`` at a time."""
+    data = CandidateFrames(records, positions, ex)
+    if ex.workers <= 0 or len(positions) < 2:
+        yield from (data[k] for k in range(len(data)))
+        return
+    loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=min(ex.workers, len(positions)),
+                        pin_memory=ex.device.type == "cuda", prefetch_factor=4, persistent_workers=False)
+    yield from loader
+
+
+@torch.inference_mode()
+def encode_videos(encode: Encode, pixels: list[torch.Tensor], device: torch.device, batch_frames: int) -> list[torch.Tensor]:
+    """Features of each video's frames, several videos per encoder call (about ``batch_frames``)."""
+    out: list[torch.Tensor] = []
+    group: list[torch.Tensor] = []
+
+    def flush():
+        if group:
+            feats = encode(torch.cat(group).to(device, non_blocking=True)).float().cpu()
+            out.extend(feats.split([len(g) for g in group]))
+            group.clear()
+
+    for px in pixels:
+        if group and sum(len(g) for g in group) + len(px) > batch_frames:
+            flush()
+        group.append(px)
+    flush()
+    return out
+
+
+def fill(split: VideoSplit, ex: Extraction, features: ShardedStore | None = None, pixels: ShardedStore | None = None,
+         rank: int = 0, world: int = 1, progress: bool = True) -> int:
+    """Compute this rank's missing shards of a split's feature store and/or pixel store, a video
+    at a time (a shard's pixels stream to disk; only its features wait for the shard's end).
+    Returns the number of videos decoded (0 when every shard was already on disk)."""
+    stores = [s for s in (features, pixels) if s is not None]
+    shards = sorted({i for s in stores for i in s.missing(rank, world)})
+    if not shards:
+        return 0
+    ref = stores[0]
+    positions = [p for i in shards for p in ref.shard_of(i)]
+    bar = tqdm(total=len(positions), desc=f"extract {split.name}/{split.split}", unit="video",
+               disable=not progress, smoothing=0.1)
+    shard: _Shard | None = None
+    for p, px, err in decoded(split.records, positions, ex):
+        if shard is None:
+            shard = _Shard(split, ex, p // ref.shard_size, features, pixels)
+        shard.add(p, px, err)
+        if shard.full:
+            shard.commit()
+            shard = None
+        bar.update()
+    bar.close()
+    return len(positions)
+
+
+class _Shard:
+    """One shard being filled: pixels streamed to their file, features encoded a few videos at
+    a time and written when the shard's last video is in."""
+
+    def __init__(self, split: VideoSplit, ex: Extraction, i: int, features: ShardedStore | None,
+                 pixels: ShardedStore | None):
+        self.split, self.ex, self.i = split, ex, i
+        ref = features or pixels
+        self.positions = list(ref.shard_of(i))
+        self.seen = 0
+        self.failures: dict[str, str] = {}
+        self.features = features if features is not None and features.done(i) is None else None
+        self.pixels = None
+        if pixels is not None and pixels.done(i) is None:
+            self.pixels = pixels.begin(i)
+            self.pixel_rows = self.pixels.stream("pixels", (ex.candidates, 3, *ex.size), np.uint8)
+        self.batch = ex.batch_frames or (1024 if ex.device.type == "cuda" else ex.candidates)
+        self.group: list[tuple[int, torch.Tensor]] = []
+        self.feats: dict[int, torch.Tensor] = {}
+
+    @property
+    def full(self) -> bool:
+        return self.seen == len(self.positions)
+
+    def add(self, p: int, px: torch.Tensor | None, err: str) -> None:
+        if p != self.positions[self.seen]:
+            raise RuntimeError(f"extraction out of order: video {p}, expected {self.positions[self.seen]}")
+        self.seen += 1
+        if px is None:
+            self.failures[self.split.records[p].video_id] = err
+        if self.pixels is not None:
+            self.pixel_rows.append(None if px is None else px.numpy())
+        if self.features is not None and px is not None:
+            if self.group and sum(len(g) for _, g in self.group) + len(px) > self.batch:
+                self._encode()
+            self.group.append((p, px))
+
+    def _encode(self) -> None:
+        out = encode_videos(self.ex.encode, [g for _, g in self.group], self.ex.device, self.batch)
+        self.feats.update({p: f for (p, _), f in zip(self.group, out, strict=True)})
+        self.group.clear()
+
+    def commit(self) -> None:
+        if self.pixels is not None:
+            self.pixels.commit(self.failures)
+        if self.features is not None:
+            if self.group:
+                self._encode()
+            dim = next(iter(self.feats.values())).shape[-1] if self.feats else 0
+            np_dtype = torch.empty(0, dtype=self.ex.dtype).numpy().dtype
+            w = self.features.begin(self.i)
+            rows = w.stream("features", (self.ex.candidates, dim), np_dtype)
+            for p in self.positions:
+                rows.append(self.feats[p].to(self.ex.dtype).numpy() if p in self.feats else None)
+            w.commit(self.failures)
+
+
+@dataclass
+class SplitStores:
+    """A run's stores, one pair per split: features under the encoder's identity and, when a
+    method of the suite observes pixels, the decoded candidates (so nothing is decoded twice and
+    no split's pixels are held in memory). ``sync`` waits for every rank (a no-op alone)."""
+
+    cache_dir: os.PathLike
+    ex: Extraction
+    encoder: dict
+    want_pixels: bool
+    rank: int = 0
+    world: int = 1
+    progress: bool = True
+    sync: Callable[[], None] = lambda: None
+    shard_size: int = 64
+
+    def __post_init__(self) -> None:
+        self._open: dict[str, tuple[ShardedStore, ShardedStore | None]] = {}
+
+    def stores(self, split: VideoSplit) -> tuple[ShardedStore, ShardedStore | None]:
+        if split.manifest_hash not in self._open:
+            ids = [r.video_id for r in split.records]
+            geometry = {"manifest": split.manifest_hash, "candidates": self.ex.candidates, "size": list(self.ex.size),
+                        "resize": self.ex.resize}
+            feats = ShardedStore.open(self.cache_dir, "features", {**geometry, "encoder": self.encoder,
+                                                                   "dtype": str(self.ex.dtype),
+                                                                   "device": self.ex.device.type}, ids, self.shard_size)
+            px = ShardedStore.open(self.cache_dir, "pixels", geometry, ids, self.shard_size) if self.want_pixels else None
+            self._open[split.manifest_hash] = (feats, px)
+        return self._open[split.manifest_hash]
+
+    def ensure(self, split: VideoSplit, sharded: bool = False) -> int:
+        """Fill the split's missing shards: this rank's share, then wait for the others
+        (``sharded``), or all of them here (a split only one rank reads first). Returns videos decoded."""
+        feats, px = self.stores(split)
+        n = fill(split, self.ex, feats, px, *((self.rank, self.world) if sharded else (0, 1)), progress=self.progress)
+        if sharded:
+            self.sync()
+        return n
+
+    def features(self, split: VideoSplit) -> np.ndarray:
+        """float (videos, T, D) of the whole split (filled first if needed)."""
+        self.ensure(split)
+        return self.stores(split)[0].array("features")
+
+    def pixels(self, split: VideoSplit) -> np.ndarray:
+        """uint8 (videos, T, 3, H, W) of the whole split (filled first if needed)."""
+        if not self.want_pixels:
+            raise RuntimeError("this run keeps no pixel store (no method of the suite observes pixels)")
+        self.ensure(split)
+        return self.stores(split)[1].array("pixels")

@@ -1,0 +1,226 @@
+"""Scale: the feature store (sharded, resumable, verified), parallel decode and batched encode,
+and sharded runs on torchrun (2 gloo processes on CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from samplerbench.data.candidates import candidates_of
+from samplerbench.data.media import read_record
+from samplerbench.data.synth import load_split
+from samplerbench.features import extract
+from samplerbench.features.extract import Extraction, encode_videos, fill
+from samplerbench.features.store import ShardedStore, StoreError
+from samplerbench.models.encoders import FrameClassifier, ModelConfig
+from samplerbench.tasks.dist import Ranks
+from tests.test_runner import tiny_run, write_suite  # noqa: F401  (the module's fixture)
+
+
+def test_store_roundtrip_missing_shards_and_failures(tmp_path):
+    ids = [f"v{i}" for i in range(10)]
+    store = ShardedStore.open(tmp_path, "features", {"k": 1}, ids, shard_size=4)
+    assert store.num_shards == 3 and list(store.shard_of(2)) == [8, 9]
+    assert store.missing() == [0, 1, 2] and store.missing(rank=1, world=2) == [1]
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((10, 3, 5)).astype(np.float32)
+    store.write(1, {"features": data[4:8]}, {"v6": "v6.mp4: cannot decode"})
+    assert store.missing() == [0, 2]
+    again = ShardedStore.open(tmp_path, "features", {"k": 1}, ids, shard_size=4)  # another process
+    assert again.root == store.root and again.missing() == [0, 2]
+    assert np.array_equal(again.get(5)["features"], data[5]) and again.get(6) is None
+    assert again.failures() == {"v6": "v6.mp4: cannot decode"}
+    store.write(0, {"features": data[:4]}, {})
+    store.write(2, {"features": data[8:]}, {})
+    assert np.array_equal(store.array("features"), data)
+    other = ShardedStore.open(tmp_path, "features", {"k": 2}, ids, shard_size=4)  # another key: another store
+    assert other.root != store.root and other.missing() == [0, 1, 2]
+    with pytest.raises(ValueError, match="shard 0: features has 3 rows for 4 videos"):
+        other.write(0, {"features": data[:3]}, {})
+
+
+def test_a_corrupt_shard_is_named_and_recomputed(tmp_path):
+    ids = [f"v{i}" for i in range(4)]
+    store = ShardedStore.open(tmp_path, "features", {"k": 1}, ids, shard_size=2)
+    for i in range(2):
+        store.write(i, {"features": np.full((2, 3), i, np.float32)}, {})
+    path = store.root / "00001.features.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    fresh = ShardedStore.open(tmp_path, "features", {"k": 1}, ids, shard_size=2)
+    assert fresh.get(0)["features"].tolist() == [0, 0, 0]
+    with pytest.raises(StoreError, match=r"00001\.features\.npy: content does not match its sha256"):
+        fresh.get(2)
+    assert fresh.missing() == [1]  # the next extraction recomputes it
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory, tiny_root):
+    return load_split(tiny_root, "test")
+
+
+def _encoder():
+    torch.manual_seed(0)
+    return FrameClassifier(ModelConfig(encoder="cnn-small"), 5).eval()
+
+
+def test_extraction_equals_decoding_and_encoding_each_video_alone(tmp_path, split):
+    """Decoded in 2 worker processes and encoded 3 videos per call, the stored features are
+    those of each video decoded and encoded alone, bit for bit; the pixels are the decode."""
+    model = _encoder()
+    ex = Extraction(8, (32, 32), None, model.features, workers=2, batch_frames=24)
+    ids = [r.video_id for r in split.records]
+    feats = ShardedStore.open(tmp_path, "features", {"k": 1}, ids, shard_size=5)
+    pixels = ShardedStore.open(tmp_path, "pixels", {"k": 1}, ids, shard_size=5)
+    assert fill(split, ex, feats, pixels, progress=False) == len(ids)
+    for p, rec in enumerate(split.records):
+        px = read_record(rec, candidates_of(rec, 8), size=(32, 32))
+        with torch.inference_mode():
+            alone = model.features(px)
+        assert np.array_equal(pixels.get(p)["pixels"], px.numpy())
+        assert np.array_equal(feats.get(p)["features"], alone.numpy()), rec.video_id
+    assert fill(split, ex, feats, pixels, progress=False) == 0  # all there: nothing decoded
+
+
+def test_encode_videos_groups_whole_videos():
+    calls = []
+
+    def encode(x):
+        calls.append(len(x))
+        return x.float().flatten(1)[:, :2]
+
+    videos = [torch.full((n, 3, 2, 2), i, dtype=torch.uint8) for i, n in enumerate((4, 4, 4, 8))]
+    out = encode_videos(encode, videos, torch.device("cpu"), batch_frames=8)
+    assert calls == [8, 4, 8] and [len(o) for o in out] == [4, 4, 4, 8]
+    assert [int(o[0, 0]) for o in out] == [0, 1, 2, 3]
+
+
+def test_a_killed_extraction_resumes_at_the_next_shard(tmp_path, split, monkeypatch):
+    model = _encoder()
+    ex = Extraction(8, (32, 32), None, model.features, workers=0)
+    ids = [r.video_id for r in split.records]
+    clean = ShardedStore.open(tmp_path / "clean", "features", {"k": 1}, ids, shard_size=4)
+    fill(split, ex, clean, progress=False)
+    store = ShardedStore.open(tmp_path / "killed", "features", {"k": 1}, ids, shard_size=4)
+    real, calls = extract.read_record, []
+
+    def dies_on_the_sixth(*a, **k):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt  # a kill in the second shard
+        return real(*a, **k)
+
+    monkeypatch.setattr(extract, "read_record", dies_on_the_sixth)
+    with pytest.raises(KeyboardInterrupt):
+        fill(split, ex, store, progress=False)
+    monkeypatch.setattr(extract, "read_record", real)
+    assert store.missing() == [1, 2]  # the first shard was written before the kill
+    pixels = ShardedStore.open(tmp_path / "killed", "pixels", {"k": 1}, ids, shard_size=4)
+    calls.clear()
+    monkeypatch.setattr(extract, "read_record", dies_on_the_sixth)
+    with pytest.raises(KeyboardInterrupt):  # streamed pixels: a half-written file, never a done shard
+        fill(split, ex, None, pixels, progress=False)
+    monkeypatch.setattr(extract, "read_record", real)
+    assert pixels.missing() == [1, 2] and list(pixels.root.glob("00001.pixels.npy.tmp*"))
+    assert fill(split, ex, store, pixels, progress=False) == len(ids) - 4
+    assert np.array_equal(store.array("features"), clean.array("features"))
+    assert not list(pixels.root.glob("*.tmp*"))  # the killed writer's file is gone
+    for p, rec in enumerate(split.records):
+        assert np.array_equal(pixels.get(p)["pixels"], read_record(rec, candidates_of(rec, 8), size=(32, 32)).numpy())
+
+
+def test_ranks_split_videos_exactly():
+    for n in (0, 1, 5, 12, 13):
+        for world in (1, 2, 3, 8):
+            parts = [list(Ranks(r, world).part(n)) for r in range(world)]
+            assert sum(parts, []) == list(range(n))  # every video once, in order, no padding
+
+
+def test_a_rerun_decodes_nothing(tmp_path, monkeypatch):
+    """With the stores filled, a run of new cells (another budget) decodes no video: features,
+    frame logits and pixels come from the stores (only the end-to-end timing runs decode, on
+    purpose, and they are switched off here)."""
+    from samplerbench import suite as suite_mod
+    from samplerbench.data import media
+    from samplerbench.tasks.classification import Classification
+    from samplerbench.tasks.run import run_suite
+
+    path = write_suite(tmp_path / "tiny.toml")
+    path.write_text(path.read_text() + '[[methods]]\nname = "mgsampler"\n')  # it observes pixels
+    s = suite_mod.load(path)
+    run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
+    calls = []
+    real = media.read_frames
+    monkeypatch.setattr(media, "read_frames", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(Classification, "finish", lambda self, run, cells: None)
+    again = run_suite(s.narrowed(None, [2], None), tmp_path / "results", tmp_path / "cache", run_id="other",
+                      progress=False)
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["classification computed"] > 0 and calls == []
+    assert list((tmp_path / "cache" / "store").glob("pixels-*/*.done.json"))
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_give_the_single_process_rows_and_resume_after_a_kill(tiny_run, tmp_path):  # noqa: F811
+    """``torchrun --nproc-per-node 2`` (gloo, CPU), cold cache, the test split's store in 4-video
+    shards: rows (every quality and cost value, fingerprints, video counts) and selection hashes
+    equal the single-process run's; a rank killed mid-run and the run started again resumes."""
+    _, _, ref_dir = tiny_run
+    path = write_suite(tmp_path / "tiny.toml")
+    text = path.read_text().replace("timing_videos = 2", "timing_videos = 2\nstore_shard_videos = 4")
+    path.write_text(text)
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "samplerbench", "run", str(path), "--results", str(results), "--cache", str(cache),
+           "--run-id", "dist", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    cells = results / "dist" / "cells" / "classification"
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    killed = False
+    while p.poll() is None:
+        if cells.is_dir() and len(list(cells.glob("*.json"))) >= 2:
+            workers = _children(p.pid)
+            if workers:
+                os.kill(workers[-1], signal.SIGKILL)  # one rank dies; torchrun stops the other
+                killed = True
+                break
+        time.sleep(0.02)
+    err = p.communicate(timeout=600)[1].decode()
+    assert killed, err[-2000:]
+    assert p.returncode != 0
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((results / "dist" / "summary.json").read_text())
+    assert summary.get("classification reused", 0) >= 2  # the cells before the kill were kept
+    prov = json.loads(next((results / "dist" / "provenance").glob("*.json")).read_text())
+    assert prov["ranks"] == 2
+    key = ["method", "budget", "seed", "metric"]
+    cols = key + ["value", "fingerprint", "n_videos", "n_failed"]
+    a = pd.read_csv(ref_dir / "rows.csv").query("kind != 'timing'").sort_values(key).reset_index(drop=True)
+    b = pd.read_csv(results / "dist" / "rows.csv").query("kind != 'timing'").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    sa = pd.read_json(ref_dir / "classification_selections.jsonl", lines=True).sort_values(["cell", "video"])
+    sb = pd.read_json(results / "dist" / "classification_selections.jsonl", lines=True).sort_values(["cell", "video"])
+    assert len(sa) == len(sb) and sa["hash"].tolist() == sb["hash"].tolist()
+    assert sb.groupby("cell")["video"].apply(lambda v: v.is_unique).all()  # no padded duplicates
+    shards = sorted((cache / "store").glob("features-*/*.done.json"))
+    assert len(shards) >= 3  # the test split (12 videos, 3 shards) and the training splits
