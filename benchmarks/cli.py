@@ -154,7 +154,8 @@ def _cost(args) -> int:
 def _gate(args) -> int:
     from samplerbench.cost.gate import run_gate
 
-    return run_gate([Path(p) for p in args.run_json], Path(args.baseline), args.tolerance, args.update_baseline)
+    return run_gate([Path(p) for p in args.run_json], Path(args.baseline), args.tolerance, args.update_baseline,
+                    args.add_new)
 
 
 def _baseline_tolerance() -> str:
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="allowed slowdown as a fraction (default: the tolerance stored in the baseline file, "
                         f"{_baseline_tolerance()} in the committed one)")
     g.add_argument("--update-baseline", action="store_true", help="write the runs' medians as the new baseline")
+    g.add_argument("--add-new", action="store_true",
+                   help="record only the benchmarks the baseline lacks (e.g. a new sampler's), keep the others")
     g.set_defaults(fn=_gate)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_cmd", required=True)

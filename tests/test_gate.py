@@ -70,6 +70,11 @@ def test_gate_exit_codes_and_baseline_update(tmp_path, capsys):
     assert run_gate(run_json, baseline) == 1
     verdicts = json.loads(run_json.with_suffix(".gate.json").read_text())["verdicts"]
     assert {v["name"]: v["status"] for v in verdicts} == {DRIFT: "ok", "a": "regression"}
+    # --add-new records a benchmark the baseline lacks and leaves the others as they were
+    run_json.write_text(json.dumps(fake_run({"a": 0.03, "b": 0.04})))
+    assert run_gate(run_json, baseline, add_new=True) == 1  # a still regressed
+    stored = json.loads(baseline.read_text())["benchmarks"]
+    assert stored["a"]["normalised"] == pytest.approx(1.0) and stored["b"]["normalised"] == pytest.approx(4.0)
 
 
 def _bench(tmp_path: Path, name: str, plugins: list[str]) -> Path:
