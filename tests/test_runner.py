@@ -407,7 +407,8 @@ def test_a_steered_sweep_shares_its_cells_with_the_full_run(tiny_run, tmp_path, 
     assert set(zip(rows.method, rows.budget, rows.seed, strict=True)) == {("uniform", 1, 0), ("oracle", 1, 0)}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["phases_s"]["classification"]) == {"setup (data, trained pieces)", "extract (feature store)",
-                                                          "cells", "finish (timing runs)", "consolidate"}
+                                                          "train (learned methods)", "cells", "finish (timing runs)",
+                                                          "consolidate"}
     assert cli(args) == 0  # the full suite: the two cells are reused
     assert f"classification computed {CELLS - 2}, classification reused 2" in capsys.readouterr().out
     assert cli([*args, "--methods", "nosuch"]) == 2

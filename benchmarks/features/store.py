@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from samplerbench.data.annotations import file_sha256
 from samplerbench.store.files import write_json
 
 #: bump when the layout changes: every store is then rebuilt
@@ -34,14 +35,6 @@ STORE_VERSION = 1
 
 class StoreError(RuntimeError):
     """A shard whose content is not what its done file says (one line, naming the file)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -132,7 +125,7 @@ class ShardedStore:
         if i not in self._verified:
             for name, sha in d["files"].items():
                 path = self.file(i, name)
-                if not path.is_file() or _sha256(path) != sha:
+                if not path.is_file() or file_sha256(path) != sha:
                     self.done_path(i).unlink(missing_ok=True)
                     self._done.pop(i, None)
                     raise StoreError(f"{path}: content does not match its sha256 in the done record; "
@@ -209,7 +202,7 @@ class RowStream:
             self.tmp.unlink(missing_ok=True)
             raise ValueError(f"{self.path}: {self.written} rows written of {self.rows}")
         os.replace(self.tmp, self.path)
-        return _sha256(self.path)
+        return file_sha256(self.path)
 
 
 class ShardWriter:

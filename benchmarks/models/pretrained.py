@@ -12,13 +12,14 @@ published.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from samplerbench.data.annotations import file_sha256
 
 WEIGHTS_ENV = "SAMPLERBENCH_WEIGHTS"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -108,11 +109,7 @@ def load_state_dict(path: Path) -> dict:
 
 def weights_digest(path: Path) -> str:
     """sha256 of the weights file (their identity in every cache key)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 class PretrainedEncoder(nn.Module):
