@@ -167,6 +167,17 @@ def test_a_rerun_decodes_nothing(tmp_path, monkeypatch):
     summary = json.loads((again / "summary.json").read_text())
     assert summary["classification computed"] > 0 and calls == []
     assert list((tmp_path / "cache" / "store").glob("pixels-*/*.done.json"))
+    # without a pixel store: the same rows, no pixels on disk, the pixel-observing cells decode
+    calls.clear()
+    path.write_text(path.read_text().replace("timing_videos = 2", "timing_videos = 2\npixel_store = false"))
+    lean = run_suite(suite_mod.load(path), tmp_path / "results", tmp_path / "cache-lean", run_id="lean",
+                     progress=False)
+    key = ["method", "budget", "seed", "metric"]
+    a = pd.read_csv(tmp_path / "results" / f"{s.name}-{s.digest()[:8]}" / "rows.csv").query("kind != 'timing'")
+    b = pd.read_csv(lean / "rows.csv").query("kind != 'timing'")
+    pd.testing.assert_frame_equal(a.sort_values(key)[key + ["value", "fingerprint"]].reset_index(drop=True),
+                                  b.sort_values(key)[key + ["value", "fingerprint"]].reset_index(drop=True))
+    assert not list((tmp_path / "cache-lean" / "store").glob("pixels-*")) and calls
 
 
 def _children(pid: int) -> list[int]:

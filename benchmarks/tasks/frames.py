@@ -61,7 +61,11 @@ class VideoCache:
 
 def observes_pixels(suite: Suite) -> bool:
     """Whether a method of the suite looks at decoded candidates (its sampler observes pixels,
-    or a token ViT reads its patches): the run then keeps a pixel store beside the features."""
+    or a token ViT reads its patches): the run then keeps a pixel store beside the features,
+    unless ``[eval] pixel_store = false`` (a real dataset at 224x224 is about 4.8 MB a video on
+    disk): pixels are then decoded again whenever a cell asks for them, and never kept."""
+    if not suite.eval.get("pixel_store", True):
+        return False
     specs = [*suite.methods, *(r.method for r in suite.retrieval_methods)]
     for spec in specs:
         sampler = METHODS.get(spec.name)(**spec.params)
