@@ -87,9 +87,6 @@ class ShardedStore:
         """The shards of this rank (``i % world == rank``) that are not written yet."""
         return [i for i in range(rank, self.num_shards, world) if self.done(i) is None]
 
-    def complete(self) -> bool:
-        return not self.missing()
-
     def write(self, i: int, arrays: dict[str, np.ndarray], failures: dict[str, str]) -> None:
         """Write shard ``i`` whole (each array's first axis = the shard's videos; a failed
         video's rows are zeros): the files first, then the done record."""

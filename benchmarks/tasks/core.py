@@ -304,15 +304,12 @@ def _compute(task: Task, run: Run, cell: Cell, sampler: Sampler | None, fp: str,
     """Evaluate one cell (sharded: each rank its part, rank 0 merges and writes; the others then
     read what it wrote) and return its stored record."""
     ranks = run.ranks
-    if ranks.world == 1:
-        return _write(task, run, cell, sampler, fp, folder, task.merge(run, [task.evaluate(run, cell, sampler)]))
-    if not task.shardable:
-        if ranks.main:
-            _write(task, run, cell, sampler, fp, folder, task.merge(run, [task.evaluate(run, cell, sampler)]))
-    else:
-        parts = ranks.gather(task.evaluate(run, cell, sampler))
-        if ranks.main:
-            _write(task, run, cell, sampler, fp, folder, task.merge(run, parts))
+    mine = task.evaluate(run, cell, sampler) if task.shardable or ranks.main else None
+    parts = ranks.gather(mine) if task.shardable else [mine]
+    if ranks.main:
+        record = _write(task, run, cell, sampler, fp, folder, task.merge(run, parts))
+        if ranks.world == 1:
+            return record
     ranks.barrier()
     record = load_cell(folder, cell.key, fp)
     if record is None:
