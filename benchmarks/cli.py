@@ -26,12 +26,11 @@ def _list(args) -> int:
 
 
 def _run(args) -> int:
-    import torch
-
     from samplerbench import suite as suite_mod
+    from samplerbench.kernels.threads import cores, set_threads
     from samplerbench.tasks.run import run_suite
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    set_threads(args.threads or cores())
     s = suite_mod.load(args.suite)
     run_id = args.run_id
     if args.methods or args.budgets or args.seeds:  # a steered sweep shares the full suite's run folder and cells
@@ -65,12 +64,11 @@ def _finish_ranks() -> bool:
 
 
 def _features(args) -> int:
-    import torch
-
     from samplerbench import suite as suite_mod
+    from samplerbench.kernels.threads import cores, set_threads
     from samplerbench.tasks.run import extract_suite
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    set_threads(args.threads or cores())
     out = extract_suite(suite_mod.load(args.suite), Path(args.cache) if args.cache else None, args.device,
                         progress=not args.quiet, data_root=_data_root(args), limit=args.limit)
     if _finish_ranks():
@@ -155,7 +153,7 @@ def _gate(args) -> int:
     from samplerbench.cost.gate import run_gate
 
     return run_gate([Path(p) for p in args.run_json], Path(args.baseline), args.tolerance, args.update_baseline,
-                    args.add_new)
+                    args.add_new, tuple(args.accept))
 
 
 def _baseline_tolerance() -> str:
@@ -179,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--run-id", default=None, help="default: <suite>-<suite hash>; an existing run resumes")
     r.add_argument("--cache", default=None, help="dataset/model cache (default: $SAMPLERBENCH_CACHE or ~/.cache/samplerbench)")
     r.add_argument("--device", default="cpu", help="cpu (bit-reproducible) or cuda")
-    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    r.add_argument("--threads", type=int, default=0, help="intra-op threads of torch and of the BLAS/OpenMP pools (default: the cores; "
+                   "samplerbench.kernels.threads states the policy)")
     r.add_argument("--report", action="store_true", help="render the report when done")
     r.add_argument("--out", default="reports/out", help="report folder (default: reports/out)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -227,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--update-baseline", action="store_true", help="write the runs' medians as the new baseline")
     g.add_argument("--add-new", action="store_true",
                    help="record only the benchmarks the baseline lacks (e.g. a new sampler's), keep the others")
+    g.add_argument("--accept", action="append", default=[], metavar="PATTERN",
+                   help="record the benchmarks matching this fnmatch pattern (an intended change; repeatable), "
+                        "keep the others")
     g.set_defaults(fn=_gate)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_cmd", required=True)

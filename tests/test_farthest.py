@@ -7,6 +7,7 @@ import torch
 from samplerbench.kernels.farthest import (
     METRICS,
     brute_force_farthest,
+    choose_algorithm,
     distances_to,
     farthest_point_macs,
     farthest_point_sampling,
@@ -54,6 +55,44 @@ def test_matches_full_matrix_reference_on_wide_points(metric):
     x = torch.from_numpy(np.random.default_rng(5).normal(size=(300, 64)))
     got = farthest_point_sampling(x, 40, start=11, metric=metric, p=1.5)
     assert got.tolist() == brute_force_farthest(x, 40, 11, metric, p=1.5).tolist()
+
+
+KERNELS = ("incremental", "full", "torch")
+
+
+@pytest.mark.parametrize("algorithm", KERNELS)
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [60, 120])  # 120: the transposed layout (TRANSPOSE_MIN_K)
+def test_every_kernel_matches_brute_force(algorithm, metric, dtype, k):
+    x = np.random.default_rng(8).normal(size=(200, 48)).astype(dtype)
+    got = farthest_point_sampling(torch.from_numpy(x), k, start=[7, 3], metric=metric, algorithm=algorithm)
+    assert got.tolist() == brute_force_farthest(torch.from_numpy(x.astype(np.float64)), k, [7, 3], metric).tolist()
+
+
+@pytest.mark.parametrize("algorithm", KERNELS)
+def test_integer_points_give_every_kernel_the_brute_force_ties(algorithm):
+    """Small integers: every kernel's arithmetic is exact whatever order BLAS sums in, so exact
+    ties (many here: 4 levels in 3 dimensions, repeated points) go to the first index, as in the
+    pure-Python reference."""
+    x = np.random.default_rng(2).integers(0, 4, size=(120, 3)).astype(np.float32)
+    got = farthest_point_sampling(torch.from_numpy(x), 40, start=5, algorithm=algorithm).tolist()
+    assert got == brute_force_fps(x.astype(np.float64), 40, 5, "euclidean")
+    assert len(set(got)) == 40  # repeated points are still chosen once each
+
+
+def test_auto_chooses_the_full_matrix_only_when_many_points_fit_the_budget():
+    assert choose_algorithm(6272, 1568, 771) == "full"  # the ECCV paper's setting: 157 MB
+    assert choose_algorithm(10_000, 256, 768) == "incremental"  # few selected: k sweeps are cheaper
+    assert choose_algorithm(100_000, 50_000, 512) == "incremental"  # 40 GB matrix: over any budget
+    assert choose_algorithm(6272, 1568, 771, full_matrix_bytes=1 << 20) == "incremental"
+
+
+def test_numpy_kernels_reject_what_they_cannot_compute():
+    with pytest.raises(ValueError, match="euclidean or cosine"):
+        farthest_point_sampling(torch.randn(5, 2), 2, start=0, metric="manhattan", algorithm="full")
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        farthest_point_sampling(torch.randn(5, 2), 2, start=0, algorithm="faiss")
 
 
 def test_cosine_never_reselects_even_for_parallel_points():

@@ -75,6 +75,11 @@ def test_gate_exit_codes_and_baseline_update(tmp_path, capsys):
     assert run_gate(run_json, baseline, add_new=True) == 1  # a still regressed
     stored = json.loads(baseline.read_text())["benchmarks"]
     assert stored["a"]["normalised"] == pytest.approx(1.0) and stored["b"]["normalised"] == pytest.approx(4.0)
+    # --accept records the matching benchmarks (an intended change), and their verdict no longer fails
+    run_json.write_text(json.dumps(fake_run({"a": 0.03, "b": 0.02})))
+    assert run_gate(run_json, baseline, accept=("a*",)) == 0
+    stored = json.loads(baseline.read_text())["benchmarks"]
+    assert stored["a"]["normalised"] == pytest.approx(3.0) and stored["b"]["normalised"] == pytest.approx(4.0)
 
 
 def _bench(tmp_path: Path, name: str, plugins: list[str]) -> Path:

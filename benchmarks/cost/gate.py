@@ -142,10 +142,13 @@ def report(verdicts: list[Verdict], tolerance: float) -> str:
 
 
 def run_gate(run_json: Path | list[Path], baseline_path: Path = DEFAULT_BASELINE, tolerance: float | None = None,
-             update: bool = False, add_new: bool = False) -> int:
+             update: bool = False, add_new: bool = False, accept: tuple[str, ...] = ()) -> int:
     """Print the verdicts; 1 on a regression, else 0. Several run files: each benchmark's best
     attempt is gated. ``update`` rewrites the baseline from the runs' medians; ``add_new``
-    records only the benchmarks the baseline lacks (a new sampler's), keeping every other entry."""
+    records only the benchmarks the baseline lacks (a new sampler's), and ``accept`` those whose
+    names match one of its patterns (fnmatch: an intended change), keeping every other entry."""
+    from fnmatch import fnmatch
+
     paths = [Path(p) for p in (run_json if isinstance(run_json, list) else [run_json])]
     runs = [json.loads(p.read_text()) for p in paths]
     baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else {}
@@ -155,14 +158,17 @@ def run_gate(run_json: Path | list[Path], baseline_path: Path = DEFAULT_BASELINE
     paths[-1].with_suffix(".gate.json").write_text(json.dumps(
         {"baseline": str(baseline_path), "tolerance": tol,
          "verdicts": [{**v.__dict__, "change": v.change} for v in verdicts]}, indent=1))
-    if add_new and baseline:
-        new = {k: v for k, v in combined(runs, "median").items() if k not in baseline["benchmarks"]}
+    if (add_new or accept) and baseline:
+        def taken(name: str) -> bool:
+            return (add_new and name not in baseline["benchmarks"]) or any(fnmatch(name, p) for p in accept)
+
+        new = {k: v for k, v in combined(runs, "median").items() if taken(k)}
         baseline["benchmarks"].update(new)
         tmp = baseline_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(baseline, indent=1, sort_keys=True) + "\n")
         tmp.replace(baseline_path)
-        print(f"baseline: added {sorted(new) or 'nothing'}")
-        return 1 if any(v.status == "regression" for v in verdicts) else 0
+        print(f"baseline: recorded {sorted(new) or 'nothing'}")
+        return 1 if any(v.status == "regression" and not taken(v.name) for v in verdicts) else 0
     if update:
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = baseline_path.with_suffix(".tmp")

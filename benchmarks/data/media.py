@@ -1,4 +1,4 @@
-"""Reading a record's frames whatever it is stored as: a video file (PyAV, :mod:`.video`) or a
+"""Reading a record's frames whatever it is stored as: a video file (:mod:`.video`) or a
 rawframes folder of images (Pillow), at the model's size (shorter side, then centre crop)."""
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ def read_image(path, size: tuple[int, int] | None, resize: int | None = None) ->
         raise VideoDecodeError(f"{path}: cannot read image ({e})") from None
 
 
-def read_record(rec: VideoRecord, indices, size: tuple[int, int] | None = None, resize: int | None = None) -> torch.Tensor:
+def read_record(rec: VideoRecord, indices, size: tuple[int, int] | None = None, resize: int | None = None,
+                threads: int = 0) -> torch.Tensor:
     """Frames ``indices`` of a record as uint8 (N, 3, H, W); raises :class:`VideoDecodeError`
     naming the file for a video that cannot be read."""
     if rec.error:
         raise VideoDecodeError(rec.error)
     if not rec.frames:
-        return read_frames(rec.path, indices, size=size, index=rec.index, resize=resize)
+        return read_frames(rec.path, indices, size=size, index=rec.index, resize=resize, threads=threads)
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= len(rec.frames)):
         raise VideoDecodeError(f"{rec.path}: frame index out of range 0..{len(rec.frames) - 1}")

@@ -23,6 +23,7 @@ from samplerbench.data.candidates import candidates_of
 from samplerbench.data.media import read_record
 from samplerbench.data.video import VideoDecodeError
 from samplerbench.features.store import ShardedStore
+from samplerbench.kernels.threads import encode_threads, threads
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ class CandidateFrames(Dataset):
         p = self.positions[k]
         rec = self.records[p]
         try:
+            # in a worker process, one FFmpeg thread: the parallelism is across videos (thread policy)
             return p, read_record(rec, candidates_of(rec, self.ex.candidates), size=self.ex.size,
-                                  resize=self.ex.resize), ""
+                                  resize=self.ex.resize, threads=1 if self.ex.workers > 0 else 0), ""
         except (VideoDecodeError, AnnotationError) as e:
             return p, None, str(e).splitlines()[0]
 
@@ -116,14 +118,16 @@ def fill(split: VideoSplit, ex: Extraction, features: ShardedStore | None = None
     bar = tqdm(total=len(positions), desc=f"extract {split.name}/{split.split}", unit="video",
                disable=not progress, smoothing=0.1)
     shard: _Shard | None = None
-    for p, px, err in decoded(split.records, positions, ex):
-        if shard is None:
-            shard = _Shard(split, ex, p // ref.shard_size, features, pixels)
-        shard.add(p, px, err)
-        if shard.full:
-            shard.commit()
-            shard = None
-        bar.update()
+    workers = min(ex.workers, len(positions)) if len(positions) >= 2 else 0
+    with threads(encode_threads(torch.get_num_threads(), workers)):  # the workers hold their cores
+        for p, px, err in decoded(split.records, positions, ex):
+            if shard is None:
+                shard = _Shard(split, ex, p // ref.shard_size, features, pixels)
+            shard.add(p, px, err)
+            if shard.full:
+                shard.commit()
+                shard = None
+            bar.update()
     bar.close()
     return len(positions)
 

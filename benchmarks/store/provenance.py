@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 PACKAGES = ("samplerbench", "torch", "torchvision", "av", "numpy", "pandas", "fvcore", "seaborn", "matplotlib",
-            "pycocotools")
+            "pycocotools", "torchcodec", "threadpoolctl")
 
 
 def _git(*args: str, cwd: Path) -> str | None:
@@ -49,8 +49,12 @@ def _cpu_model() -> str:
 def hardware(device: str) -> dict:
     import torch
 
+    from samplerbench.data.video import resolve_backend
+    from samplerbench.kernels.threads import thread_counts
+
     info = {"device": device, "cpu": _cpu_model(), "cpu_cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(), "threads": thread_counts(),
+            "decode_backend": resolve_backend(), "platform": platform.platform(),
             "python": sys.version.split()[0], "cuda_available": torch.cuda.is_available()}
     if torch.cuda.is_available():
         info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,

