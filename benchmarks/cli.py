@@ -1,4 +1,4 @@
-"""Command line: ``samplerbench list | run SUITE | features SUITE | report RUN | cost [PRESET ...] | gate RUN_JSON | data check SUITE``."""
+"""Command line: ``samplerbench list | run SUITE | features SUITE | report RUN | compare RUN_A RUN_B | cost [PRESET ...] | gate RUN_JSON | data check SUITE``."""
 
 from __future__ import annotations
 
@@ -106,6 +106,26 @@ def _data_check(args) -> int:
     return 1 if verdict.startswith("FAIL") else 0
 
 
+def _compare(args) -> int:
+    from samplerbench.metrics.stats import BootstrapConfig
+    from samplerbench.reports.compare import render_compare
+    from samplerbench.tasks.compare import compare_runs
+    from samplerbench.tasks.run import TASKS
+
+    a, b = Path(args.run_a), Path(args.run_b)
+    for r in (a, b):
+        if not (r / "cells").is_dir():
+            print(f"{r}: not a run folder (no cells/)", file=sys.stderr)
+            return 2
+    cfg = BootstrapConfig(args.resamples, args.seed, args.alpha)
+    diffs, alone = compare_runs(a, b, TASKS, cfg)
+    out = render_compare(diffs, alone, a, b, Path(args.out) / f"compare-{a.name}-vs-{b.name}", cfg.alpha)
+    changed = int((diffs["diff"] != 0).sum()) if len(diffs) else 0
+    print(f"{changed} value(s) differ ({int(diffs['significant'].sum()) if len(diffs) else 0} significant), "
+          f"{len(alone)} cell(s) in one run only: {out / 'compare.md'}")
+    return 0
+
+
 def _report(args) -> int:
     from samplerbench.reports.render import render
     from samplerbench.tasks.run import rescore_run
@@ -113,7 +133,7 @@ def _report(args) -> int:
     if not args.no_rescore:  # metrics recomputed from the stored predictions with today's code
         counts = rescore_run(Path(args.run))
         print("rescored from stored predictions: " + (", ".join(f"{k} {v} cells" for k, v in counts.items()) or "none"))
-    out = render(Path(args.run), Path(args.out))
+    out = render(Path(args.run), Path(args.out), args.interval)
     print(f"report: {out}")
     if not args.quiet:
         for stem in ("table_top1", "table_reduction_mask_ap"):
@@ -203,7 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--out", default="reports/out")
     rp.add_argument("-q", "--quiet", action="store_true")
     rp.add_argument("--no-rescore", action="store_true", help="render the stored rows as they are")
+    rp.add_argument("--interval", choices=["pm", "range"], default="pm",
+                    help="show intervals as value ± half-width (pm) or value [low, high] (range)")
     rp.set_defaults(fn=_report)
+    cp = sub.add_parser("compare", help="two runs cell by cell: differences with paired bootstrap intervals")
+    cp.add_argument("run_a")
+    cp.add_argument("run_b")
+    cp.add_argument("--out", default="reports/out")
+    cp.add_argument("--resamples", type=int, default=1000)
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--alpha", type=float, default=0.05)
+    cp.set_defaults(fn=_compare)
     c = sub.add_parser("cost", help="per-video GFLOPs of the papers' configurations, counted from the modules")
     c.add_argument("presets", nargs="*", help="preset names (default: all); see --encoder for a custom one")
     c.add_argument("--encoder", help="custom: clip-vit-b32, clip-vit-b16, resnet50, mobilenet_v2, vit-b16-tokens, "

@@ -9,9 +9,13 @@ Output in ``reports/out/<run-id>/``:
                               heads): epochs, best epoch, validation score, training wall time;
                               training is a one-off cost, kept out of the per-video GFLOPs
   acc_vs_frames.{png,pdf}, acc_vs_gflops.{png,pdf}
+  pareto_<metric>.{png,pdf}, table_pareto.*  the headline metric against GFLOPs per video with each
+                              cell's bootstrap interval, the Pareto front drawn and listed
   table_retrieval_*, retrieval_r1_vs_gflops.*   the [retrieval] task, if any (reports/retrieval.py)
 A reduction run (EVFR's task) renders reports/reduction.py's figure and tables instead.
-Values are means over seeds, with the standard deviation where there are several seeds.
+Values are means over seeds, with their 95% bootstrap interval over the videos and a mark where
+the difference from uniform at the same budget is significant (``<task>_intervals.csv`` and
+``<task>_tests.csv``, written by the runner); a run without them shows the std over seeds.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from samplerbench.reports import intervals as iv  # noqa: E402
 from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, mean_std, same_videos_note  # noqa: E402
 from samplerbench.reports.reduction_tables import render_reduction  # noqa: E402
 from samplerbench.reports.reference import render_reference  # noqa: E402
@@ -89,8 +94,9 @@ def _latex_escape(s: str) -> str:
     return s.replace("%", "\\%").replace("_", "\\_").replace("†", "$^\\dagger$").replace("&", "\\&")
 
 
-def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
-    """Render every table and plot of a run; returns the output folder."""
+def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = "pm") -> Path:
+    """Render every table and plot of a run; returns the output folder. ``interval``: ``pm``
+    (value ± half the bootstrap interval) or ``range`` (value [low, high])."""
     run_dir = Path(run_dir)
     out = Path(out_root) / run_dir.name
     if (run_dir / "reduction_rows.csv").is_file():  # EVFR's selection-for-training task
@@ -130,20 +136,28 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
                   "selections, not by the frame classifier: compare them with each other (validation top-1 "
                   + ", ".join(f"{k} {v.get('val', float('nan')):.2f}" for k, v in sorted(tokens.items())) + "). ")
 
-    # Tables 1 and 1b: methods x budgets (headline metric; event hit rate).
+    # Tables 1 and 1b: methods x budgets (headline metric; event hit rate), with the bootstrap
+    # interval over videos and the significance of the difference from uniform where computed.
+    intervals, tests = iv.load(run_dir, "classification", "intervals"), iv.load(run_dir, "classification", "tests")
+    name_of = dict(zip(df["label"], df["name"], strict=False))
     for metric, stem, title in ((headline, "table_top1", head_name), ("event_hit_rate", "table_hit_rate",
                                                                       "Event hit rate (%)")):
         h = summ[summ["metric"] == metric]
         if h.empty:
             continue
+        cis = _intervals_of(intervals, tests, metric, name_of)
         t1 = pd.DataFrame(index=order)
         for b in sorted(h["budget"].unique()):
             col = h[h["budget"] == b].set_index("name")
-            t1[f"N={b}"] = [_fmt(*col.loc[n, ["mean", "std", "seeds"]], "{:.1f}") if n in col.index else "–"
+            t1[f"N={b}"] = [_cell_text(col.loc[n], cis.get((n, b)), interval) if n in col.index else "–"
                             for n in order]
         t1.index.name = "Method"
+        spread = (iv.caption(intervals[intervals["metric"] == metric], tests, interval)
+                  if cis else f"Mean ± std over {seeds} seed(s).")
         _write(t1, out, stem, f"{title} by frame budget N of T={p0.get('candidates', '?')} candidates "
-               f"({p0.get('suite')} suite; mean ± std over {seeds} seed(s)).{upper} {where}{UNITS}")
+               f"({p0.get('suite')} suite; {seeds} seed(s), mean over seeds). {spread}{upper} {where}{UNITS}")
+    if intervals is not None:
+        _pareto(df, intervals, headline, head_name, name_of, out, interval, order)
 
     # Table 2: per method and budget, every metric as a column.
     stats = {(r.name, r.budget, r.metric): (r.mean, r.std, r.seeds) for r in summ.itertuples(index=False)}
@@ -175,6 +189,53 @@ def render(run_dir: Path, out_root: Path = Path("reports/out")) -> Path:
     return out
 
 
+def _intervals_of(intervals: pd.DataFrame | None, tests: pd.DataFrame | None, metric: str,
+                  name_of: dict) -> dict[tuple[str, int], tuple[float, float, bool]]:
+    """{(name, budget): (low, high, significant vs uniform)} of one metric, in the table's percent."""
+    if intervals is None:
+        return {}
+    sig = set()
+    if tests is not None and len(tests):
+        t = tests[(tests["metric"] == metric) & tests["significant"].astype(bool)]
+        sig = {(name_of.get(r.label, r.label), int(r.budget)) for r in t.itertuples()}
+    scale = 100 if metric in PCT else 1
+    d = intervals[intervals["metric"] == metric]
+    return {(name_of.get(r.label, r.label), int(r.budget)): (r.lo * scale, r.hi * scale,
+                                                             (name_of.get(r.label, r.label), int(r.budget)) in sig)
+            for r in d.itertuples()}
+
+
+def _cell_text(row: pd.Series, ci: tuple[float, float, bool] | None, style: str) -> str:
+    """A table cell: the mean over seeds with its bootstrap interval and the significance mark;
+    mean ± std over seeds where the run has no intervals."""
+    if ci is None:
+        return _fmt(row["mean"], row["std"], row["seeds"], "{:.1f}")
+    lo, hi, significant = ci
+    return iv.with_interval(row["mean"], lo, hi, style) + (f" {iv.SIGNIFICANT}" if significant else "")
+
+
+def _pareto(df: pd.DataFrame, intervals: pd.DataFrame, headline: str, head_name: str, name_of: dict, out: Path,
+            style: str, order: list[str]) -> None:
+    """``pareto_<metric>.{png,pdf}`` (quality against GFLOPs with intervals, the front drawn) and
+    ``table_pareto`` (the front's cells, by increasing cost)."""
+    costs = (df[df["metric"] == "gflops_total"].groupby(["label", "budget"], sort=False)["value"].mean()
+             .rename("gflops").reset_index())
+    ivs = intervals.assign(label=intervals["label"].map(lambda s: name_of.get(s, s)))
+    costs = costs.assign(label=costs["label"].map(lambda s: name_of.get(s, s)))
+    p = iv.pareto(ivs, costs, headline)
+    if p.empty:
+        return
+    iv.pareto_plot(p, head_name, out, f"pareto_{headline}", palette=_palette(order), order=order)
+    front = p[p["on_front"]]
+    table = pd.DataFrame({"Method": front["label"], "N": front["budget"].astype(int),
+                          "GFLOPs": front["gflops"].map("{:.4f}".format),
+                          head_name: [iv.with_interval(r.value, r.lo, r.hi, style, scale=100) for r in front.itertuples()]})
+    _write(table.set_index("Method"), out, "table_pareto",
+           f"The cost-quality Pareto front: the (method, budget) cells no other cell beats in both {head_name} and "
+           "GFLOPs per video (methods that see labels excluded). Every cell is in pareto_"
+           f"{headline}.png with its interval. " + iv.caption(intervals[intervals["metric"] == headline], None, style))
+
+
 def _training_table(prov: dict) -> pd.DataFrame:
     """One row per learned piece recorded in the provenance."""
     pieces = [("frame classifier", prov.get("classifier"))]
@@ -197,12 +258,17 @@ def _training_table(prov: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("Piece") if rows else pd.DataFrame()
 
 
+def _palette(order: list[str]) -> dict:
+    """One colour per method, the same in every plot: tab10, or tab20 beyond 10 methods (tab10
+    repeats; tab20's paired shades stay distinct)."""
+    return dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order)), strict=False))
+
+
 def _plots(df: pd.DataFrame, headline: str, head_name: str, order: list[str], out: Path) -> None:
     sns.set_theme(style="whitegrid", context="paper")
     wide = df[df["metric"].isin([headline, "frames", "gflops_total"])].pivot_table(
         index=["name", "budget", "seed"], columns="metric", values="value").reset_index()
-    # tab10 repeats after 10 methods: beyond that, tab20 (still distinct, paired shades)
-    palette = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order)), strict=False))
+    palette = _palette(order)
     for x, xlabel, stem in (("frames", "Frames encoded per video", "acc_vs_frames"),
                             ("gflops_total", "GFLOPs per video (fvcore: 1 multiply-add = 1 FLOP)", "acc_vs_gflops")):
         fig, ax = plt.subplots(figsize=(7.6, 4.2))

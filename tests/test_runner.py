@@ -5,6 +5,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -413,3 +414,59 @@ def test_a_steered_sweep_shares_its_cells_with_the_full_run(tiny_run, tmp_path, 
     assert f"classification computed {CELLS - 2}, classification reused 2" in capsys.readouterr().out
     assert cli([*args, "--methods", "nosuch"]) == 2
     assert "--methods ['nosuch'] not in the suite" in capsys.readouterr().err
+
+
+def test_a_run_writes_intervals_and_tests_the_report_shows(tiny_run, tmp_path):
+    """Intervals for every (method, budget) and quality metric, their values the rows' means over
+    seeds, each inside its interval; tests against uniform for the others; the report's table
+    carries them and the Pareto plot and table exist."""
+    from samplerbench.reports.render import render
+
+    _, _, run_dir = tiny_run
+    rows = pd.read_csv(run_dir / "rows.csv")
+    iv = pd.read_csv(run_dir / "classification_intervals.csv")
+    tests = pd.read_csv(run_dir / "classification_tests.csv")
+    top1 = rows[rows.metric == "top1"].groupby(["label", "budget"])["value"].mean()
+    got = iv[iv.metric == "top1"].set_index(["label", "budget"])["value"].sort_index()
+    assert np.allclose(got, top1.loc[got.index]) and len(got) == len(top1)
+    assert (iv["lo"] <= iv["value"] + 1e-12).all() and (iv["value"] <= iv["hi"] + 1e-12).all()
+    assert (iv["seeds"] == 2).all() and (iv["resamples"] == 1000).all()
+    assert "uniform" not in set(tests["method"]) and {"random", "oracle"} <= set(tests["method"])
+    out = render(run_dir, tmp_path / "out")
+    table = (out / "table_top1.md").read_text()
+    assert "percentile bootstrap over the" in table and " ± " in table
+    assert (out / "pareto_top1.png").is_file() and (out / "table_pareto.md").is_file()
+    ranged = (render(run_dir, tmp_path / "out2", interval="range") / "table_top1.md").read_text()
+    uniform_row = next(line for line in ranged.splitlines() if line.startswith("| uniform"))
+    assert "[" in uniform_row and " ± " not in uniform_row
+
+
+def test_compare_two_runs(tiny_run, tmp_path):
+    """A run against itself: every difference 0 and none significant; against a copy missing a
+    cell and with one cell's predictions changed: the cell listed as A's only, the change found."""
+    from samplerbench.store.cells import load_predictions, write_cell
+    from samplerbench.tasks.compare import compare_runs
+    from samplerbench.tasks.run import TASKS
+
+    _, _, run_dir = tiny_run
+    diffs, alone = compare_runs(run_dir, run_dir, TASKS)
+    assert len(diffs) and (diffs["diff"] == 0).all() and not diffs["significant"].any() and alone.empty
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    folder = other / "cells" / "classification"
+    gone = sorted(folder.glob("random__*.json"))[0]
+    gone.unlink()
+    target = sorted(folder.glob("uniform__*.json"))[0]
+    rec = json.loads(target.read_text())
+    preds = load_predictions(folder, rec)
+    preds["probs"] = preds["probs"][:, ::-1].copy()  # a different ranking of the classes
+    write_cell(folder, rec["cell"], rec, preds)
+    diffs, alone = compare_runs(run_dir, other, TASKS)
+    assert alone.to_dict("records")[0]["cell"] == gone.stem and alone["only_in"].tolist() == ["A"]
+    changed = diffs[diffs["diff"] != 0]
+    assert set(changed["cell"]) == {rec["cell"]}
+    from samplerbench.reports.compare import render_compare
+
+    out = render_compare(diffs, alone, run_dir, other, tmp_path / "cmp")
+    html = (out / "compare.html").read_text()
+    assert "<table id=\"differences\">" in html and gone.stem in html and (out / "compare.md").is_file()

@@ -46,11 +46,15 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
+def top_k_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per sample: whether its true class is among the k best-scored classes (bool)."""
+    scores, labels = check_finite(scores), np.asarray(labels)
+    return np.any(_ranking(scores)[:, :k] == labels[:, None], axis=1)
+
+
 def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, topk: Sequence[int] = (1, 5)) -> list[float]:
     """Share of samples whose true class is among the k best-scored classes, for each k."""
-    scores, labels = check_finite(scores), np.asarray(labels)
-    ranked = _ranking(scores)
-    return [float(np.mean(np.any(ranked[:, :k] == labels[:, None], axis=1))) for k in topk]
+    return [float(np.mean(top_k_hits(scores, labels, k))) for k in topk]
 
 
 def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -102,13 +106,20 @@ def event_hit_rate(selected: Sequence[np.ndarray], events: Sequence[Sequence[tup
     ``selected[i]`` are frame indices of video i; ``events[i]`` its [start, end) windows.
     Videos without events are left out.
     """
-    hits = []
-    for frames, evs in zip(selected, events, strict=True):
-        if not evs:
-            continue
-        f = np.asarray(frames)
-        hits.append(all(np.any((f >= s) & (f < e)) for s, e in evs))
-    return float(np.mean(hits)) if hits else float("nan")
+    hits, has = event_hits(selected, events)
+    return float(np.mean(hits[has])) if has.any() else float("nan")
+
+
+def event_hits(selected: Sequence[np.ndarray], events: Sequence[Sequence[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per video: whether the selection hits every event, and whether the video has events."""
+    hits = np.zeros(len(selected), dtype=bool)
+    has = np.zeros(len(selected), dtype=bool)
+    for i, (frames, evs) in enumerate(zip(selected, events, strict=True)):
+        if evs:
+            f = np.asarray(frames)
+            has[i] = True
+            hits[i] = all(np.any((f >= s) & (f < e)) for s, e in evs)
+    return hits, has
 
 
 def one_hot(labels: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:

@@ -37,12 +37,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from samplerbench.metrics.stats import BootstrapConfig
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Sampler
 from samplerbench.store.cells import load_cell, load_predictions, write_cell
 from samplerbench.store.files import write_csv, write_json
 from samplerbench.suite import MethodSpec, Suite
 from samplerbench.tasks.dist import Ranks
+from samplerbench.tasks.stats import write_statistics
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,9 @@ class Task(ABC):
     #: whether a cell's videos can be split across ranks (:meth:`evaluate` then sees this rank's
     #: part and :meth:`merge` joins the parts on rank 0); otherwise rank 0 evaluates it whole
     shardable: ClassVar[bool] = False
+    #: quality metrics the task computes on bootstrap resamples of its videos (:meth:`resampled`):
+    #: their intervals and paired tests against uniform (``samplerbench.tasks.stats``)
+    resampled_metrics: ClassVar[tuple[str, ...]] = ()
 
     def setup(self, run: Run) -> None:  # noqa: B027  (an optional hook)
         """Build what the cells share (datasets, trained readers); record it in ``run.prov``.
@@ -197,6 +202,15 @@ class Task(ABC):
                keep: set[str]) -> tuple[list[dict], dict[str, np.ndarray]] | None:
         """The records and predictions of the videos in ``keep`` only, so that methods are
         compared on the same videos; None where every cell evaluates the same set (nothing to do)."""
+        return None
+
+    def resampled(self, videos: list[dict], predictions: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Each of :attr:`resampled_metrics` on each resample of the videos (rows of ``idx``,
+        positions): (R,) arrays; row ``arange(n)`` gives :meth:`score`'s values."""
+        raise NotImplementedError(f"{self.name} declares no resampled metrics")
+
+    def correct(self, videos: list[dict], predictions: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Per-video top-1 correctness (bool), for McNemar's test; None where it has no meaning."""
         return None
 
     def timing_rows(self, run_dir: Path, cell: Cell, record: dict) -> list[dict]:
@@ -288,7 +302,7 @@ def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
         task.finish(run, done)
     t_finish = time.perf_counter() - t0 - t_setup - t_extract - t_cells
     if ranks.main:
-        consolidate(task, run.run_dir, done)
+        consolidate(task, run.run_dir, done, BootstrapConfig.of(run.suite.eval))
     ranks.barrier()
     run.prov.setdefault("phases_s", {})[task.name] = {  # where the time went, per task
         "setup (data, trained pieces)": round(t_setup, 2), "extract (feature store)": round(t_extract, 2),
@@ -357,7 +371,8 @@ def _compared(task: Task, folder: Path, cells: list[tuple[Cell, dict]]) -> tuple
     return common, values
 
 
-def consolidate(task: Task, run_dir: Path, cells: list[tuple[Cell, dict]]) -> pd.DataFrame:
+def consolidate(task: Task, run_dir: Path, cells: list[tuple[Cell, dict]],
+                bootstrap: BootstrapConfig | None = None) -> pd.DataFrame:
     """The task's rows file (tidy: one row per cell and metric, :data:`COMMON` columns first)
     and its per-video selections (``<task>_selections.jsonl``) from the cells' records, in the
     suite's order; the run's ``failures.csv`` gains this task's failed videos. Quality and cost
@@ -398,6 +413,7 @@ def consolidate(task: Task, run_dir: Path, cells: list[tuple[Cell, dict]]) -> pd
         df = df[[*COMMON, *(c for c in df.columns if c not in COMMON)]]
     write_csv(df, Path(run_dir) / task.rows_file)
     _merge_failures(Path(run_dir) / "failures.csv", task.name, failures)
+    write_statistics(task, run_dir, cell_dir(run_dir, task), cells, bootstrap or BootstrapConfig())
     return df
 
 

@@ -76,7 +76,7 @@ def test_decode_vs_peers(versus, h264_clip, mode):
     if not peers:
         pytest.skip("no peer decoder installed (torchcodec, decord)")
     ours, theirs = versus(f"decode {mode} of {CLIP_FRAMES} frames, {CLIP_W}x{CLIP_H}, keyint {gop}",
-                          lambda: read_frames(path, idx, index=index, threads=1), peers, rounds=5)
+                          lambda: read_frames(path, idx, index=index, threads=1), peers, rounds=9)
     for name, out in theirs.items():
         assert torch.equal(ours.permute(0, 2, 3, 1), out), name
 
@@ -89,7 +89,7 @@ def test_decode_pyav_fallback_vs_peers(versus, h264_clip):
     if not peers:
         pytest.skip("no peer decoder installed (torchcodec, decord)")
     ours, theirs = versus(f"decode sparse8, keyint {gop}, PyAV fallback",
-                          lambda: read_frames(path, idx, index=index, threads=1, backend="pyav"), peers, rounds=5)
+                          lambda: read_frames(path, idx, index=index, threads=1, backend="pyav"), peers, rounds=9)
     for name, out in theirs.items():
         assert torch.equal(ours.permute(0, 2, 3, 1), out), name
 
