@@ -26,28 +26,31 @@ BIN = VENV / ("Scripts" if sys.platform == "win32" else "bin")
 nox.options.sessions = ["bench"]
 
 
-def ffmpeg_libraries(session: nox.Session) -> None:
-    """FFmpeg's shared libraries for torchcodec (the faster decode backend): Debian's ``ffmpeg``
-    package, installed when missing and this is root on a Debian-like machine (CI). Without
-    them everything still runs: decoding falls back to PyAV and the torchcodec tests skip."""
+def system_packages(session: nox.Session) -> None:
+    """Debian packages the tests use, installed when missing and this is root on a Debian-like
+    machine (CI): ``ffmpeg`` (FFmpeg's shared libraries, for torchcodec, the faster decode
+    backend) and ``chromium`` (the browser test of the HTML report). Without them everything
+    still runs: decoding falls back to PyAV, and the torchcodec and browser tests skip."""
     import ctypes.util
     import shutil
 
     import nox.command
 
-    if ctypes.util.find_library("avcodec") or not shutil.which("apt-get") or os.geteuid() != 0:
+    missing = [pkg for pkg, present in (("ffmpeg", ctypes.util.find_library("avcodec")),
+                                        ("chromium", shutil.which("chromium"))) if not present]
+    if not missing or not shutil.which("apt-get") or os.geteuid() != 0:
         return
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     try:
         session.run("apt-get", "update", "-qq", external=True, env=env)
-        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "ffmpeg", external=True, env=env)
+        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, external=True, env=env)
     except nox.command.CommandFailed:
-        session.warn("could not install FFmpeg's libraries: decoding uses PyAV, torchcodec tests skip")
+        session.warn(f"could not install {missing}: the tests that need them skip")
 
 
 def shared_env(session: nox.Session) -> dict:
     """Create/refresh the shared venv; return the environment that puts it first on PATH."""
-    ffmpeg_libraries(session)
+    system_packages(session)
     stamp = VENV / ".samplerbench-stamp"
     want = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in ("pyproject.toml", "constraints.txt"))).hexdigest()
     if not (stamp.is_file() and stamp.read_text() == want):

@@ -12,6 +12,8 @@ Output in ``reports/out/<run-id>/``:
   pareto_<metric>.{png,pdf}, table_pareto.*  the headline metric against GFLOPs per video with each
                               cell's bootstrap interval, the Pareto front drawn and listed
   table_retrieval_*, retrieval_r1_vs_gflops.*   the [retrieval] task, if any (reports/retrieval.py)
+  index.html                  all of it on one self-contained page, with the selection strips
+                              (reports/html.py)
 A reduction run (EVFR's task) renders reports/reduction.py's figure and tables instead.
 Values are means over seeds, with their 95% bootstrap interval over the videos and a mark where
 the difference from uniform at the same budget is significant (``<task>_intervals.csv`` and
@@ -33,6 +35,7 @@ import seaborn as sns  # noqa: E402
 
 from samplerbench.reports import intervals as iv  # noqa: E402
 from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, mean_std, same_videos_note  # noqa: E402
+from samplerbench.reports.html import render_page  # noqa: E402
 from samplerbench.reports.reduction_tables import render_reduction  # noqa: E402
 from samplerbench.reports.reference import render_reference  # noqa: E402
 from samplerbench.reports.retrieval_tables import render_retrieval  # noqa: E402
@@ -186,6 +189,7 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
                   f"validation mean R@1 {100 * rm['val']:.1f}% with every candidate. " if "val" in rm else "")
     render_retrieval(run_dir, out, _write, f"Run {run_dir.name}. {model_note}")
     render_reference(p0.get("reference") or {}, run_dir, out, _write, where)
+    render_page(run_dir, out)
     return out
 
 

@@ -470,3 +470,40 @@ def test_compare_two_runs(tiny_run, tmp_path):
     out = render_compare(diffs, alone, run_dir, other, tmp_path / "cmp")
     html = (out / "compare.html").read_text()
     assert "<table id=\"differences\">" in html and gone.stem in html and (out / "compare.md").is_file()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=5000"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install chromium (nox installs it as root)")
+def test_the_run_page_in_chromium(tiny_run, tmp_path):
+    """The run's HTML page in Debian's headless Chromium: every table's rows, every image loaded,
+    a selection strip per stored video and method; then a screenshot."""
+    import re
+    import subprocess
+
+    from samplerbench.reports.render import render
+
+    _, _, run_dir = tiny_run
+    out = render(run_dir, tmp_path / "out")
+    page = out / "index.html"
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()  # self-contained
+    profile = [f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, *profile, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    check = json.loads(re.search(r'data-check="([^"]*)"', dom.stdout).group(1).replace("&quot;", '"'))
+    assert check["images"] >= 3 and check["loaded"] == check["images"]
+    for stem in ("table_top1", "table_detail", "table_pareto"):
+        assert check["tables"][stem] == len(pd.read_csv(out / f"{stem}.csv")), stem
+    with np.load(run_dir / "strips.npz") as z:
+        videos, t = z["thumbs"].shape[:2]
+        assert z["thumbs"].shape[2:] == (3, 40, 40) and len(z["videos"]) == videos
+    assert check["thumbs"] == videos * 4 * t  # uniform, random, dense, oracle
+    shot = tmp_path / "page.png"
+    done = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, *profile, "--window-size=1400,1800", f"--screenshot={shot}",
+                           page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and shot.stat().st_size > 10_000, done.stderr[-2000:]

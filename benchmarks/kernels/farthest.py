@@ -19,7 +19,9 @@ see *Ties* below):
   per step. From ``TRANSPOSE_MIN_K`` selections the points are first copied transposed, (d, n),
   so each step is BLAS's column sweep ``c @ X^T`` (an axpy per dimension into an n-vector that
   stays in cache): 1.01 vs 1.70 ms a step at 10k x 768, one thread; below it the copy (about 25
-  row sweeps) does not pay and the rows are swept as given. Written with numpy rather than
+  row sweeps) does not pay and the rows are swept as given. The copy's cost varies: its fresh
+  memory's first-touch page faults took 0.2 to 3.5 s for 200 MB on this VM (the benchmark
+  ``test_select[kcenter-T4096]``, 65536 tokens, moves by 2x from run to run for that reason). Written with numpy rather than
   torch: torch's per-step ops ran 1.5-3.7x slower here, its ``x @ c`` being the slow row form
   and its small element-wise ops splitting across threads above 32k elements, which stalls on a
   busy machine; numpy's element-wise ops run on the caller's thread.

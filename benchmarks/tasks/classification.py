@@ -24,6 +24,7 @@ import torch
 from samplerbench.cost.flops import FlopCount, model_videos_per_s, peak_memory_mib, sync
 from samplerbench.data.candidates import candidates_of
 from samplerbench.data.media import read_record
+from samplerbench.data.video import fit_frames
 from samplerbench.metrics import classification as metrics
 from samplerbench.metrics.stats import resampled_mean, resampled_mean_class_accuracy
 from samplerbench.models.encoders import FrameClassifier
@@ -200,6 +201,7 @@ class Classification(Task):
             t = time_cell(ctx, cell.method.key, sampler, int(cell.budget), cell.seed, n_videos)
             write_json(path, {**t, "cell": cell.key, "provenance_id": run.prov["provenance_id"],
                               "fingerprint": rec["fingerprint"]})
+        write_strips(ctx, run.run_dir / "strips.npz", int(run.suite.eval.get("strip_videos", 4)))
 
     def row_extras(self, cell: Cell, record: dict) -> dict:
         return {"method_name": record["method_name"]}
@@ -210,6 +212,31 @@ class Classification(Task):
             return []
         t = json.loads(path.read_text())
         return [{"metric": m, "value": t[m], "provenance_id": t["provenance_id"]} for m in TIMING]
+
+
+def write_strips(ctx: FrameContext, path: Path, videos: int, size: int = 40) -> None:
+    """Thumbnails of the candidates of the first ``videos`` test videos that decoded (uint8,
+    ``size`` px, from the stores), with their frame numbers: what the report's selection strips
+    draw. Rewritten when the videos or their candidates change."""
+    picked = []
+    for p, rec in enumerate(ctx.split.records):
+        if len(picked) == videos:
+            break
+        vc = ctx.video(p)
+        if vc is not None:
+            picked.append((rec.video_id, vc))
+    if not picked or len({len(vc.candidates) for _, vc in picked}) != 1:
+        return
+    ids = np.array([v for v, _ in picked])
+    cands = np.stack([vc.candidates for _, vc in picked]).astype(np.int64)
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if np.array_equal(z["videos"], ids) and np.array_equal(z["candidates"], cands):
+                return
+    thumbs = np.stack([fit_frames(vc.pixels, (size, size)).numpy() for _, vc in picked])
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, thumbs=thumbs, candidates=cands, videos=ids)
+    tmp.replace(path)
 
 
 def _stored_fingerprint(path: Path) -> str | None:
