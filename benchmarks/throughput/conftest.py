@@ -146,7 +146,10 @@ def pytest_configure(config):
 
 PEER_ROWS = pytest.StashKey[list]()
 SETTLE_S = 0.05
-EQUAL_BAND = 0.05  # paired medians within 5% read "equal": the round-to-round spread seen here
+# paired medians within 10% read "equal": identical work (our torchcodec read against
+# torchcodec's, encode_videos against the bare loop of the same calls) read 0.91 to 1.08 in three
+# runs on this machine; the gate, not this label, guards against regressions
+EQUAL_BAND = 0.10
 
 
 @pytest.fixture
