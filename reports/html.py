@@ -142,11 +142,11 @@ def _table_order(path: Path) -> tuple[int, str]:
     return (first.index(path.stem) if path.stem in first else len(first), path.stem)
 
 
-def render_page(run_dir: Path, out: Path, budget: int | None = None) -> Path:
+def render_page(run_dir: Path, out: Path, provs: list[dict], budget: int | None = None) -> Path:
     """``index.html`` in ``out`` from the report's tables (CSV, captions from their Markdown) and
-    PNG plots already there, the run's failures, provenance and selection strips."""
+    PNG plots already there, the run's failures, its provenance records (``provs``, oldest
+    first, as the renderer read them) and selection strips."""
     run_dir, out = Path(run_dir), Path(out)
-    provs = [json.loads(p.read_text()) for p in sorted((run_dir / "provenance").glob("*.json"))]
     p0 = provs[-1] if provs else {}
     hw = p0.get("hardware", {})
     provenance = [("run", run_dir.name), ("suite", f"{p0.get('suite')} ({str(p0.get('suite_hash'))[:12]})"),

@@ -189,7 +189,7 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
                   f"validation mean R@1 {100 * rm['val']:.1f}% with every candidate. " if "val" in rm else "")
     render_retrieval(run_dir, out, _write, f"Run {run_dir.name}. {model_note}")
     render_reference(p0.get("reference") or {}, run_dir, out, _write, where)
-    render_page(run_dir, out)
+    render_page(run_dir, out, provs)
     return out
 
 

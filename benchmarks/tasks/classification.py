@@ -122,11 +122,7 @@ class Classification(Task):
         if not videos:
             return values
         multi_hot = predictions["labels"]
-        if "probs" in predictions:
-            s = predictions["probs"]
-        else:  # a cell stored by version 2 kept the reader's logits: the same probabilities follow
-            to_probs = metrics.sigmoid if bool(predictions["multilabel"]) else metrics.softmax
-            s = to_probs(predictions["scores"])
+        s = Classification._probs(predictions)
         if not bool(predictions["multilabel"]):
             single = multi_hot.argmax(1)
             values["top1"], values["top5"] = metrics.top_k_accuracy(s, single, (1, 5))
@@ -147,6 +143,8 @@ class Classification(Task):
 
     @staticmethod
     def _probs(predictions: dict[str, np.ndarray]) -> np.ndarray:
+        """The class probabilities; a cell stored by version 2 kept the reader's logits, from which
+        the same probabilities follow."""
         if "probs" in predictions:
             return predictions["probs"]
         to_probs = metrics.sigmoid if bool(predictions["multilabel"]) else metrics.softmax
