@@ -8,6 +8,8 @@ pyproject.toml or constraints.txt change.
   nox -s lint             ruff
   nox -s throughput       pytest-benchmark throughput benchmarks, then the gate against
                           results/baselines/throughput.json (-- --update-baseline to rewrite it)
+  nox -s quality          the quality gate: the quick suite from scratch, against
+                          results/baselines/quality.json (-- --update-baseline to rewrite it)
 """
 
 from __future__ import annotations
@@ -124,6 +126,28 @@ def throughput(session: nox.Session) -> None:
         session.log(f"re-running {len(names) or 'all'} flagged benchmark(s) to confirm: {flagged}")
         again = bench("confirm", *(f"benchmarks/throughput/test_throughput.py::{n}" for n in names))
         session.run(*gate, str(first), str(again), env=env, external=True)
+
+
+@nox.session(venv_backend="none")
+def quality(session: nox.Session) -> None:
+    """The quality gate: the quick suite, quality metrics only (no timing runs), from scratch (a
+    fresh results folder and an empty cache: nothing trained or computed before is reused, so a
+    change to training code shows), compared with results/baselines/quality.json.
+    ``-- --update-baseline`` records the run as the new baseline after an intended change."""
+    import tempfile
+    import time
+
+    env = shared_env(session)
+    update = "--update-baseline" in session.posargs
+    out = ROOT / "results" / "quality" / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    with tempfile.TemporaryDirectory(prefix="samplerbench-quality-cache-") as cache:
+        # two threads on any machine: torch's reductions split by thread count, and the baseline
+        # (recorded on the 2-core CI machine) must be reproducible bit for bit
+        session.run(str(BIN / "samplerbench"), "run", "quick", "--results", str(out), "--cache", cache, "--no-timing",
+                    "--threads", "2", "--quiet", env=env, external=True)
+    (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    session.run(str(BIN / "samplerbench"), "quality", str(run_dir), *(["--update-baseline"] if update else []),
+                env=env, external=True)
 
 
 @nox.session(venv_backend="none")

@@ -37,7 +37,8 @@ def _run(args) -> int:
         run_id = run_id or f"{s.name}-{s.digest()[:8]}" + (f"-limit{args.limit}" if args.limit else "")
         s = s.narrowed(_csv(args.methods, str), _csv(args.budgets, int), _csv(args.seeds, int))
     run_dir = run_suite(s, Path(args.results), Path(args.cache) if args.cache else None, run_id,
-                        args.device, progress=not args.quiet, data_root=_data_root(args), limit=args.limit)
+                        args.device, progress=not args.quiet, data_root=_data_root(args), limit=args.limit,
+                        timing=not args.no_timing)
     if _finish_ranks():  # under torchrun, rank 0 reports
         return 0
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -70,7 +71,8 @@ def _features(args) -> int:
 
     set_threads(args.threads or cores())
     out = extract_suite(suite_mod.load(args.suite), Path(args.cache) if args.cache else None, args.device,
-                        progress=not args.quiet, data_root=_data_root(args), limit=args.limit)
+                        progress=not args.quiet, data_root=_data_root(args), limit=args.limit,
+                        timing=not args.no_timing)
     if _finish_ranks():
         return 0
     for split, info in out.items():
@@ -176,6 +178,14 @@ def _gate(args) -> int:
                     args.add_new, tuple(args.accept))
 
 
+def _quality(args) -> int:
+    from samplerbench.tasks.quality import run_gate
+    from samplerbench.tasks.run import TASKS
+
+    tol = args.tolerance if args.tolerance in (None, "interval") else float(args.tolerance)
+    return run_gate(Path(args.run), TASKS, Path(args.baseline), tol, args.update_baseline)
+
+
 def _baseline_tolerance() -> str:
     """The committed throughput baseline's tolerance, for the help text (never a stale number)."""
     from samplerbench.cost.gate import DEFAULT_BASELINE
@@ -204,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _data_args(r)
     r.add_argument("--limit", type=int, default=0, help="only the first N videos of each split (a smoke run)")
+    r.add_argument("--no-timing", action="store_true",
+                   help="skip the timing runs (videos/s, peak memory): quality metrics only, as the quality gate runs")
     r.add_argument("--methods", default=None, help="comma-separated names or labels: only these methods (the "
                    "cells go to the full suite's run folder, so a later full run reuses them)")
     r.add_argument("--budgets", default=None, help="comma-separated frame budgets, instead of the suite's")
@@ -260,6 +272,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="record the benchmarks matching this fnmatch pattern (an intended change; repeatable), "
                         "keep the others")
     g.set_defaults(fn=_gate)
+    q = sub.add_parser("quality", help="compare a run's quality metrics with the committed quality baseline")
+    q.add_argument("run", help="a run folder (results/<run-id>), e.g. of the quick suite")
+    q.add_argument("--baseline", default="results/baselines/quality.json")
+    q.add_argument("--tolerance", default=None,
+                   help="'interval' (a value is worse when outside the baseline's bootstrap interval) or an "
+                        "allowed fall in the metric's units (default: what the baseline file says)")
+    q.add_argument("--update-baseline", action="store_true", help="record this run as the new baseline")
+    q.set_defaults(fn=_quality)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     dc = dsub.add_parser("check", help="videos, classes, missing and unreadable videos, durations of a suite's data")

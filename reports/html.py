@@ -29,14 +29,15 @@ p.caption { font-size: 12px; color: #555; max-width: 1200px } dl { display: grid
 .strip { display: flex; gap: 2px; align-items: flex-start; margin: 2px 0 } .strip .name { width: 150px; font-size: 12px; flex: none }
 .th { width: {{ thumb }}px; height: {{ thumb }}px; background-size: cover; border: 2px solid transparent; opacity: .45; box-sizing: content-box }
 .th.sel { border-color: #d62728; opacity: 1 } .th.ev { border-bottom: 4px solid #2ca02c }
+div.scroll { overflow-x: auto } dd { overflow-wrap: anywhere; margin: 0 }
 {{ thumb_css }}
 </style></head>
 <body>
 <h1>{{ title }}</h1>
 <p>{{ summary }}</p>
 {% for t in tables %}<h2>{{ t.title }}</h2>
-<table class="sortable" id="{{ t.id }}"><thead><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
-<tbody>{% for r in t.rows %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
+<div class="scroll"><table class="sortable" id="{{ t.id }}"><thead><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+<tbody>{% for r in t.rows %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
 <p class="caption">{{ t.caption }}</p>
 {% endfor %}
 {% for f in figures %}<figure><img class="plot" alt="{{ f.title }}" src="{{ f.uri }}"><figcaption>{{ f.title }}</figcaption></figure>{% endfor %}
@@ -46,8 +47,8 @@ p.caption { font-size: 12px; color: #555; max-width: 1200px } dl { display: grid
 {% for m in v.methods %}<div class="strip"><span class="name">{{ m.name }}</span>{% for c in m.cells %}<div class="th t{{ v.i }}-{{ loop.index0 }}{{ ' sel' if c.sel }}{{ ' ev' if c.ev }}" title="frame {{ c.frame }}"></div>{% endfor %}</div>
 {% endfor %}{% endfor %}{% endif %}
 <h2>Failures</h2>
-{% if failures %}<table class="sortable" id="failures"><thead><tr>{% for c in failure_columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
-<tbody>{% for r in failures %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>{% else %}<p>None: every video was evaluated by every method.</p>{% endif %}
+{% if failures %}<div class="scroll"><table class="sortable" id="failures"><thead><tr>{% for c in failure_columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+<tbody>{% for r in failures %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>{% else %}<p>None: every video was evaluated by every method.</p>{% endif %}
 <h2>Provenance</h2>
 <dl>{% for k, v in provenance %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>
 <script>

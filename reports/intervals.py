@@ -86,9 +86,10 @@ def pareto(intervals: pd.DataFrame, costs: pd.DataFrame, metric: str) -> pd.Data
 
 
 def pareto_plot(df: pd.DataFrame, ylabel: str, out: Path, stem: str, scale: float = 100.0, palette=None,
-                order: list[str] | None = None) -> None:
+                order: list[str] | None = None, reference: pd.DataFrame | None = None) -> None:
     """Quality against GFLOPs per video, each point with its interval, the front drawn as a step
-    line; methods in ``order`` with ``palette``'s colours (the other plots')."""
+    line; methods in ``order`` with ``palette``'s colours (the other plots'); the papers' points
+    (:func:`samplerbench.reports.reference.reference_points`) as hollow stars in their method's colour."""
     fig, ax = plt.subplots(figsize=(7.6, 4.4))
     present = set(df["label"])
     labels = [n for n in (order or []) if n in present] + [n for n in dict.fromkeys(df["label"]) if n not in (order or [])]
@@ -98,6 +99,13 @@ def pareto_plot(df: pd.DataFrame, ylabel: str, out: Path, stem: str, scale: floa
         y = d["value"] * scale
         err = np.vstack([y - d["lo"] * scale, d["hi"] * scale - y]).clip(min=0)
         ax.errorbar(d["gflops"], y, yerr=err, fmt="o", ms=4, capsize=2, lw=0.8, color=colors[label], label=label)
+    refs = reference if reference is not None else pd.DataFrame()
+    for r in refs.itertuples():
+        color = colors.get(r.label, colors.get(r.label + UPPER, "black"))
+        ax.scatter([r.gflops], [r.value * scale], marker="*", s=110, facecolors="none", edgecolors=[color],
+                   linewidths=1.1, zorder=3)
+    if len(refs):  # one legend entry, in black: each star has its method's colour
+        ax.scatter([], [], marker="*", s=110, facecolors="none", edgecolors="black", label="paper (published)")
     front = df[df["on_front"]].sort_values("gflops")
     if len(front):
         ax.step(front["gflops"], front["value"] * scale, where="post", color="black", lw=1.2, alpha=0.7,

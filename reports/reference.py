@@ -42,6 +42,31 @@ def comparison(reference: dict, run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def reference_points(reference: dict, task: str, metric: str, costs: pd.DataFrame) -> pd.DataFrame:
+    """The papers' points for a cost-quality plot: each ``[reference]`` row of ``task`` with
+    ``metric``, at the row's own ``gflops_total`` where it gives one, else at the GFLOPs this run
+    measured for the same (label, budget) configuration. ``costs``: label, budget, gflops (the
+    run's means). Values in the rows' units (fractions where the paper prints percent). Rows
+    with no cost either way are left out (a point needs an x)."""
+    out = []
+    by_label = costs.assign(budget=costs["budget"].astype(str))
+    for row in reference.get("rows", []):
+        if row.get("task", "classification") != task or metric not in row:
+            continue
+        gflops = row.get("gflops_total")
+        if gflops is None:
+            c = by_label[by_label["label"] == row["label"]]
+            if "budget" in row:
+                c = c[c["budget"] == str(row["budget"])]
+            if c.empty:
+                continue
+            gflops = float(c["gflops"].mean())
+        value = float(row[metric]) / (100 if metric in FRACTION_METRICS else 1)
+        out.append({"label": row["label"], "budget": row.get("budget", ""), "value": value, "gflops": float(gflops),
+                    "cost_from": "paper" if "gflops_total" in row else "measured"})
+    return pd.DataFrame(out, columns=["label", "budget", "value", "gflops", "cost_from"])
+
+
 def render_reference(reference: dict, run_dir: Path, out: Path, write, where: str = "") -> Path | None:
     """``table_reference.{md,tex,csv}``: paper and measured side by side (nothing without a reference)."""
     if not reference.get("rows"):

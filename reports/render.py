@@ -37,7 +37,7 @@ from samplerbench.reports import intervals as iv  # noqa: E402
 from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, mean_std, same_videos_note  # noqa: E402
 from samplerbench.reports.html import render_page  # noqa: E402
 from samplerbench.reports.reduction_tables import render_reduction  # noqa: E402
-from samplerbench.reports.reference import render_reference  # noqa: E402
+from samplerbench.reports.reference import reference_points, render_reference  # noqa: E402
 from samplerbench.reports.retrieval_tables import render_retrieval  # noqa: E402
 
 UNITS = ("GFLOPs follow fvcore's convention: one multiply-add counts as one FLOP, per video, "
@@ -160,7 +160,7 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
         _write(t1, out, stem, f"{title} by frame budget N of T={p0.get('candidates', '?')} candidates "
                f"({p0.get('suite')} suite; {seeds} seed(s), mean over seeds). {spread}{upper} {where}{UNITS}")
     if intervals is not None:
-        _pareto(df, intervals, headline, head_name, name_of, out, interval, order)
+        _pareto(df, intervals, headline, head_name, name_of, out, interval, order, p0.get("reference") or {})
 
     # Table 2: per method and budget, every metric as a column.
     stats = {(r.name, r.budget, r.metric): (r.mean, r.std, r.seeds) for r in summ.itertuples(index=False)}
@@ -187,7 +187,7 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
     rm = p0.get("retrieval_model") or {}
     model_note = (f"Retrieval model (CLIP4Clip mean pooling on the frozen frame encoder, trained in the run): "
                   f"validation mean R@1 {100 * rm['val']:.1f}% with every candidate. " if "val" in rm else "")
-    render_retrieval(run_dir, out, _write, f"Run {run_dir.name}. {model_note}")
+    render_retrieval(run_dir, out, _write, f"Run {run_dir.name}. {model_note}", interval, p0.get("reference") or {})
     render_reference(p0.get("reference") or {}, run_dir, out, _write, where)
     render_page(run_dir, out, provs)
     return out
@@ -219,17 +219,17 @@ def _cell_text(row: pd.Series, ci: tuple[float, float, bool] | None, style: str)
 
 
 def _pareto(df: pd.DataFrame, intervals: pd.DataFrame, headline: str, head_name: str, name_of: dict, out: Path,
-            style: str, order: list[str]) -> None:
+            style: str, order: list[str], reference: dict) -> None:
     """``pareto_<metric>.{png,pdf}`` (quality against GFLOPs with intervals, the front drawn) and
     ``table_pareto`` (the front's cells, by increasing cost)."""
     costs = (df[df["metric"] == "gflops_total"].groupby(["label", "budget"], sort=False)["value"].mean()
              .rename("gflops").reset_index())
-    ivs = intervals.assign(label=intervals["label"].map(lambda s: name_of.get(s, s)))
-    costs = costs.assign(label=costs["label"].map(lambda s: name_of.get(s, s)))
+    refs = reference_points(reference, "classification", headline, costs)
+    ivs, costs, refs = (d.assign(label=d["label"].map(lambda s: name_of.get(s, s))) for d in (intervals, costs, refs))
     p = iv.pareto(ivs, costs, headline)
     if p.empty:
         return
-    iv.pareto_plot(p, head_name, out, f"pareto_{headline}", palette=_palette(order), order=order)
+    iv.pareto_plot(p, head_name, out, f"pareto_{headline}", palette=_palette(order), order=order, reference=refs)
     front = p[p["on_front"]]
     table = pd.DataFrame({"Method": front["label"], "N": front["budget"].astype(int),
                           "GFLOPs": front["gflops"].map("{:.4f}".format),
@@ -237,7 +237,10 @@ def _pareto(df: pd.DataFrame, intervals: pd.DataFrame, headline: str, head_name:
     _write(table.set_index("Method"), out, "table_pareto",
            f"The cost-quality Pareto front: the (method, budget) cells no other cell beats in both {head_name} and "
            "GFLOPs per video (methods that see labels excluded). Every cell is in pareto_"
-           f"{headline}.png with its interval. " + iv.caption(intervals[intervals["metric"] == headline], None, style))
+           f"{headline}.png with its interval" + (f"; the papers' published points ({reference.get('source')}) as "
+                                                  "hollow stars, at the GFLOPs this run measured for the same "
+                                                  "configuration unless the reference gives its own"
+                                                  if len(refs) else "") + ". " + iv.caption(intervals[intervals["metric"] == headline], None, style))
 
 
 def _training_table(prov: dict) -> pd.DataFrame:

@@ -84,7 +84,9 @@ def test_gate_exit_codes_and_baseline_update(tmp_path, capsys):
 
 def _bench(tmp_path: Path, name: str, plugins: list[str]) -> Path:
     out = tmp_path / f"{name}.json"
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "throughput"), "-q", "-p", "no:cacheprovider",
+    # the one file that holds test_select: collecting the folder imports the peers' modules too (3 s a run)
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "throughput" / "test_throughput.py"), "-q",
+           "-p", "no:cacheprovider",
            "-k", "test_select and (random or uniform) and T4096", f"--benchmark-json={out}",
            "--benchmark-disable-gc"]
     for p in plugins:
@@ -121,7 +123,7 @@ def test_gate_fails_on_a_slowed_sampler_and_passes_unchanged_code(tmp_path, caps
     tol = 0.75
     baseline = tmp_path / "baseline.json"
     assert run_gate([_bench(tmp_path, f"base{i}", []) for i in range(3)], baseline, tol, update=True) == 0
-    for i in range(3):
+    for i in range(2):  # unchanged code passes, twice in a row
         attempts = [_bench(tmp_path, f"same{i}{j}", []) for j in range(2)]
         assert run_gate(attempts, baseline, tol) == 0, capsys.readouterr().out
     slowed = [_bench(tmp_path, f"slowed{j}", ["slow_random"]) for j in range(2)]

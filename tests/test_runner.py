@@ -268,12 +268,14 @@ def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
         label = "no policy"
         [[retrieval.methods]]
         name = "random"
+        [[retrieval.methods]]
+        name = "uniform"
     """))
     s = suite_mod.load(path)
     run_dir = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
     df = pd.read_csv(run_dir / "retrieval_rows.csv")
     wide = df.pivot_table(index=["label", "seed"], columns="metric", values="value")
-    assert set(wide.index.get_level_values(0)) == {"mm", "no policy", "random (= mm)"}
+    assert set(wide.index.get_level_values(0)) == {"mm", "no policy", "random (= mm)", "uniform (= mm)"}
     assert (wide.loc["no policy", "frames"] == 8).all()
     mm_frames = wide.loc["mm", "frames"].iloc[0]
     assert 1 <= mm_frames <= 8
@@ -292,6 +294,18 @@ def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
     out = render(run_dir, tmp_path / "report")
     t = pd.read_csv(out / "table_retrieval_t2v.csv")
     assert list(t.columns) == ["Method", "Frames used", "GFLOPs/video", "R@1", "R@5", "R@10", "MdR", "MnR"]
+    # intervals over the query videos for R@k and MnR, the means over seeds of the rows; random
+    # tested against uniform at the count mmSampler kept; the table shows them
+    ivs = pd.read_csv(run_dir / "retrieval_intervals.csv").set_index(["label", "metric"])
+    means = df.groupby(["label", "metric"])["value"].mean()
+    for key, r in ivs.iterrows():
+        assert r["value"] == pytest.approx(means.loc[key]) and r["lo"] <= r["value"] <= r["hi"], key
+    assert {m for _, m in ivs.index} == {"t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MnR", "v2t_R@1", "v2t_R@5",
+                                         "v2t_R@10", "v2t_MnR"}
+    tests = pd.read_csv(run_dir / "retrieval_tests.csv")
+    assert set(tests["label"]) == {"random (= mm)"} and (tests["baseline"] == "uniform").all()
+    assert t.set_index("Method").loc["random (= mm)", "R@5"].count("±") == 1
+    assert "query videos" in (out / "table_retrieval_t2v.md").read_text()
     assert (out / "retrieval_r1_vs_gflops.png").stat().st_size > 0
     # a test video that cannot be decoded: every retrieval cell records it in failures.csv
     cache, victim = cache_with_a_corrupt_video(tmp_path / "cache", tmp_path / "cache_bad", "synth-events-*/videos/test/*.mp4")
@@ -470,6 +484,72 @@ def test_compare_two_runs(tiny_run, tmp_path):
     out = render_compare(diffs, alone, run_dir, other, tmp_path / "cmp")
     html = (out / "compare.html").read_text()
     assert "<table id=\"differences\">" in html and gone.stem in html and (out / "compare.md").is_file()
+
+
+def test_the_quality_gate_fails_on_a_deliberately_worse_sampler(tiny_run, tmp_path, monkeypatch, capsys):
+    """Baseline from the tiny run: the same run passes with every value the same; a run (quality
+    only: no timing runs) whose "oracle" row is an anti-oracle (the frames the classifier finds
+    *least* likely to be the true class) fails on that row's metrics only and says how to record a
+    new baseline; a value nudged within its interval is reported, not failed. (The rule itself,
+    interval and allowance, hand-worked: tests/test_quality.py.)"""
+    from samplerbench.cli import main
+    from samplerbench.methods.oracle import Oracle
+    from samplerbench.registry import METHODS
+    from samplerbench.sampling import Selection, top_n_sorted
+
+    _, tmp, run_dir = tiny_run
+    base = tmp_path / "quality.json"
+    assert main(["quality", str(run_dir), "--baseline", str(base), "--update-baseline"]) == 0
+    recorded = json.loads(base.read_text())
+    rows = pd.read_csv(run_dir / "rows.csv")
+    top1 = rows[(rows.metric == "top1") & (rows.label == "oracle") & (rows.budget == 1)]["value"]
+    entry = recorded["entries"]["classification | oracle | N=1 | top1"]
+    assert entry["value"] == pytest.approx(top1.mean()) and entry["lo"] <= entry["value"] <= entry["hi"]
+    capsys.readouterr()
+    assert main(["quality", str(run_dir), "--baseline", str(base)]) == 0
+    assert "PASS" in capsys.readouterr().out
+
+    class AntiOracle(Oracle):  # the tiny suite's 1-epoch classifier: top-1 stays inside its wide interval
+        name = "anti-oracle"
+
+        def select(self, view, budget, rng):
+            probs = view.frame_probs()
+            worst = -probs[:, view.label().astype(bool)].max(axis=1)
+            return Selection(top_n_sorted(worst, budget.frames(view.num_candidates)), scores=worst)
+
+    for attr in ("_items", "_sources", "_meta"):  # registered for this test only
+        monkeypatch.setattr(METHODS, attr, dict(getattr(METHODS, attr)))
+    METHODS.register("anti-oracle")(AntiOracle)
+    text = (tmp / "tiny.toml").read_text().replace('name = "oracle"', 'name = "anti-oracle"\nlabel = "oracle"')
+    worse = suite_mod.load(_write(tmp_path / "worse.toml", text))
+    worse_dir = run_suite(worse, tmp_path / "results", tmp / "cache", progress=False, timing=False)
+    assert not (worse_dir / "timing").exists() and "videos_per_s_e2e" not in set(pd.read_csv(worse_dir / "rows.csv").metric)
+    capsys.readouterr()
+    assert main(["quality", str(worse_dir), "--baseline", str(base)]) == 1
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if line.strip().startswith("WORSE")]
+    assert failed and all("| oracle |" in line for line in failed)
+    assert any("| mAP:" in line for line in failed)  # single-label mAP has no interval: any fall fails
+    assert "--update-baseline" in out.splitlines()[-1]
+    assert not any(line.strip().startswith(("MISSING", "CHANGED")) and "| oracle |" not in line
+                   for line in out.splitlines())  # uniform, random and dense: the same values
+
+    # a value moved inside its interval: reported with the seeds it touched, the gate passes
+    key = "classification | uniform | N=4 | top1"
+    e = recorded["entries"][key]
+    e["seeds"]["0"] += 1e-3
+    e["value"] += 5e-4
+    e["lo"], e["hi"] = e["value"] - 0.1, e["value"] + 0.1
+    base.write_text(json.dumps(recorded))
+    capsys.readouterr()
+    assert main(["quality", str(run_dir), "--baseline", str(base)]) == 0
+    out = capsys.readouterr().out
+    assert f"{key}: " in out and "seeds changed: 0" in out and "PASS" in out
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

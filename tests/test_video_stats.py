@@ -66,3 +66,49 @@ def test_paired_test_flags_a_better_method_not_an_identical_one(tmp_path):
     for m, v in (("uniform", base), ("better", better)):
         assert i.loc[m, "value"] == pytest.approx(v.mean()) and i.loc[m, "lo"] < v.mean() < i.loc[m, "hi"]
     assert "uniform" not in set(tests["method"])  # no test of uniform against itself
+
+
+def _retrieval_cell(rng, n=30, per=(3, 5)):
+    """A retrieval cell's stored form: every video with 3-5 captions, similarities that favour
+    each caption's own video for some of them."""
+    cv = np.concatenate([np.full(rng.integers(*per, endpoint=True), j) for j in range(n)])
+    sim = rng.normal(size=(len(cv), n))
+    sim[np.arange(len(cv)), cv] += rng.random(len(cv)) * 3
+    videos = [{"video": f"v{j:02d}", "n": 4, "gflops_sampler": 0.0, "gflops_encoder": 1.0} for j in range(n)]
+    return videos, {"sim": sim, "caption_video": cv, "candidates": np.array(8)}
+
+
+def test_retrieval_resamples_query_videos_with_their_captions():
+    from samplerbench.metrics.ranking import t2v_ranks, v2t_ranks
+    from samplerbench.tasks.retrieval import Retrieval
+
+    task, rng = Retrieval(), np.random.default_rng(5)
+    videos, preds = _retrieval_cell(rng)
+    n = len(videos)
+    scored = task.score(videos, preds)
+    ident = task.resampled(videos, preds, np.arange(n)[None])
+    assert set(ident) == set(task.resampled_metrics)
+    for m, v in ident.items():
+        assert v[0] == pytest.approx(scored[m]), m
+    t2v, v2t = t2v_ranks(preds["sim"], preds["caption_video"]), v2t_ranks(preds["sim"], preds["caption_video"])
+    idx = resample_indices(n, 4, 1)
+    got = task.resampled(videos, preds, idx)
+    for r, rows in enumerate(idx):  # by hand: every caption of every drawn video (with repeats)
+        caps = np.concatenate([t2v[preds["caption_video"] == j] for j in rows])
+        assert got["t2v_R@5"][r] == pytest.approx(100 * np.mean(caps <= 5))
+        assert got["t2v_MnR"][r] == pytest.approx(caps.mean())
+        assert got["v2t_R@1"][r] == pytest.approx(100 * np.mean(v2t[rows] <= 1))
+
+
+def test_retrieval_aligned_reorders_columns_and_keeps_their_captions():
+    from samplerbench.tasks.retrieval import Retrieval
+
+    videos, preds = _retrieval_cell(np.random.default_rng(2), n=12)
+    order = [f"v{j:02d}" for j in (7, 3, 11, 0, 5)]
+    got_v, got = Retrieval.aligned(videos, preds, order)
+    assert [v["video"] for v in got_v] == order
+    want_rows = [(i, order.index(f"v{c:02d}")) for i, c in enumerate(preds["caption_video"]) if f"v{c:02d}" in order]
+    assert len(got["caption_video"]) == len(want_rows)
+    for k, (i, col) in enumerate(want_rows):  # caption i of the original, now pointing at its video's new column
+        assert got["caption_video"][k] == col
+        assert np.array_equal(got["sim"][k], preds["sim"][i, [int(o[1:]) for o in order]])

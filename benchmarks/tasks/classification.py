@@ -183,10 +183,11 @@ class Classification(Task):
 
     def finish(self, run: Run, cells: list[tuple[Cell, dict]]) -> None:
         """Timing: once per (method, budget), at the first seed, with a fresh sampler (no memo
-        hides the work; weights load from the cache); skipped when stored for this fingerprint."""
+        hides the work; weights load from the cache); skipped when stored for this fingerprint, or
+        for a quality-only run. Then the selection strips of the report."""
         ctx = FrameContext.of(run)
         n_videos = int(run.suite.eval.get("timing_videos", 16))
-        for cell, rec in cells:
+        for cell, rec in cells if run.timing else ():
             if cell.seed != run.suite.seeds[0]:
                 continue
             path = run.run_dir / "timing" / f"{cell.key}.json"

@@ -21,7 +21,6 @@ from samplerbench.metrics.stats import (
     resample_indices,
 )
 from samplerbench.store.cells import load_predictions
-from samplerbench.tasks.stats import aligned
 
 
 def _cells(run_dir: Path, task: str) -> dict[str, dict]:
@@ -55,8 +54,8 @@ def compare_runs(run_a: Path, run_b: Path, tasks: dict,
             order = [v["video"] for v in ra["videos"] if v["video"] in ids_b]
             if not order:
                 continue
-            va, pa = aligned(ra["videos"], load_predictions(Path(run_a) / "cells" / name, ra), order)
-            vb, pb = aligned(rb["videos"], load_predictions(Path(run_b) / "cells" / name, rb), order)
+            va, pa = task.aligned(ra["videos"], load_predictions(Path(run_a) / "cells" / name, ra), order)
+            vb, pb = task.aligned(rb["videos"], load_predictions(Path(run_b) / "cells" / name, rb), order)
             idx = resample_indices(len(order), cfg.resamples, cfg.seed)
             ident = np.arange(len(order))[None, :]
             da, db = task.resampled(va, pa, idx), task.resampled(vb, pb, idx)

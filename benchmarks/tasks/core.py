@@ -106,6 +106,7 @@ class Run:
     data_root: Path | None = None  # where a suite's relative dataset roots live (--data-root)
     limit: int = 0  # the first videos of each split only (--limit: a smoke run)
     ranks: Ranks = field(default_factory=Ranks)  # this process's rank under torchrun
+    timing: bool = True  # the timing runs (videos/s, peak memory); off: a quality-only run (--no-timing)
 
     @property
     def run_id(self) -> str:
@@ -147,6 +148,8 @@ class Task(ABC):
     #: quality metrics the task computes on bootstrap resamples of its videos (:meth:`resampled`):
     #: their intervals and paired tests against uniform (``samplerbench.tasks.stats``)
     resampled_metrics: ClassVar[tuple[str, ...]] = ()
+    #: quality metrics where less is better (ranks); every other quality metric: more is better
+    lower_is_better: ClassVar[tuple[str, ...]] = ()
 
     def setup(self, run: Run) -> None:  # noqa: B027  (an optional hook)
         """Build what the cells share (datasets, trained readers); record it in ``run.prov``.
@@ -203,6 +206,18 @@ class Task(ABC):
         """The records and predictions of the videos in ``keep`` only, so that methods are
         compared on the same videos; None where every cell evaluates the same set (nothing to do)."""
         return None
+
+    @staticmethod
+    def aligned(videos: list[dict], predictions: dict[str, np.ndarray],
+                order: list[str]) -> tuple[list[dict], dict[str, np.ndarray]]:
+        """The cell's records and predictions in ``order`` (video ids), the others dropped, so
+        that position i of two cells is the same video (what a paired resample needs). Default:
+        predictions are per-video rows; a task storing them otherwise overrides it."""
+        pos = {v["video"]: i for i, v in enumerate(videos)}
+        keep = np.asarray([pos[v] for v in order], dtype=np.int64)
+        n = len(videos)
+        preds = {k: (v[keep] if v.ndim and len(v) == n else v) for k, v in predictions.items()}
+        return [videos[i] for i in keep], preds
 
     def resampled(self, videos: list[dict], predictions: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
         """Each of :attr:`resampled_metrics` on each resample of the videos (rows of ``idx``,

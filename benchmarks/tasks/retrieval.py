@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from samplerbench.metrics.ranking import retrieval_metrics
+from samplerbench.metrics.ranking import retrieval_metrics, t2v_ranks, v2t_ranks
+from samplerbench.metrics.stats import resampled_mean
 from samplerbench.models.clip4clip import CaptionSet, similarity
 from samplerbench.sampling import Budget, Sampler
 from samplerbench.suite import RetrievalSpec
@@ -33,6 +34,9 @@ class Retrieval(Task):
     quality = ("t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MdR", "t2v_MnR", "v2t_R@1", "v2t_R@5", "v2t_R@10",
                "v2t_MdR", "v2t_MnR")
     shardable = True
+    #: resampled over the query videos (a caption is drawn with its video; the gallery stays whole)
+    resampled_metrics = ("t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MnR", "v2t_R@1", "v2t_R@5", "v2t_R@10", "v2t_MnR")
+    lower_is_better = ("t2v_MdR", "t2v_MnR", "v2t_MdR", "v2t_MnR")
 
     def extract(self, run: Run) -> None:
         FrameContext.of(run).extract()
@@ -116,15 +120,42 @@ class Retrieval(Task):
             preds.update(sim=similarity(model, torch.cat(embs).to(ctx.device), caps), caption_video=caps.video)
         return CellOutput(per_video, preds, [f for p in parts for f in p.failures])
 
-    @staticmethod
-    def subset(videos, predictions, keep):
+    @classmethod
+    def subset(cls, videos, predictions, keep):
         """The kept videos' columns and their captions' rows (caption_video renumbered)."""
-        cols = [j for j, v in enumerate(videos) if v["video"] in keep]
-        new = {c: i for i, c in enumerate(cols)}
-        rows = np.flatnonzero(np.isin(predictions["caption_video"], cols))
+        return cls.aligned(videos, predictions, [v["video"] for v in videos if v["video"] in keep])
+
+    @staticmethod
+    def aligned(videos, predictions, order):
+        """The videos' columns of ``sim`` in ``order`` and their captions' rows (``caption_video``
+        renumbered to the new columns); the other videos and their captions dropped."""
+        pos = {v["video"]: i for i, v in enumerate(videos)}
+        cols = np.asarray([pos[v] for v in order], dtype=np.int64)
+        new = np.full(len(videos), -1, dtype=np.int64)
+        new[cols] = np.arange(len(cols))
+        rows = np.flatnonzero(new[predictions["caption_video"]] >= 0)
         return [videos[j] for j in cols], {**predictions, "sim": predictions["sim"][np.ix_(rows, cols)],
-                                            "caption_video": np.array([new[c] for c in predictions["caption_video"][rows]],
-                                                                      dtype=np.int64)}
+                                            "caption_video": new[predictions["caption_video"][rows]]}
+
+    def resampled(self, videos, predictions, idx):
+        """R@k and mean rank of both directions over resampled query videos: a video drawn brings
+        its captions (text-to-video: each caption's rank, weighted by the video's caption count;
+        video-to-text: the video's rank); every video stays in the gallery, as in :meth:`score`."""
+        if not videos:
+            return {}
+        sim, cv = predictions["sim"], predictions["caption_video"]
+        n = len(videos)
+        t2v, v2t = t2v_ranks(sim, cv).astype(np.float64), v2t_ranks(sim, cv).astype(np.float64)
+        n_caps = np.bincount(cv, minlength=n).astype(np.float64)
+        out = {}
+        for direction, per_video, weights in (
+                ("t2v", lambda f: np.bincount(cv, f(t2v), minlength=n) / np.maximum(n_caps, 1), n_caps),
+                ("v2t", lambda f: f(v2t), (v2t > 0).astype(np.float64))):
+            for k in (1, 5, 10):
+                out[f"{direction}_R@{k}"] = 100.0 * resampled_mean(per_video(lambda r, k=k: (r <= k).astype(np.float64)),
+                                                                   idx, weights)
+            out[f"{direction}_MnR"] = resampled_mean(per_video(lambda r: r), idx, weights)
+        return out
 
     @staticmethod
     def score(videos: list[dict], predictions: dict[str, np.ndarray]) -> dict[str, float]:

@@ -116,10 +116,12 @@ def validate(suite: Suite) -> list[str]:
 
 
 def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, run_id: str | None = None,
-              device: str = "cpu", progress: bool = True, data_root: Path | None = None, limit: int = 0) -> Path:
+              device: str = "cpu", progress: bool = True, data_root: Path | None = None, limit: int = 0,
+              timing: bool = True) -> Path:
     """Evaluate a suite into ``results_dir/<run-id>``; cells stored with the same fingerprint are
     reused. Raises :class:`SuiteError` before any work when the suite cannot run. ``data_root``:
-    where relative dataset roots live; ``limit``: the first videos of each split (its own run id)."""
+    where relative dataset roots live; ``limit``: the first videos of each split (its own run id);
+    ``timing=False``: no timing runs (the quality metrics only; a later run with timing adds them)."""
     problems = validate(suite)
     if problems:
         raise SuiteError("\n".join(problems))
@@ -139,7 +141,8 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
         prov["reference"] = suite.reference
     if ranks.world > 1:
         prov["ranks"] = ranks.world
-    run = Run(suite, run_dir, cache_dir, dev, progress, prov, data_root=data_root, limit=limit, ranks=ranks)
+    run = Run(suite, run_dir, cache_dir, dev, progress, prov, data_root=data_root, limit=limit, ranks=ranks,
+              timing=timing)
     for task in tasks_of(suite):
         run_task(task, run)
     if not ranks.main:  # rank 0 writes the run's provenance and summary

@@ -38,15 +38,6 @@ def baseline_of(record: dict) -> str:
     return TOKEN_BASELINE if "tokens" in videos[0] else BASELINE
 
 
-def aligned(videos: list[dict], predictions: dict[str, np.ndarray], order: list[str]):
-    """The cell's records and prediction rows in ``order`` (video ids), dropping the others."""
-    pos = {v["video"]: i for i, v in enumerate(videos)}
-    keep = np.asarray([pos[v] for v in order], dtype=np.int64)
-    n = len(videos)
-    preds = {k: (v[keep] if v.ndim and len(v) == n else v) for k, v in predictions.items()}
-    return [videos[i] for i in keep], preds
-
-
 def video_statistics(task, folder: Path, cells: list[tuple], cfg: BootstrapConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(intervals, tests) of a task's cells; empty frames when the task resamples no metric."""
     if not task.resampled_metrics or not cells:
@@ -59,7 +50,7 @@ def video_statistics(task, folder: Path, cells: list[tuple], cfg: BootstrapConfi
     groups: dict[tuple, dict] = defaultdict(lambda: {"dist": defaultdict(list), "point": defaultdict(list),
                                                      "correct": {}, "method": None, "baseline": BASELINE})
     for cell, rec in cells:
-        videos, preds = aligned(rec["videos"], load_predictions(folder, rec), order)
+        videos, preds = task.aligned(rec["videos"], load_predictions(folder, rec), order)
         g = groups[(cell.display, cell.budget)]
         g["method"], g["baseline"] = rec["method"], baseline_of(rec)
         for metric, dist in task.resampled(videos, preds, idx).items():
