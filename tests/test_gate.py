@@ -123,9 +123,8 @@ def test_gate_fails_on_a_slowed_sampler_and_passes_unchanged_code(tmp_path, caps
     tol = 0.75
     baseline = tmp_path / "baseline.json"
     assert run_gate([_bench(tmp_path, f"base{i}", []) for i in range(3)], baseline, tol, update=True) == 0
-    for i in range(2):  # unchanged code passes, twice in a row
-        attempts = [_bench(tmp_path, f"same{i}{j}", []) for j in range(2)]
-        assert run_gate(attempts, baseline, tol) == 0, capsys.readouterr().out
+    attempts = [_bench(tmp_path, f"same{j}", []) for j in range(2)]  # unchanged code passes (best of two)
+    assert run_gate(attempts, baseline, tol) == 0, capsys.readouterr().out
     slowed = [_bench(tmp_path, f"slowed{j}", ["slow_random"]) for j in range(2)]
     assert run_gate(slowed, baseline, tol) == 1
     verdicts = {v["name"]: v["status"]

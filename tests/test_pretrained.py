@@ -538,7 +538,9 @@ def test_open_clip_vit_b32_runs_frozen_probe_zero_shot_and_retrieval(tmp_path):
 def test_features_kept_in_fp16(tmp_path):
     """`[eval] feature_dtype = "fp16"` halves the per-video feature cache; the heads read them back
     in fp32, so the rows stay within fp16's rounding of the fp32 run, under another fingerprint."""
-    base = _suite(tmp_path / "f32.toml", "")
+    base = _suite(tmp_path / "f32.toml", "")  # the trained cnn-small reader, briefly trained
+    base.write_text(base.read_text().replace("[train]\nbatch_videos = 8",
+                                             "[train]\nbatch_videos = 8\nepochs = 2\npretrain_steps = 40\npretrain_batch = 16"))
     half = tmp_path / "f16.toml"
     half.write_text(base.read_text().replace('name = "f32"', 'name = "f16"')
                     .replace("timing_videos = 2", 'timing_videos = 2\nfeature_dtype = "fp16"'))

@@ -84,7 +84,7 @@ def references() -> References:
 #: Seconds each benchmark may take, reference included; rounds are fitted into it.
 BUDGET_S = 1.0
 ROUND_S = 0.002  # at least this much work per round (fast calls are repeated)
-MIN_ROUNDS, MAX_ROUNDS = 5, 400  # 5: the seconds-long selects at T = 4096 (CI's 25 minutes)
+MIN_ROUNDS, MAX_ROUNDS = 4, 400  # 4: the seconds-long selects at T = 4096 (CI's 25 minutes)
 
 
 @pytest.fixture
