@@ -58,9 +58,9 @@ def shared_env(session: nox.Session) -> dict:
     if not (stamp.is_file() and stamp.read_text() == want):
         if not (BIN / "python").exists():
             session.run(sys.executable, "-m", "venv", str(VENV), external=True)
-        # --no-compile: byte-compiling the 12k modules of the venv took a fair part of the install;
-        # Python compiles what it imports, once
-        pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--no-compile", "-c", str(ROOT / "constraints.txt")]
+        # byte-compiled at install (no --no-compile): this machine sets PYTHONDONTWRITEBYTECODE=1, so
+        # without the install's .pyc every process (the tests start many) compiled torch again
+        pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt")]
         session.run(*pip, "-e", f"{ROOT}[test]", external=True)
         stamp.write_text(want)
     return {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(VENV)}
