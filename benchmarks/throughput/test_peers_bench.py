@@ -231,7 +231,7 @@ def test_kcenter_paper_setting_vs_authors_cdist(versus):
     xt = torch.from_numpy(x)
     ours, theirs = versus("K-center 6272 x 771, K=1568 (ECCV setting)",
                           lambda: farthest_point_sampling(xt, 1568, 0).tolist(),
-                          {"authors' full cdist": lambda: authors_kcenter(xt, 1568, 0)}, rounds=3)
+                          {"authors' full cdist": lambda: authors_kcenter(xt, 1568, 0)}, rounds=5)
     _near_tie_agreement(x, ours, theirs["authors' full cdist"])
 
 
