@@ -118,3 +118,34 @@ def test_token_vit_trains_on_every_label_of_a_multilabel_video():
     assert torch.allclose(video_label_loss(logits, ml, [0, 1]), want)
     sl = SimpleNamespace(multilabel=False, num_classes=3, records=ml.records)
     assert torch.allclose(video_label_loss(logits, sl, [0, 1]), F.cross_entropy(logits, torch.tensor([0, 1])))
+
+
+@pytest.mark.parametrize("name", ["kcenter", "tokens-uniform"])
+def test_token_validation_is_the_model_run_video_by_video(name):
+    """The token ViT's validation score (selections and patch features computed once, the ViT
+    in batches) is the top-1 of the whole model run on each video's selection alone, averaged
+    over the budgets; a multi-label video counts when its top class is one of its labels."""
+    from types import SimpleNamespace
+
+    from samplerbench.models.tokens import TokenClassifier, TokenModelConfig, _selected, token_top1
+
+    torch.manual_seed(0)
+    pools = torch.stack([_pixels(t=4, size=32, seed=s) for s in range(7)])
+    cfg = TokenModelConfig(patch=16, embed="linear", width=16, depth=1, heads=2)
+    model = TokenClassifier(cfg, TokenGrid(4, 2, 2), 3).eval()
+    records = [SimpleNamespace(video_id=f"v{i}", labels=[i % 3] if i % 2 else [i % 3, (i + 1) % 3]) for i in range(7)]
+    split = SimpleNamespace(records=records)
+    sampler = METHODS.get(name)(patch=16)
+    budgets = (1, 2, 4)
+    score = token_top1(sampler, pools, split, budgets, model.patch_features, 16, batch=3)
+    want = []
+    with torch.inference_mode():
+        for n in budgets:
+            hits = []
+            for i, rec in enumerate(records):
+                tok = _selected(sampler, pools[i], rec.video_id, n, 0)
+                logits = model(patchify(pools[i], 16)[tok][None], torch.from_numpy(tok)[None])
+                hits.append(int(logits.argmax(1)) in rec.labels)
+            want.append(np.mean(hits))
+    assert score(model) == pytest.approx(float(np.mean(want)), abs=1e-12)
+    assert 0 < np.mean(want) < 1  # the case separates hits from misses

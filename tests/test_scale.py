@@ -73,11 +73,14 @@ def _encoder():
     return FrameClassifier(ModelConfig(encoder="cnn-small"), 5).eval()
 
 
-def test_extraction_equals_decoding_and_encoding_each_video_alone(tmp_path, split):
-    """Decoded in 2 worker processes and encoded 3 videos per call, the stored features are
-    those of each video decoded and encoded alone, bit for bit; the pixels are the decode."""
+@pytest.mark.parametrize("workers", [2, 0])
+def test_extraction_equals_decoding_and_encoding_each_video_alone(tmp_path, split, workers):
+    """Decoded and encoded in 2 worker processes (CPU: each worker encodes its video with one
+    thread), or in this process 3 videos per encoder call, the stored features are those of each
+    video decoded and encoded alone here, bit for bit; the pixels are the decode."""
     model = _encoder()
-    ex = Extraction(8, (32, 32), None, model.features, workers=2, batch_frames=24)
+    ex = Extraction(8, (32, 32), None, model.features, workers=workers, batch_frames=24)
+    assert extract.in_workers(ex, len(split.records)) == (workers > 0)
     ids = [r.video_id for r in split.records]
     feats = ShardedStore.open(tmp_path, "features", {"k": 1}, ids, shard_size=5)
     pixels = ShardedStore.open(tmp_path, "pixels", {"k": 1}, ids, shard_size=5)
@@ -89,6 +92,51 @@ def test_extraction_equals_decoding_and_encoding_each_video_alone(tmp_path, spli
         assert np.array_equal(pixels.get(p)["pixels"], px.numpy())
         assert np.array_equal(feats.get(p)["features"], alone.numpy()), rec.video_id
     assert fill(split, ex, feats, pixels, progress=False) == 0  # all there: nothing decoded
+
+
+def test_the_fast_pool_is_max_pool2d_bit_for_bit_and_trains_as_it():
+    """MaxPool2x2 (the encoder's pooling, a max of strided views without autograd) gives
+    max_pool2d's numbers on even and odd sizes with ties (ReLU zeros, repeated values), and with
+    gradients it is max_pool2d itself: the same gradient, a tie's to its first maximum."""
+    from samplerbench.models.encoders import MaxPool2x2
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((3, 5, 8, 8), (2, 4, 7, 9), (1, 1, 2, 3), (4, 16, 64, 64)):
+        x = torch.relu(torch.randn(shape, generator=g)).round(decimals=1)  # ties: zeros and repeats
+        with torch.no_grad():
+            fast = MaxPool2x2()(x)
+        ref = torch.nn.functional.max_pool2d(x, 2)
+        assert fast.shape == ref.shape and torch.equal(fast, ref), shape
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        MaxPool2x2()(a).sum().backward()
+        torch.nn.functional.max_pool2d(b, 2).sum().backward()
+        assert torch.equal(a.grad, b.grad)
+        assert set(a.grad.unique().tolist()) <= {0.0, 1.0}  # not split between tied maxima
+
+
+def test_features_alone_come_from_the_workers_without_their_pixels(tmp_path, split):
+    """Without a pixel store the workers send back only the features (the same bits)."""
+    model = _encoder()
+    ids = [r.video_id for r in split.records]
+    ex = Extraction(8, (32, 32), None, model.features, workers=2)
+    items = list(extract.decoded(split.records, list(range(len(ids))), ex, encode=True, keep_pixels=False))
+    assert [p for p, *_ in items] == list(range(len(ids)))
+    for p, px, feats, err in items:
+        assert px is None and not err
+        with torch.inference_mode():
+            alone = model.features(read_record(split.records[p], candidates_of(split.records[p], 8), size=(32, 32)))
+        assert torch.equal(feats, alone)
+
+
+def test_decode_all_in_workers_is_the_serial_decode(split):
+    """The classifier's training frames decoded by 2 worker processes: every frame of every
+    video, in order, the bits of a decode in this process."""
+    from samplerbench.models.classifier import decode_all
+
+    serial, parallel = decode_all(split, (32, 32), False, workers=0), decode_all(split, (32, 32), False, workers=2)
+    assert len(parallel) == len(split.records)
+    for rec, a, b in zip(split.records, serial, parallel, strict=True):
+        assert a.shape == (rec.num_frames, 3, 32, 32) and torch.equal(a, b), rec.video_id
 
 
 def test_encode_videos_groups_whole_videos():

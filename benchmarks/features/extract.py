@@ -1,9 +1,16 @@
-"""Filling a split's stores: candidates decoded in DataLoader worker processes, overlapped with
-the encoder in the main process, which encodes the candidates of several videos in one call; each
-shard is written as soon as its videos are in (so a killed extraction resumes at the next shard).
+"""Filling a split's stores: candidates decoded in DataLoader worker processes; each shard is
+written as soon as its videos are in (so a killed extraction resumes at the next shard).
 
-The encoder's output per frame does not depend on which frames share its batch for the harness's
-CNN on CPU (tested bitwise), so batching videos changes no stored number.
+Where the encoding happens depends on the device. On CUDA the workers decode and the main
+process encodes the candidates of several videos in one call (the GPU wants big batches, the
+workers keep it fed). On CPU each worker decodes *and* encodes its video (one thread each), one
+worker per core: the CPU is the encoder, and the two stages share every core instead of one
+waiting for the other (16 videos, 2 cores: 51 ms a video with one decode worker beside the
+encoding main process, where decoding took 25 ms and encoding 35; see ``nox -s throughput``).
+
+The encoder's output per frame depends neither on which frames share its batch nor on its
+thread count, for the harness's CNN and a timm ViT on CPU (tested bitwise), so batching videos
+or encoding in a worker changes no stored number.
 """
 
 from __future__ import annotations
@@ -15,12 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from samplerbench.data.annotations import AnnotationError, VideoRecord, VideoSplit
 from samplerbench.data.candidates import candidates_of
 from samplerbench.data.media import read_record
+from samplerbench.data.parallel import in_order
 from samplerbench.data.video import VideoDecodeError
 from samplerbench.features.store import ShardedStore
 from samplerbench.kernels.threads import encode_threads, threads
@@ -31,9 +39,11 @@ log = logging.getLogger(__name__)
 Encode = Callable[[torch.Tensor], torch.Tensor]
 
 
-def default_workers() -> int:
-    """Decode workers: every core but the one that encodes (at least one), at most 8."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+def default_workers(device: torch.device | str = "cpu") -> int:
+    """Extraction workers, at most 8: on CPU one per core (each decodes and encodes its video); on
+    CUDA every core but the one that feeds the GPU (at least one)."""
+    n = os.cpu_count() or 2
+    return max(1, min(8, n if torch.device(device).type == "cpu" else n - 1))
 
 
 @dataclass(frozen=True)
@@ -54,10 +64,13 @@ class Extraction:
 
 
 class CandidateFrames(Dataset):
-    """Item k: (position, uint8 (T, 3, H, W) or None, error line) of the k-th listed video."""
+    """Item k: (position, uint8 (T, 3, H, W) or None, features (T, D) or None, error line) of the
+    k-th listed video; the features when the item is made in a worker on CPU (``encode``)."""
 
-    def __init__(self, records: list[VideoRecord], positions: list[int], ex: Extraction):
-        self.records, self.positions, self.ex = records, positions, ex
+    def __init__(self, records: list[VideoRecord], positions: list[int], ex: Extraction, encode: bool = False,
+                 keep_pixels: bool = True):
+        self.records, self.positions, self.ex, self.encode = records, positions, ex, encode
+        self.keep_pixels = keep_pixels or not encode  # encoded here, the pixels travel only when stored
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -67,21 +80,28 @@ class CandidateFrames(Dataset):
         rec = self.records[p]
         try:
             # in a worker process, one FFmpeg thread: the parallelism is across videos (thread policy)
-            return p, read_record(rec, candidates_of(rec, self.ex.candidates), size=self.ex.size,
-                                  resize=self.ex.resize, threads=1 if self.ex.workers > 0 else 0), ""
+            px = read_record(rec, candidates_of(rec, self.ex.candidates), size=self.ex.size,
+                             resize=self.ex.resize, threads=1 if self.ex.workers > 0 else 0)
         except (VideoDecodeError, AnnotationError) as e:
-            return p, None, str(e).splitlines()[0]
+            return p, None, None, str(e).splitlines()[0]
+        if not self.encode:
+            return p, px, None, ""
+        feats = encode_videos(self.ex.encode, [px], self.ex.device, len(px))[0]
+        return p, px if self.keep_pixels else None, feats, ""
 
 
-def decoded(records: list[VideoRecord], positions: list[int], ex: Extraction):
-    """(position, pixels or None, error) in ``positions`` order, decoded ``ex.workers`` at a time."""
-    data = CandidateFrames(records, positions, ex)
-    if ex.workers <= 0 or len(positions) < 2:
-        yield from (data[k] for k in range(len(data)))
-        return
-    loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=min(ex.workers, len(positions)),
-                        pin_memory=ex.device.type == "cuda", prefetch_factor=4, persistent_workers=False)
-    yield from loader
+def in_workers(ex: Extraction, videos: int) -> bool:
+    """Whether the workers encode too (CPU; see the module's docstring)."""
+    return ex.workers > 0 and videos >= 2 and ex.encode is not None and ex.device.type == "cpu"
+
+
+def decoded(records: list[VideoRecord], positions: list[int], ex: Extraction, encode: bool = False,
+            keep_pixels: bool = True):
+    """(position, pixels or None, features or None, error) in ``positions`` order, made
+    ``ex.workers`` at a time; the features only with ``encode`` (:func:`in_workers`), the
+    pixels then only with ``keep_pixels``."""
+    data = CandidateFrames(records, positions, ex, encode, keep_pixels)
+    yield from in_order(data, ex.workers, pin_memory=ex.device.type == "cuda")
 
 
 @torch.inference_mode()
@@ -119,11 +139,12 @@ def fill(split: VideoSplit, ex: Extraction, features: ShardedStore | None = None
                disable=not progress, smoothing=0.1)
     shard: _Shard | None = None
     workers = min(ex.workers, len(positions)) if len(positions) >= 2 else 0
+    encode = features is not None and in_workers(ex, len(positions))
     with threads(encode_threads(torch.get_num_threads(), workers)):  # the workers hold their cores
-        for p, px, err in decoded(split.records, positions, ex):
+        for p, px, feats, err in decoded(split.records, positions, ex, encode, keep_pixels=pixels is not None):
             if shard is None:
                 shard = _Shard(split, ex, p // ref.shard_size, features, pixels)
-            shard.add(p, px, err)
+            shard.add(p, px, err, feats)
             if shard.full:
                 shard.commit()
                 shard = None
@@ -156,15 +177,19 @@ class _Shard:
     def full(self) -> bool:
         return self.seen == len(self.positions)
 
-    def add(self, p: int, px: torch.Tensor | None, err: str) -> None:
+    def add(self, p: int, px: torch.Tensor | None, err: str, feats: torch.Tensor | None = None) -> None:
+        """Video ``p``'s pixels (None when a worker encoded it and no pixel store wants them), its
+        features when a worker encoded it; ``err``: why it failed (nothing else comes then)."""
         if p != self.positions[self.seen]:
             raise RuntimeError(f"extraction out of order: video {p}, expected {self.positions[self.seen]}")
         self.seen += 1
-        if px is None:
+        if err:
             self.failures[self.split.records[p].video_id] = err
         if self.pixels is not None:
             self.pixel_rows.append(None if px is None else px.numpy())
-        if self.features is not None and px is not None:
+        if self.features is not None and feats is not None:
+            self.feats[p] = feats
+        elif self.features is not None and px is not None:
             if self.group and sum(len(g) for _, g in self.group) + len(px) > self.batch:
                 self._encode()
             self.group.append((p, px))

@@ -24,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from samplerbench.data.annotations import VideoSplit
 from samplerbench.data.media import read_record
+from samplerbench.data.parallel import decode_workers, in_order
 from samplerbench.metrics.classification import one_hot
 from samplerbench.models.encoders import FrameClassifier, ModelConfig
 from samplerbench.sampling import segment_centres
@@ -52,10 +54,29 @@ class TrainConfig:
     pretrain_lr: float = 1e-3
 
 
-def decode_all(split: VideoSplit, size: tuple[int, int], progress: bool = True) -> list[torch.Tensor]:
-    """Every frame of every video of a split, uint8 (n, 3, H, W) each."""
-    it = tqdm(split.records, desc=f"decoding {split.split}", unit="video", disable=not progress, mininterval=1.0)
-    return [read_record(r, np.arange(r.num_frames), size=size) for r in it]
+class _EveryFrame(Dataset):
+    """Item k: every frame of the k-th video, uint8 (n, 3, H, W)."""
+
+    def __init__(self, records: list, size: tuple[int, int], threads: int):
+        self.records, self.size, self.threads = records, size, threads
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        r = self.records[k]
+        return read_record(r, np.arange(r.num_frames), size=self.size, threads=self.threads)
+
+
+def decode_all(split: VideoSplit, size: tuple[int, int], progress: bool = True,
+               workers: int | None = None) -> list[torch.Tensor]:
+    """Every frame of every video of a split, uint8 (n, 3, H, W) each, decoded by ``workers``
+    processes (default: one per core; the same frames as one process, tested)."""
+    workers = decode_workers() if workers is None else workers
+    data = _EveryFrame(split.records, size, threads=1 if workers > 0 else 0)
+    it = tqdm(in_order(data, workers), total=len(data), desc=f"decoding {split.split}", unit="video",
+              disable=not progress, mininterval=1.0)
+    return [frames.clone() for frames in it]  # out of the workers' shared memory (one descriptor each)
 
 
 def tsn_indices(num_frames: int, segments: int, rng: np.random.Generator | None) -> np.ndarray:

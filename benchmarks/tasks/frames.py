@@ -188,7 +188,7 @@ class FrameContext:
                        captions_per_video=int(suite.retrieval.get("captions_per_video", 5)),
                        resize=model.resize_for(frame_size))
         ex = Extraction(candidates, frame_size, model.resize_for(frame_size), model.features, dtypes[feature_dtype],
-                        run.device, int(suite.eval.get("decode_workers", default_workers())),
+                        run.device, int(suite.eval.get("decode_workers", default_workers(run.device))),
                         int(suite.eval.get("encode_batch_frames", 0)))
         stores = SplitStores(run.cache_dir, ex, model.encoder_identity(record["content_key"], run.device),
                              observes_pixels(suite), run.ranks.rank, run.ranks.world, run.progress, run.ranks.barrier,

@@ -13,32 +13,43 @@ import numpy as np
 import pytest
 import torch
 
-VIDEOS = 16
+VIDEOS = 16  # the memory benchmark's split (1x; 4x are copies of it)
+EXTRACT_VIDEOS = 64  # extraction: enough that the workers' start (about 0.2 s) is not what is measured
+#: issue 20's target is 1.6x on 2 cores; this machine gives 1.3-2.0x (its steal time moves both
+#: sides), so the assertion guards the design (a worker that only decoded gave 1.13-1.19x) and
+#: extra_info has the ratio
+EXTRACT_FLOOR = 1.3
 
 
-@pytest.fixture(scope="module")
-def scale_split(tmp_path_factory):
+def _split(tmp_path_factory, n: int, name: str):
     from samplerbench.data.synth import SynthConfig, generate, load_split
 
-    root = generate(SynthConfig(seed=12, splits={"test": VIDEOS}), tmp_path_factory.mktemp("scale") / "d", workers=1,
+    root = generate(SynthConfig(seed=12, splits={"test": n}), tmp_path_factory.mktemp(name) / "d", workers=1,
                     progress=False)
     return root, load_split(root, "test")
 
 
-def test_extraction(normalised, benchmark, scale_split, device, tmp_path):
-    """The feature store of 16 videos (T = 32, 64x64), decoded in worker processes while the
-    main process encodes; ``extra_info`` has videos/s of it and of the plain loop (decode a
-    video, encode it, next) measured alternately in this run, and their ratio."""
+@pytest.fixture(scope="module")
+def scale_split(tmp_path_factory):
+    return _split(tmp_path_factory, VIDEOS, "scale")
+
+
+def test_extraction(normalised, benchmark, tmp_path_factory, device, tmp_path):
+    """The feature store of 64 videos (T = 32, 64x64) filled by the extraction workers (on CPU
+    each decodes and encodes its videos, one per core); ``extra_info`` has its videos/s and
+    that of the plain single-process loop (decode a video, encode it with every core's thread,
+    next), measured alternately in this run, and their ratio (at least ``EXTRACT_FLOOR`` on 2 or more cores)."""
     from samplerbench.data.candidates import candidates_of
     from samplerbench.data.media import read_record
     from samplerbench.features.extract import Extraction, default_workers, fill
     from samplerbench.features.store import ShardedStore
+    from samplerbench.kernels.threads import cores, threads
     from samplerbench.models.encoders import FrameClassifier, ModelConfig
 
-    _, split = scale_split
+    _, split = _split(tmp_path_factory, EXTRACT_VIDEOS, "extract")
     torch.manual_seed(0)
     model = FrameClassifier(ModelConfig(), 10).to(device).eval()
-    workers = default_workers()
+    workers = default_workers(device)
     ex = Extraction(32, (64, 64), None, model.features, device=device, workers=workers)
     ids = [r.video_id for r in split.records]
     fresh = iter(range(1_000_000))
@@ -48,22 +59,27 @@ def test_extraction(normalised, benchmark, scale_split, device, tmp_path):
         return fill(split, ex, store, progress=False)
 
     @torch.inference_mode()
-    def loop():
-        for r in split.records:
-            model.features(read_record(r, candidates_of(r, 32), size=(64, 64)).to(device)).cpu()
+    def loop(records=split.records):
+        with threads(cores()):  # the loop's best: every core for the encoder (FFmpeg picks its own)
+            for r in records:
+                model.features(read_record(r, candidates_of(r, 32), size=(64, 64)).to(device)).cpu()
 
+    loop(split.records[:2])  # warm-up: the decoder's libraries (then inherited by the workers)
     side = {"loop": [], "store": []}
-    for _ in range(5):  # alternated, so both see the same moments of the machine
+    for _ in range(3):  # alternated, so both see the same moments of the machine
         for name, fn in (("loop", loop), ("store", extract)):
             t0 = time.perf_counter()
             fn()
             side[name].append(time.perf_counter() - t0)
-    assert normalised(extract, reference="pipeline") == VIDEOS
-    loop_s, store_s = float(np.median(side["loop"])), float(np.median(side["store"]))
-    benchmark.extra_info.update(workers=workers, videos_per_s=VIDEOS / store_s, loop_videos_per_s=VIDEOS / loop_s,
-                                speedup_vs_loop=loop_s / store_s)
-    print(f"\nextraction: {VIDEOS / store_s:.1f} videos/s with {workers} decode worker(s), "
-          f"loop {VIDEOS / loop_s:.1f} videos/s: {loop_s / store_s:.2f}x ({torch.get_num_threads()} torch thread(s))")
+    assert normalised(extract, reference="pipeline") == EXTRACT_VIDEOS
+    loop_s, store_s = min(side["loop"]), min(side["store"])  # each side's best: what the machine allows
+    speedup = loop_s / store_s
+    benchmark.extra_info.update(workers=workers, cores=cores(), videos_per_s=EXTRACT_VIDEOS / store_s,
+                                loop_videos_per_s=EXTRACT_VIDEOS / loop_s, speedup_vs_loop=speedup)
+    print(f"\nextraction: {EXTRACT_VIDEOS / store_s:.1f} videos/s with {workers} worker(s), "
+          f"loop {EXTRACT_VIDEOS / loop_s:.1f} videos/s ({cores()} threads): {speedup:.2f}x")
+    if device.type == "cpu" and cores() >= 2:
+        assert speedup >= EXTRACT_FLOOR, side
 
 
 def _probe(root, copies: int, work) -> dict:
