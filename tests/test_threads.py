@@ -1,5 +1,7 @@
-"""The intra-op thread policy: the pools' counts, the context's restore, and extraction keeping
-``threads - workers`` for the encoder while decode workers run."""
+"""The intra-op thread policy: the pools' counts, the context's restore, ``threads - workers`` for
+the main process while extraction workers run, and one thread in each of them."""
+
+import os
 
 import numpy as np
 import pytest
@@ -34,13 +36,13 @@ def test_set_threads_reaches_numpy_blas():
         set_threads(before["torch"])
 
 
-def test_extraction_encodes_with_the_cores_the_workers_leave(tmp_path, tiny_root):
+def test_extraction_workers_encode_with_one_thread_each_and_the_main_thread_count_returns(tmp_path, tiny_root):
+    """On CPU the extraction workers encode (one torch thread each, in their own processes); the
+    main process's count is set for the extraction and restored after it."""
     split = load_split(tiny_root, "test")
-    seen = []
 
-    def encode(x):
-        seen.append(torch.get_num_threads())
-        return x.float().mean((2, 3))
+    def encode(x):  # each frame's "features": the encoding process's thread count and pid
+        return torch.tensor([[float(torch.get_num_threads()), float(os.getpid())]] * len(x))
 
     ids = [r.video_id for r in split.records]
     before = torch.get_num_threads()
@@ -48,7 +50,9 @@ def test_extraction_encodes_with_the_cores_the_workers_leave(tmp_path, tiny_root
         fill(split, Extraction(4, (32, 32), None, encode, workers=2), ShardedStore.open(tmp_path, "f", {}, ids),
              progress=False)
         assert torch.get_num_threads() == 3  # restored after the extraction
-    assert seen and set(seen) == {1}  # 3 threads - 2 workers
     store = ShardedStore.open(tmp_path, "f", {}, ids)
-    assert store.get(0)["features"].shape == (4, 3) and np.isfinite(store.get(0)["features"]).all()
+    feats = np.concatenate([store.get(i)["features"] for i in range(len(ids))])
+    assert feats.shape == (4 * len(ids), 2)
+    assert set(feats[:, 0]) == {1.0}  # one thread per worker
+    assert os.getpid() not in set(feats[:, 1].astype(int))  # encoded in the workers
     assert torch.get_num_threads() == before

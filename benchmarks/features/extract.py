@@ -139,7 +139,8 @@ def fill(split: VideoSplit, ex: Extraction, features: ShardedStore | None = None
                disable=not progress, smoothing=0.1)
     shard: _Shard | None = None
     workers = min(ex.workers, len(positions)) if len(positions) >= 2 else 0
-    encode = features is not None and in_workers(ex, len(positions))
+    # the workers encode when a feature shard is missing (not for a pixel store filled alone)
+    encode = features is not None and bool(features.missing(rank, world)) and in_workers(ex, len(positions))
     with threads(encode_threads(torch.get_num_threads(), workers)):  # the workers hold their cores
         for p, px, feats, err in decoded(split.records, positions, ex, encode, keep_pixels=pixels is not None):
             if shard is None:

@@ -3,11 +3,12 @@ with more threads than with one.
 
 - A run's process: ``--threads N`` (default: every core) for torch *and* for the BLAS/OpenMP
   pools of numpy, scipy and faiss (threadpoolctl), so that two pools do not each take every core.
-- While decode workers run (feature extraction), the process that encodes keeps
-  ``max(1, N - workers)`` (:func:`encode_threads`): each worker holds a core (torch gives a
-  DataLoader worker one intra-op thread; the decoders get one FFmpeg thread there). On this
-  2-core machine, the encoder with 2 threads beside a busy decode worker ran 40 -> 66 ms a
-  video, slower than with 1.
+- While extraction workers run, the main process keeps ``max(1, N - workers)``
+  (:func:`encode_threads`): each worker holds a core (torch gives a DataLoader worker one
+  intra-op thread; the decoders get one FFmpeg thread there). On CUDA the main process encodes;
+  on CPU the workers decode and encode, one per core, and the main process only writes the
+  stores. (Before that, on this 2-core machine, the encoder with 2 threads beside a busy decode
+  worker ran 40 -> 66 ms a video, slower than with 1.)
 - Benchmarks (``nox -s throughput``): one thread in every pool, unless a benchmark states
   otherwise; each benchmark records the counts it ran with.
 """
