@@ -28,7 +28,7 @@ from tqdm import tqdm
 from samplerbench.data.annotations import AnnotationError, VideoRecord, VideoSplit
 from samplerbench.data.candidates import candidates_of
 from samplerbench.data.media import read_record
-from samplerbench.data.parallel import in_order
+from samplerbench.data.parallel import decode_workers, in_order
 from samplerbench.data.video import VideoDecodeError
 from samplerbench.features.store import ShardedStore
 from samplerbench.kernels.threads import encode_threads, threads
@@ -42,8 +42,9 @@ Encode = Callable[[torch.Tensor], torch.Tensor]
 def default_workers(device: torch.device | str = "cpu") -> int:
     """Extraction workers, at most 8: on CPU one per core (each decodes and encodes its video); on
     CUDA every core but the one that feeds the GPU (at least one)."""
-    n = os.cpu_count() or 2
-    return max(1, min(8, n if torch.device(device).type == "cpu" else n - 1))
+    if torch.device(device).type == "cpu":
+        return decode_workers()
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 @dataclass(frozen=True)
