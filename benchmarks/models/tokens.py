@@ -219,6 +219,14 @@ def _selected(sampler: Sampler, pixels: torch.Tensor, video_id: str, n: int, see
     return sel.tokens
 
 
+def patch_table(pools: torch.Tensor, patch_features, patch: int) -> torch.Tensor:
+    """(videos, tokens, D): every patch's frozen features, computed once (outside autograd, as
+    a plain tensor that training graphs may index)."""
+    with torch.inference_mode():
+        feats = torch.stack([patch_features(patchify(v, patch)[None])[0] for v in pools])
+    return feats.clone()
+
+
 def token_top1(sampler: Sampler, pools: torch.Tensor, split: VideoSplit, budgets, patch_features,
                patch: int, seed: int = 0, batch: int = 64):
     """``score(model)``: the token ViT's top-1 on the sampler's selections of ``split``, averaged
@@ -228,26 +236,25 @@ def token_top1(sampler: Sampler, pools: torch.Tensor, split: VideoSplit, budgets
     computed here, once; each call runs only the ViT, ``batch`` videos at a time. (Computing them
     per call, a video at a time, was most of a token ViT's training: 8 validations x 5 budgets.)
     """
-    with torch.inference_mode():
-        feats = torch.stack([patch_features(patchify(v, patch)[None])[0] for v in pools])
-    picks = {n: [_selected(sampler, pools[i], rec.video_id, n, seed) for i, rec in enumerate(split.records)]
-             for n in budgets}
+    feats = patch_table(pools, patch_features, patch)
+    chunks: dict[int, list[tuple[list[int], torch.Tensor]]] = {}  # per budget: (videos, their tokens)
+    for n in budgets:
+        picks = [_selected(sampler, pools[i], rec.video_id, n, seed) for i, rec in enumerate(split.records)]
+        by_length: dict[int, list[int]] = {}
+        for i, tok in enumerate(picks):  # videos whose selections stack
+            by_length.setdefault(len(tok), []).append(i)
+        chunks[n] = [(ids[s:s + batch], torch.from_numpy(np.stack([picks[i] for i in ids[s:s + batch]])))
+                     for ids in by_length.values() for s in range(0, len(ids), batch)]
 
     @torch.inference_mode()
     def score(model: TokenClassifier) -> float:
-        accs = []
+        device, accs = next(model.parameters()).device, []
         for n in budgets:
-            by_length: dict[int, list[int]] = {}
-            for i, tok in enumerate(picks[n]):  # videos whose selections stack
-                by_length.setdefault(len(tok), []).append(i)
             hits = 0
-            for ids in by_length.values():
-                for start in range(0, len(ids), batch):
-                    chunk = ids[start:start + batch]
-                    toks = torch.from_numpy(np.stack([picks[n][i] for i in chunk]))
-                    x = feats[torch.tensor(chunk)[:, None], toks].to(next(model.parameters()).device)
-                    pred = model.vit(x, toks.to(x.device)).argmax(1).tolist()
-                    hits += sum(int(p) in split.records[i].labels for p, i in zip(pred, chunk, strict=True))
+            for ids, toks in chunks[n]:
+                x = feats[torch.tensor(ids)[:, None], toks].to(device)
+                pred = model.vit(x, toks.to(device)).argmax(1).tolist()
+                hits += sum(int(p) in split.records[i].labels for p, i in zip(pred, ids, strict=True))
             accs.append(hits / len(split.records))
         return float(np.mean(accs))
 
@@ -291,8 +298,7 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
 
     def run(model):
         pools, vpools = decode(train, candidates, size), decode(val, candidates, size)
-        with torch.inference_mode():  # (videos, tokens, D): every patch's features, once
-            feats = torch.stack([model.patch_features(patchify(v, cfg.patch)[None])[0] for v in pools]).clone()
+        feats = patch_table(pools, model.patch_features, cfg.patch)
 
         def video_loss(m, ids, epoch, step, _rng):
             rng = np.random.Generator(np.random.PCG64(derive_seed("tok-budget", cfg.seed, epoch, step)))
