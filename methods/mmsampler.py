@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samplerbench.cost.flops import count_flops
+from samplerbench.devices import device_of
 from samplerbench.metrics.ranking import retrieval_metrics
 from samplerbench.models.archs import MMSamplerPolicy
 from samplerbench.models.clip4clip import info_nce, similarity
@@ -176,7 +177,7 @@ class MMSampler(Sampler):
                              f"encoder, e.g. light = \"torchvision:mobilenet_v2\", resolution = 224 (the paper's)")
         else:
             encoder = env.classifier.encoder
-        self._light = LightEncoder(encoder, self.resolution)
+        self._light = LightEncoder(encoder, self.resolution).to(env.device)
         dim = encoder.dim
         if self.light:  # the light encoder's identity: its weights
             self._light_sha = encoder.weights_sha
@@ -189,38 +190,40 @@ class MMSampler(Sampler):
         if self.light:
             parts.append(self._light_sha)
         self._policy, record = cached_fit("mmsampler", parts, build, lambda m: self._fit(m, env, retrieval),
-                                          env.cache_dir)
-        self._policy.to(env.device)
+                                          env.cache_dir, device=env.device)
         return record
 
     def light_features(self, pools: torch.Tensor) -> torch.Tensor:
-        """(V, T, 3, H, W) uint8 -> (V, T, D), frozen, no gradients."""
+        """(V, T, 3, H, W) uint8 -> (V, T, D) on the CPU, frozen, no gradients (the light encoder
+        runs where it is, a video at a time)."""
+        dev = device_of(self._light)
         with torch.no_grad():
-            return torch.stack([self._light(p) for p in pools])
+            return torch.stack([self._light(p.to(dev)).cpu() for p in pools])
 
     def _fit(self, policy: MMSamplerPolicy, env, retrieval) -> dict:
         train_x = policy_inputs(self.light_features(env.pools(env.train)), self.variant)
         val_x = policy_inputs(self.light_features(env.pools(env.val)), self.variant)
         feats, val_feats = env.features(env.train), env.features(env.val)
         caps, val_caps = env.captions(env.train), env.captions(env.val)
+        dev = env.device  # the policy's and the retrieval model's; the features stay on the CPU, batches move
         with torch.no_grad():
-            text = torch.cat([retrieval.text_embed(c) for c in caps.ids.split(512)])
+            text = torch.cat([retrieval.text_embed(c.to(dev)) for c in caps.ids.split(512)])
         per_video = [np.flatnonzero(caps.video == v) for v in range(len(feats))]
         scale = retrieval.logit_scale.exp().clamp(max=100).detach()
 
         def batch_loss(m, ids, epoch, step, _rng):
             g = torch_generator("mmsampler", self.seed, epoch, step)
             pick = torch.randint(0, 1 << 30, (len(ids),), generator=g).numpy()
-            cap = torch.tensor([per_video[i][pick[j] % len(per_video[i])] for j, i in enumerate(ids)])
+            cap = torch.tensor([per_video[i][pick[j] % len(per_video[i])] for j, i in enumerate(ids)], device=dev)
             idx = torch.from_numpy(ids)
-            keep = hard_gumbel_keep(m(train_x[idx]), self.tau, g)
-            v = retrieval.video_embed(feats[idx], keep)
+            keep = hard_gumbel_keep(m(train_x[idx].to(dev)), self.tau, g)
+            v = retrieval.video_embed(feats[idx].to(dev), keep)
             return info_nce(v, text[cap], scale) + self.usage_weight * keep.mean()
 
         def validate(m):
             with torch.no_grad():
-                keep = argmax_keep(m(val_x))
-                emb = retrieval.video_embed(val_feats, keep.float())
+                keep = argmax_keep(m(val_x.to(dev)))
+                emb = retrieval.video_embed(val_feats.to(dev), keep.float())
                 r = retrieval_metrics(similarity(retrieval, emb, val_caps), val_caps.video)
             return (r["t2v_R@1"] + r["v2t_R@1"]) / 200 - self.usage_weight * float(keep.float().mean())
 
@@ -230,7 +233,7 @@ class MMSampler(Sampler):
         record = fit(policy, cfg, len(feats), batch_loss, validate, f"mmSampler policy ({self.variant})",
                      env.progress, initial_score=False)
         with torch.no_grad():
-            record["val_keep_ratio"] = float(argmax_keep(policy(val_x)).float().mean())
+            record["val_keep_ratio"] = float(argmax_keep(policy(val_x.to(dev))).float().mean())
         return {**record, "val_metric": "mean R@1 (t2v, v2t; 0-1) - usage_weight x keep ratio, validation split"}
 
     def policy_flops(self, t: int, size: tuple[int, int]) -> float:

@@ -165,8 +165,7 @@ class SLLM(Sampler):
             return model
 
         self._model, head = cached_fit(f"sllm-{self.mode}", [head_cfg, *env.key_parts(), list(env.budgets), 1],
-                                       build, lambda m: self._fit(m, env), env.cache_dir)
-        self._model.to(env.device)
+                                       build, lambda m: self._fit(m, env), env.cache_dir, device=env.device)
         return {**head, **record}
 
     def random_init(self, frames: int, num_classes: int, seed: int = 0, dim: int = 128) -> None:

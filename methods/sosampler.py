@@ -224,13 +224,13 @@ class SOSampler(Sampler):
             return SOTrainee(scorer, env.train.num_classes)
 
         trainee, record = cached_fit("sosampler", [self.config(), *env.key_parts(), 1], build,
-                                     lambda m: self._fit(m, env), env.cache_dir)
-        self._model = trainee.scorer.to(env.device)
+                                     lambda m: self._fit(m, env), env.cache_dir, device=env.device)
+        self._model = trainee.scorer
         return record
 
     def _fit(self, model: SOTrainee, env: TrainEnv) -> dict:
-        with torch.no_grad():  # the scorer's inputs, resized and normalised once
-            inputs = torch.cat([model.scorer.inputs(c) for c in env.pools(env.train).split(64)])
+        with torch.no_grad():  # the scorer's inputs, resized and normalised once (kept on the CPU)
+            inputs = torch.cat([model.scorer.inputs(c.to(env.device)).cpu() for c in env.pools(env.train).split(64)])
         targets = semi_optimal_targets(env.frame_logits(env.train), env.multi_hot(env.train), self.target,
                                        self.temperature)
         labels = env.multi_hot(env.train) if env.train.multilabel else env.first_labels(env.train)

@@ -12,6 +12,15 @@ TINY = dict(seed=3, size=32, min_frames=24, max_frames=40, min_event=4, max_even
             splits={"train": 24, "val": 8, "test": 12})
 
 
+def tiny_suite_head(name: str) -> str:
+    """The first lines of a suite file on the TINY dataset at 32x32: its name and ``[dataset]``."""
+    splits = TINY["splits"]
+    params = ", ".join(f"{k} = {v}" for k, v in TINY.items() if k != "splits")
+    return (f'name = "{name}"\n[dataset]\nname = "synth-events"\nframe_size = [32, 32]\n'
+            f"params = {{ {params}, splits = {{ train = {splits['train']}, val = {splits['val']}, "
+            f"test = {splits['test']} }} }}\n")
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg() -> SynthConfig:
     return SynthConfig(**TINY)

@@ -24,7 +24,7 @@ ROOTS = {"samplerbench": PACKAGE / "benchmarks", "samplerbench.methods": PACKAGE
 #: The package's layers in the order data moves; a module imports only from its own layer or
 #: those before it (README, "Layout"). Names are module prefixes under ``samplerbench.``.
 LAYERS = [
-    ["__init__", "registry", "seeding", "suite"],
+    ["__init__", "registry", "seeding", "devices", "suite"],
     ["data"],
     ["kernels"],
     ["sampling"],

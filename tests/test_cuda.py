@@ -1,6 +1,9 @@
 """The CUDA path: the quick suite on a GPU against the same suite on CPU. Skipped without a CUDA
 device; on a GPU machine: ``pytest -m cuda tests/test_cuda.py``.
 
+``tests/test_device.py`` makes the same two checks on PyTorch's lazy tensor device, which runs on
+the CPU, so that a tensor left off the run's device is caught on a machine without a GPU too.
+
 Tolerances: GPU convolutions are not bitwise equal to CPU ones, so features differ in the last
 bits and a sampler that ranks on them (or on the classifier's probabilities) can swap near-tied
 frames; the trained pieces are the CPU run's (one cache), so only inference runs on the GPU; samplers that read nothing of the encoder select identically; every quality metric is
@@ -43,3 +46,13 @@ def test_quick_suite_on_cuda_agrees_with_cpu(tmp_path):
     assert sa[free]["hash"].tolist() == sb[free.values]["hash"].tolist()
     timing = json.loads(next((gpu / "timing").glob("uniform__n8__s0.json")).read_text())
     assert timing["device"].startswith("cuda") and timing["videos_per_s_e2e"] > 0
+
+
+def test_every_piece_trains_on_cuda_from_an_empty_cache(tmp_path):
+    s = suite_mod.load("quick")
+    run = run_suite(s, tmp_path / "results", tmp_path / "cache", run_id="cuda", device="cuda", progress=False)
+    failures = pd.read_csv(run / "failures.csv")
+    assert failures.empty, failures["error"].head().tolist()
+    prov = json.loads(next((run / "provenance").glob("*.json")).read_text())
+    trained = [prov["classifier"], prov["retrieval_model"], *prov["token_models"].values(), *prov["trained"].values()]
+    assert all(r["device"].startswith("cuda") for r in trained), [r["device"] for r in trained]

@@ -23,7 +23,7 @@ from samplerbench.models.encoders import ModelConfig
 from samplerbench.models.pretrained import WeightsError, build_pretrained
 from samplerbench.models.protocols import class_phrase, zero_shot_classifier
 from samplerbench.tasks.run import run_suite
-from tests.conftest import TINY
+from tests.conftest import TINY, tiny_suite_head
 
 TINY_CLIP = "sbtest-tiny-clip"
 
@@ -166,14 +166,7 @@ def test_zero_shot_head_from_prompts(tiny_clip_config, tmp_path):
 
 
 def _suite(path: Path, model: str) -> Path:
-    splits = TINY["splits"]
-    params = ", ".join(f"{k} = {v}" for k, v in TINY.items() if k != "splits")
-    path.write_text(textwrap.dedent(f"""
-        name = "{path.stem}"
-        [dataset]
-        name = "synth-events"
-        frame_size = [32, 32]
-        params = {{ {params}, splits = {{ train = {splits['train']}, val = {splits['val']}, test = {splits['test']} }} }}
+    path.write_text(tiny_suite_head(path.stem) + textwrap.dedent(f"""
         [model]
         {model}
         [train]

@@ -12,21 +12,14 @@ import pytest
 from samplerbench import suite as suite_mod
 from samplerbench.tasks.classification import QUALITY
 from samplerbench.tasks.run import run_suite
-from tests.conftest import TINY, cache_with_a_corrupt_video
+from tests.conftest import TINY, cache_with_a_corrupt_video, tiny_suite_head
 
 pytestmark = pytest.mark.slow
 CELLS = 3 * 2 * 2 + 2  # uniform, random, oracle x 2 budgets x 2 seeds; dense ignores the budget: N = T only
 
 
 def write_suite(path: Path, name="tiny") -> Path:
-    splits = TINY["splits"]
-    params = ", ".join(f"{k} = {v}" for k, v in TINY.items() if k != "splits")
-    path.write_text(textwrap.dedent(f"""
-        name = "{name}"
-        [dataset]
-        name = "synth-events"
-        frame_size = [32, 32]
-        params = {{ {params}, splits = {{ train = {splits['train']}, val = {splits['val']}, test = {splits['test']} }} }}
+    path.write_text(tiny_suite_head(name) + textwrap.dedent("""
         [train]
         epochs = 1
         batch_videos = 8

@@ -7,6 +7,7 @@ reported with every count instead of being silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import resource
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from samplerbench.devices import device_of
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ def count_flops(module: nn.Module, *inputs: torch.Tensor, expect_uncalled: bool 
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
 
+    dev = device_of(module)  # the inputs go where the module is (FLOPs do not depend on the device)
+    inputs = tuple(x.to(dev) for x in inputs)
     was_training = module.training
     was_fast = torch.backends.mha.get_fastpath_enabled()
     module.eval()
@@ -90,6 +95,8 @@ def count_flops_ptflops(module: nn.Module, *inputs: torch.Tensor) -> float:
     attention forced onto the math kernel so that its matmuls are visible to it."""
     from ptflops import get_model_complexity_info
     from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    inputs = tuple(x.to(device_of(module)) for x in inputs)
 
     class _Call(nn.Module):
         def __init__(self):
@@ -212,7 +219,8 @@ def _time_forward(model, n, frame_shape, device, cfg: ThroughputConfig, batch: i
     x = torch.randint(0, 256, (batch, n, *frame_shape), dtype=torch.uint8, device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     model.eval()
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+    # no autocast context at fp32: not every device type has one (only CUDA runs bf16/fp16 here)
+    with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
         for _ in range(cfg.warmup):
             model(x)
         sync(device)

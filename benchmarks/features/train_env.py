@@ -135,8 +135,8 @@ class TrainEnv:
                     lambda: (self.features(self.train), self.features(self.val)), self.captions(self.train),
                     self.captions(self.val), self.classifier.encoder.dim, len(self.train), self.num_candidates, cfg,
                     [*self.key_parts(), self.captions_per_video], self.cache_dir, self.progress,
-                    vocab_size=len(self.tokenizer()))
-            self._retrieval = (model.to(self.device).eval().requires_grad_(False), record)
+                    vocab_size=len(self.tokenizer()), device=self.device)
+            self._retrieval = (model.eval().requires_grad_(False), record)
         return self._retrieval
 
     def key_parts(self) -> list:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from samplerbench.data.annotations import VideoSplit
 from samplerbench.data.media import read_record
 from samplerbench.data.parallel import decode_workers, in_order
+from samplerbench.devices import device_of
 from samplerbench.metrics.classification import one_hot
 from samplerbench.models.encoders import FrameClassifier, ModelConfig
 from samplerbench.sampling import segment_centres
@@ -101,17 +102,19 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, multilabel: bool) -> torch
 def evaluate(model: FrameClassifier, frames: list[torch.Tensor], split: VideoSplit, segments: int) -> float:
     """Top-1 accuracy (single-label) or exact top-1-in-labels rate (multi-label), uniform sampling."""
     model.eval()
-    hits = []
+    hits, dev = [], device_of(model)
     for i, v in enumerate(frames):
-        logits = model(v[tsn_indices(len(v), segments, None)][None])
+        logits = model(v[tsn_indices(len(v), segments, None)][None].to(dev))
         hits.append(int(logits.argmax(1).item()) in split.records[i].labels)
     return float(np.mean(hits))
 
 
 def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig, cfg: TrainConfig,
-                     size: tuple[int, int], cache_dir: Path, progress: bool = True) -> tuple[FrameClassifier, dict]:
-    """Train (or load from the cache) the classifier; returns it frozen in eval mode, and its record.
-    Both stages go through the one training loop (:func:`samplerbench.training.fit.fit`)."""
+                     size: tuple[int, int], cache_dir: Path, progress: bool = True,
+                     device: torch.device | str = "cpu") -> tuple[FrameClassifier, dict]:
+    """Train (or load from the cache) the classifier on ``device``; returns it there, frozen in
+    eval mode, and its record. Both stages go through the one training loop
+    (:func:`samplerbench.training.fit.fit`); the decoded frames stay on the CPU, each batch moves."""
     parts = [model_cfg.identity(), asdict(cfg), train.manifest_hash, val.manifest_hash, list(size), train.num_classes,
              2]  # 2: frame pretraining, epoch 0
 
@@ -124,8 +127,8 @@ def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig,
 
         def clip_loss(m, ids, epoch, step, rng):  # TSN offsets drawn from the epoch's order generator
             clips = torch.stack([train_frames[i][tsn_indices(len(train_frames[i]), cfg.segments, rng)] for i in ids])
-            clips = _augment(clips, torch_generator("augment", cfg.seed, epoch, step))
-            return _loss(m(clips), _targets(train, ids), train.multilabel)
+            clips = _augment(clips, torch_generator("augment", cfg.seed, epoch, step)).to(device_of(m))
+            return _loss(m(clips), _targets(train, ids).to(device_of(m)), train.multilabel)
 
         fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch_videos, lr=cfg.lr, weight_decay=cfg.weight_decay,
                          warmup=cfg.warmup, patience=cfg.patience, seed=cfg.seed)
@@ -139,7 +142,7 @@ def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig,
 
     # the init keeps its seed of earlier versions (derive_seed("init", seed)): same weights, same numbers
     return cached_fit("classifier", parts, lambda: FrameClassifier(model_cfg, train.num_classes), run, cache_dir,
-                      init_seed=derive_seed("init", cfg.seed))
+                      init_seed=derive_seed("init", cfg.seed), device=device)
 
 
 def _pretrain(model, train: VideoSplit, frames: list[torch.Tensor], cfg: TrainConfig, progress: bool) -> dict:
@@ -153,8 +156,8 @@ def _pretrain(model, train: VideoSplit, frames: list[torch.Tensor], cfg: TrainCo
 
     def frame_loss(m, picks, epoch, step, rng):
         batch = torch.stack([frames[pool[k][0]][int(rng.integers(pool[k][2], pool[k][3]))] for k in picks])
-        batch = _augment(batch[:, None], torch_generator("pretrain-augment", cfg.seed, step))[:, 0]
-        target = torch.tensor([pool[k][1] for k in picks])
+        batch = _augment(batch[:, None], torch_generator("pretrain-augment", cfg.seed, step))[:, 0].to(device_of(m))
+        target = torch.tensor([pool[k][1] for k in picks], device=batch.device)
         logits = m.head.fc(m.features(batch))  # each frame alone, no consensus, no dropout
         hits.append((logits.argmax(1) == target).float().mean().item())
         loss = F.cross_entropy(logits, target)

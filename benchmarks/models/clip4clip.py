@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samplerbench.data.captions import VOCAB, tokenize
+from samplerbench.devices import device_of
 from samplerbench.metrics.ranking import retrieval_metrics
 from samplerbench.models.archs import Transformer
 from samplerbench.seeding import derive_seed
@@ -165,18 +166,18 @@ class CaptionSet:
 
 @torch.no_grad()
 def similarity(model: RetrievalModel, video_emb: torch.Tensor, captions: CaptionSet) -> np.ndarray:
-    """(captions, videos) cosine similarities."""
-    text = torch.cat([model.text_embed(c) for c in captions.ids.split(512)])
+    """(captions, videos) cosine similarities (the captions embedded where the videos' embeddings are)."""
+    text = torch.cat([model.text_embed(c.to(video_emb.device)) for c in captions.ids.split(512)])
     return (text @ video_emb.T).double().cpu().numpy()
 
 
 def train_retrieval_model(features, captions: CaptionSet, val_captions: CaptionSet, feat_dim: int, num_videos: int,
                           candidates: int, cfg: RetrievalConfig, key_parts: list, cache_dir, progress: bool = True,
-                          vocab_size: int | None = None):
-    """Train (or load) the retrieval model on frozen features. ``features()`` gives the train and
-    val splits' (videos, T, D) features and is called only when the model must train (a cached
-    model costs no decoding); ``vocab_size``: the tokenizer's (default: the embedded captions'
-    closed vocabulary)."""
+                          vocab_size: int | None = None, device: torch.device | str = "cpu"):
+    """Train (or load) the retrieval model on frozen features, on ``device``. ``features()`` gives
+    the train and val splits' (videos, T, D) features (kept where they are; each batch moves) and
+    is called only when the model must train (a cached model costs no decoding); ``vocab_size``:
+    the tokenizer's (default: the embedded captions' closed vocabulary)."""
     tokenizer_size = int(max(captions.ids.max(), val_captions.ids.max())) + 1
     vocab = vocab_size or len(VOCAB) + 2
     if tokenizer_size > vocab:
@@ -193,11 +194,13 @@ def train_retrieval_model(features, captions: CaptionSet, val_captions: CaptionS
         caps = [per_video[i][int(rng.integers(len(per_video[i])))] for i in ids]
         sizes = rng.integers(1, t + 1, size=len(ids))
         mask = torch.from_numpy(rng.random((len(ids), t)).argsort(1) < sizes[:, None]).float()
-        v = m.video_embed(data["train"][torch.from_numpy(ids)], mask)
-        return info_nce(v, m.text_embed(captions.ids[torch.tensor(caps)]), m.logit_scale.exp().clamp(max=100))
+        dev = device_of(m)
+        v = m.video_embed(data["train"][torch.from_numpy(ids)].to(dev), mask.to(dev))
+        text = m.text_embed(captions.ids[torch.tensor(caps)].to(dev))
+        return info_nce(v, text, m.logit_scale.exp().clamp(max=100))
 
     def validate(m):
-        sim = similarity(m, m.video_embed(data["val"]), val_captions)
+        sim = similarity(m, m.video_embed(data["val"].to(device_of(m))), val_captions)
         r = retrieval_metrics(sim, val_captions.video)
         return (r["t2v_R@1"] + r["v2t_R@1"]) / 200
 
@@ -208,4 +211,4 @@ def train_retrieval_model(features, captions: CaptionSet, val_captions: CaptionS
         return {**fit(m, fcfg, num_videos, batch_loss, validate, "retrieval model", progress, initial_score=False),
                 "val_metric": "mean of t2v and v2t R@1 on the validation split, all candidates"}
 
-    return cached_fit("retrieval", [asdict(cfg), *key_parts, VOCAB, 1], build, train, cache_dir)
+    return cached_fit("retrieval", [asdict(cfg), *key_parts, VOCAB, 1], build, train, cache_dir, device=device)

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from samplerbench.data.annotations import VideoSplit
 from samplerbench.data.candidates import decode_pools
+from samplerbench.devices import device_of
 from samplerbench.metrics.classification import one_hot
 from samplerbench.models.encoders import ConsensusHead, FrameClassifier, ModelConfig, ZeroShotHead
 from samplerbench.seeding import derive_seed
@@ -42,10 +43,11 @@ def class_phrase(name: str) -> str:
 
 @torch.inference_mode()
 def encode_pools(model: FrameClassifier, split: VideoSplit, candidates: int, size, batch: int = 64) -> torch.Tensor:
-    """The frozen encoder's features of every candidate of every video: (videos, T, D)."""
+    """The frozen encoder's features of every candidate of every video: (videos, T, D), on the
+    CPU (the encoder runs where the model is, a batch at a time)."""
     pools = decode_pools(split, candidates, size, model.resize_for(size))
-    flat = pools.flatten(0, 1)
-    feats = torch.cat([model.features(flat[i:i + batch]) for i in range(0, len(flat), batch)])
+    flat, dev = pools.flatten(0, 1), device_of(model)
+    feats = torch.cat([model.features(flat[i:i + batch].to(dev)).cpu() for i in range(0, len(flat), batch)])
     return feats.float().view(pools.shape[0], pools.shape[1], -1)
 
 
@@ -60,10 +62,11 @@ def _masked_logits(head: ConsensusHead, feats: torch.Tensor, mask: torch.Tensor)
 
 def probe_classifier(train: VideoSplit, val: VideoSplit, cfg: ModelConfig, batch: int, seed: int,
                      size: tuple[int, int], candidates: int, cache_dir: Path,
-                     progress: bool = True) -> tuple[FrameClassifier, dict]:
+                     progress: bool = True, device: torch.device | str = "cpu") -> tuple[FrameClassifier, dict]:
     """The frozen-probe classifier: the pretrained encoder (never trained) and a head trained on
-    the train split's cached candidate features; validated on val with all candidates."""
-    model = FrameClassifier(cfg, train.num_classes)
+    the train split's cached candidate features; validated on val with all candidates. The
+    encoder and the head run on ``device``."""
+    model = FrameClassifier(cfg, train.num_classes).to(device)
     sha = model.encoder.weights_sha
     epochs, lr = cfg.probe_epochs, cfg.probe_lr
     parts = ["frozen-probe", cfg.identity(), sha, train.manifest_hash, val.manifest_hash, list(size), candidates,
@@ -87,13 +90,14 @@ def probe_classifier(train: VideoSplit, val: VideoSplit, cfg: ModelConfig, batch
             rng = np.random.Generator(np.random.PCG64(derive_seed("probe-batch", seed, epoch, step)))
             sizes = rng.integers(1, t + 1, size=len(ids))
             mask = torch.from_numpy(rng.random((len(ids), t)).argsort(1) < sizes[:, None]).float()
-            logits = _masked_logits(m, feats["train"][torch.from_numpy(ids)], mask)
-            y = target[torch.from_numpy(ids)]
+            dev = device_of(m)
+            logits = _masked_logits(m, feats["train"][torch.from_numpy(ids)].to(dev), mask.to(dev))
+            y = target[torch.from_numpy(ids)].to(dev)
             return F.binary_cross_entropy_with_logits(logits, y) if train.multilabel else F.cross_entropy(logits, y)
 
         def validate(m):
             with torch.no_grad():
-                pred = m(feats["val"]).argmax(1).tolist()
+                pred = m(feats["val"].to(device_of(m))).argmax(1).tolist()
             return float(np.mean([p in r.labels for p, r in zip(pred, val.records, strict=True)]))
 
         record = fit(head, FitConfig(epochs=epochs, batch=batch, lr=lr, weight_decay=1e-4, seed=seed),
@@ -102,7 +106,7 @@ def probe_classifier(train: VideoSplit, val: VideoSplit, cfg: ModelConfig, batch
                 "weights_sha256": sha, "train_manifest": train.manifest_hash, "val_manifest": val.manifest_hash,
                 "val_top1": record["val"], "encode_and_train_s": time.perf_counter() - t0}
 
-    head, record = cached_fit("probe-head", parts, build, run, cache_dir)
+    head, record = cached_fit("probe-head", parts, build, run, cache_dir, device=device)
     model.head = head
     return model.eval().requires_grad_(False), record
 

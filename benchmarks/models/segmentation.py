@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from samplerbench.devices import device_of, rng_devices
 from samplerbench.metrics.coco import instances_from_probs
 from samplerbench.models.encoders import normalise
 from samplerbench.seeding import derive_seed
@@ -76,14 +77,15 @@ class TinyUNet(nn.Module):
 
 
 def train_segmenter(frames: torch.Tensor, targets: torch.Tensor, num_classes: int, cfg: SegConfig,
-                    init_seed: int, order_seed: object) -> tuple[TinyUNet, dict]:
-    """Train a fresh model on uint8 frames (N, 3, H, W) and category maps (N, H, W). The
-    initialisation comes from ``init_seed`` (shared by the selections compared at one seed) and
-    the batches from ``order_seed``; the global torch RNG is left untouched."""
+                    init_seed: int, order_seed: object, device: torch.device | str = "cpu") -> tuple[TinyUNet, dict]:
+    """Train a fresh model on ``device`` from uint8 frames (N, 3, H, W) and category maps (N, H, W)
+    (they stay where they are; each batch moves). The initialisation comes from ``init_seed``
+    (shared by the selections compared at one seed; built on the CPU, so the same on every
+    device) and the batches from ``order_seed``; the global torch RNG is left untouched."""
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(derive_seed("seg-init", init_seed))
-        model = TinyUNet(num_classes, cfg.width, cfg.stem_stride)
+        model = TinyUNet(num_classes, cfg.width, cfg.stem_stride).to(device)
     losses = []
     if cfg.iterations > 0:  # 0: the initial weights (the chance level of a seed)
         losses = _train(model, frames, targets.long(), cfg, order_seed)
@@ -102,12 +104,12 @@ def _train(model: TinyUNet, frames: torch.Tensor, targets: torch.Tensor, cfg: Se
 
     def batch_loss(m, ids, epoch, step, rng):
         ids = torch.from_numpy(ids)
-        x, y = frames[ids], targets[ids]
+        x, y = frames[ids].to(device_of(m)), targets[ids].to(device_of(m))
         if cfg.hflip:
-            flip = torch.from_numpy(rng.random(cfg.batch) < 0.5)
+            flip = torch.from_numpy(rng.random(cfg.batch) < 0.5).to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             y = torch.where(flip[:, None, None], y.flip(-1), y)
-        loss = F.cross_entropy(m(x), y, weight=weight)
+        loss = F.cross_entropy(m(x), y, weight=None if weight is None else weight.to(x.device))
         losses.append(loss.item())
         return loss
 
@@ -138,9 +140,9 @@ def predict_instances(model: TinyUNet, frames: torch.Tensor, image_ids: list[int
     """COCO result records (RLE mask, category, score) for each frame (N, 3, H, W)."""
     from samplerbench.data.instances import encode
 
-    out = []
+    out, dev = [], device_of(model)
     for start in range(0, len(frames), chunk):
-        probs = model(frames[start:start + chunk]).softmax(1).numpy()
+        probs = model(frames[start:start + chunk].to(dev)).softmax(1).float().cpu().numpy()
         for p, image_id in zip(probs, image_ids[start:start + chunk], strict=True):
             for cat, mask, score in instances_from_probs(p, min_area):
                 out.append({"image_id": image_id, "category_id": cat, "segmentation": encode(mask), "score": score})

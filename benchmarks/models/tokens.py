@@ -23,6 +23,7 @@ from torch import nn
 
 from samplerbench.data.annotations import VideoSplit
 from samplerbench.data.candidates import decode_pools
+from samplerbench.devices import device_of
 from samplerbench.metrics.classification import one_hot
 from samplerbench.models.archs import TokenViT
 from samplerbench.sampling import Budget, Sampler, VideoView
@@ -190,7 +191,9 @@ class TokenClassifier(nn.Module):
         return 3 * self.cfg.patch**2
 
     def patch_features(self, patches: torch.Tensor) -> torch.Tensor:
-        """What ``vit.embed`` reads: the frozen encoder's features of each patch, or its pixels."""
+        """What ``vit.embed`` reads: the frozen encoder's features of each patch, or its pixels
+        (computed where the model is)."""
+        patches = patches.to(device_of(self))
         if self.encoder is None:
             return normalise_patches(patches)
         b, k, _ = patches.shape
@@ -220,10 +223,10 @@ def _selected(sampler: Sampler, pixels: torch.Tensor, video_id: str, n: int, see
 
 
 def patch_table(pools: torch.Tensor, patch_features, patch: int) -> torch.Tensor:
-    """(videos, tokens, D): every patch's frozen features, computed once (outside autograd, as
-    a plain tensor that training graphs may index)."""
+    """(videos, tokens, D) on the CPU: every patch's frozen features, computed once (outside
+    autograd, as a plain tensor that training graphs may index; each batch moves to the model)."""
     with torch.inference_mode():
-        feats = torch.stack([patch_features(patchify(v, patch)[None])[0] for v in pools])
+        feats = torch.stack([patch_features(patchify(v, patch)[None])[0].cpu() for v in pools])
     return feats.clone()
 
 
@@ -273,7 +276,7 @@ def video_label_loss(logits: torch.Tensor, split: VideoSplit, ids) -> torch.Tens
 def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit, cfg: TokenModelConfig,
                            candidates: int, budgets, size, cache_dir: Path, encoder: nn.Module | None = None,
                            encoder_key: str = "", progress: bool = True,
-                           decode=decode_pools) -> tuple[TokenClassifier, dict]:
+                           decode=decode_pools, device: torch.device | str = "cpu") -> tuple[TokenClassifier, dict]:
     """The token ViT trained on ``sampler``'s token selections (or loaded from the cache).
 
     Each batch draws one budget from ``budgets`` (frame-equivalents; seeded) and trains on the
@@ -307,11 +310,11 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
             toks = torch.from_numpy(np.stack([_selected(sampler, pools[i], train.records[i].video_id, n, seed)
                                               for i in ids]))
             x = feats[torch.from_numpy(ids)[:, None], toks]
-            return video_label_loss(m.vit(x, toks), train, ids)
+            return video_label_loss(m.vit(x.to(device_of(m)), toks.to(device_of(m))), train, ids)
 
         validate = token_top1(sampler, vpools, val, budgets, model.patch_features, cfg.patch)
         fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
         return fit(model, fcfg, len(train), video_loss, validate, f"token ViT ({sampler.name})", progress,
                    initial_score=False)
 
-    return cached_fit("token-vit", parts, build, run, cache_dir)
+    return cached_fit("token-vit", parts, build, run, cache_dir, device=device)

@@ -83,17 +83,19 @@ def throughput_config(suite: Suite) -> ThroughputConfig:
 
 
 def reader(suite: Suite, train: VideoSplit, val: VideoSplit, frame_size, candidates: int, cache_dir: Path,
-           progress: bool):
+           progress: bool, device: torch.device | str = "cpu"):
     """The classifier every selection is read by, by the suite's ``[model] protocol``: trained
-    by the harness, a pretrained encoder with a probe head, or CLIP zero-shot."""
+    by the harness, a pretrained encoder with a probe head, or CLIP zero-shot; on ``device``
+    (where it trains, if it does)."""
     cfg = ModelConfig(**suite.model)
     tcfg = TrainConfig(**suite.train)
     if cfg.protocol == "frozen-probe":
         return probe_classifier(train, val, cfg, tcfg.batch_videos, tcfg.seed, frame_size, candidates, cache_dir,
-                                progress)
+                                progress, device)
     if cfg.protocol in ("zero-shot", "retrieval-clip"):  # retrieval-clip: classification is CLIP zero-shot
-        return zero_shot_classifier(train.classes, cfg)
-    return train_classifier(train, val, cfg, tcfg, frame_size, cache_dir, progress)
+        model, record = zero_shot_classifier(train.classes, cfg)
+        return model.to(device), record
+    return train_classifier(train, val, cfg, tcfg, frame_size, cache_dir, progress, device)
 
 
 def frame_size_of(suite: Suite) -> tuple[int, int]:
@@ -166,8 +168,7 @@ class FrameContext:
         split, train, val = load_splits(suite, run.cache_dir, run.progress, data_root=run.data_root, limit=run.limit)
         frame_size = frame_size_of(suite)
         candidates = int(suite.eval.get("candidates", 32))
-        model, record = reader(suite, train, val, frame_size, candidates, run.cache_dir, run.progress)
-        model = model.to(run.device)
+        model, record = reader(suite, train, val, frame_size, candidates, run.cache_dir, run.progress, run.device)
         unreadable = {**train.meta.get("unreadable", {}), **val.meta.get("unreadable", {})}
         if unreadable:  # left out of training, named in the provenance
             run.prov["training_videos_unreadable"] = unreadable
@@ -228,8 +229,8 @@ class FrameContext:
                 model, record = train_token_classifier(sampler, self.train, self.val, cfg, self.num_candidates,
                                                        self.suite.budgets, self.frame_size, self.cache_dir,
                                                        self.model.encoder, self.classifier_record["content_key"],
-                                                       self.progress, decode=self.candidate_pools)
-            self.token_models[spec_key] = (model.to(self.device), record)
+                                                       self.progress, decode=self.candidate_pools, device=self.device)
+            self.token_models[spec_key] = (model, record)
             self.prov.setdefault("token_models", {})[spec_key] = record
         return self.token_models[spec_key][0]
 

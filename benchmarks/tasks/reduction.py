@@ -246,7 +246,8 @@ class Reduction(Task):
         frames = torch.cat([v.frames[torch.from_numpy(idx)] for v, idx, _ in chosen])
         maps = torch.cat([v.maps[torch.from_numpy(idx)] for v, idx, _ in chosen])
         seg = cfg.seg if k > 0 else SegConfig(**{**asdict(cfg.seg), "iterations": 0})
-        model, record = train_segmenter(frames, maps, st["num_classes"], seg, init_seed=cell.seed, order_seed=cell.key)
+        model, record = train_segmenter(frames, maps, st["num_classes"], seg, init_seed=cell.seed, order_seed=cell.key,
+                                        device=run.device)
         preds = predict_instances(model, *st["test"], min_area=seg.min_area)
         videos = [{"video": v.video_id, "indices": idx.tolist(), "hash": Selection(idx).digest(),
                    "flops_sampler": flops} for v, idx, flops in chosen]

@@ -53,6 +53,7 @@ def state_hash(state: dict[str, torch.Tensor]) -> str:
 def save(path: Path, state: dict, meta: dict) -> None:
     """Weights, record and hash as one file, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in state.items()}  # loads on any machine, GPU or not
     blob = {"format": FORMAT, "version": CACHE_VERSION, "state": state, "sha256": state_hash(state),
             "meta": json.dumps(meta, sort_keys=True, default=str)}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from samplerbench.devices import rng_devices
 from samplerbench.seeding import derive_seed
 from samplerbench.training import checkpoints
 
@@ -113,13 +114,19 @@ def fit(model: nn.Module, cfg: FitConfig, num_train: int, batch_loss: BatchLoss,
 
 
 def cached_fit(kind: str, key_parts: list, build: Callable[[], nn.Module],
-               train: Callable[[nn.Module], dict], cache_dir: Path, init_seed: int | None = None) -> tuple[nn.Module, dict]:
+               train: Callable[[nn.Module], dict], cache_dir: Path, init_seed: int | None = None,
+               device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Load ``<cache>/models/<kind>-<key>.pt`` if it is there and sound, else build, train and
     save it (a corrupt or incomplete file is reported with its path and retrained). ``build``
     and ``train`` run under a forked torch RNG seeded with ``init_seed`` (default: from the
     content key, which leaves out the cache version, so that a version bump keeps the weights),
     so the caller's RNG state is untouched and a retrain gives the same weights on CPU. Returns
-    the model frozen in eval mode and its record (with ``cached``, ``key`` and ``checkpoint``)."""
+    the model frozen in eval mode and its record (with ``cached``, ``key`` and ``checkpoint``).
+
+    ``device``: where the model trains and is returned (``train`` moves its batches to the
+    model's device). It is built on the CPU under the seed, so every device starts from the same
+    weights; the key leaves the device out (a checkpoint serves every device) and the record
+    names the one it trained on."""
     key = checkpoints.key_of(kind, *key_parts)
     path = Path(cache_dir) / "models" / f"{kind}-{key}.pt"
     stored = checkpoints.load_or_none(path)
@@ -127,17 +134,17 @@ def cached_fit(kind: str, key_parts: list, build: Callable[[], nn.Module],
         state, meta = stored
         model = build()
         model.load_state_dict(state)
-        model.eval().requires_grad_(False)
+        model.to(device).eval().requires_grad_(False)
         return model, {**meta, "content_key": checkpoints.content_key(kind, *key_parts), "checkpoint": str(path),
                        "cached": True}
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(device)):
         seed = derive_seed("init", kind, checkpoints.content_key(kind, *key_parts)) if init_seed is None else init_seed
         torch.manual_seed(seed)
-        model = build()
+        model = build().to(device)
         meta = train(model)
     meta = {**meta, "key": key, "content_key": checkpoints.content_key(kind, *key_parts), "kind": kind,
-            "wall_s": time.perf_counter() - t0, "torch": torch.__version__}
+            "wall_s": time.perf_counter() - t0, "torch": torch.__version__, "device": str(device)}
     checkpoints.save(path, model.state_dict(), meta)
     model.eval().requires_grad_(False)
     return model, {**meta, "checkpoint": str(path), "cached": False}
