@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,9 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     if only_a + only_b == 0:
         return 1.0
+    # imported here: scipy.stats costs 1.2 s in every process that loads a task
+    from scipy.stats import binomtest
+
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
