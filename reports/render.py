@@ -181,8 +181,8 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
     training = _training_table(p0)
     if not training.empty:
         _write(training, out, "table_training", "Training cost of the learned pieces of the run, one-off, not in "
-               "the per-video GFLOPs (wall time of the run that trained them, on "
-               f"{p0.get('hardware', {}).get('cpu')}; 'cached': this run loaded the checkpoint). {where}")
+               "the per-video GFLOPs (wall time of the run that trained them, on the device named in 'Trained on'; "
+               f"this run's CPU: {p0.get('hardware', {}).get('cpu')}; 'cached': this run loaded the checkpoint). {where}")
     _plots(df, headline, head_name, order, out)
     rm = p0.get("retrieval_model") or {}
     model_note = (f"Retrieval model (CLIP4Clip mean pooling on the frozen frame encoder, trained in the run): "
@@ -261,6 +261,8 @@ def _training_table(prov: dict) -> pd.DataFrame:
         rows.append({"Piece": name, "Epochs": rec.get("epochs_run", len(hist)), "Best epoch": rec.get("best_epoch", "–"),
                      "Val. score": f"{val:.3f}" if isinstance(val, int | float) else "–",
                      "Train time (s)": f"{rec.get('wall_s', rec.get('fit_wall_s', float('nan'))):.0f}",
+                     # records from before the device was recorded: every piece then trained on the CPU
+                     "Trained on": rec.get("device", "cpu"),
                      "Cached": "yes" if rec.get("cached") else "no"})
     return pd.DataFrame(rows).set_index("Piece") if rows else pd.DataFrame()
 

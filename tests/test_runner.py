@@ -234,6 +234,7 @@ def test_learned_methods_train_once_and_report_their_cost(tmp_path):
     t = pd.read_csv(render(again, tmp_path / "report") / "table_training.csv").set_index("Piece")
     assert {"frame classifier", "sosampler", "sllm", "sllm-full", "sosampler+sllm: base sampler"} <= set(t.index)
     assert (t["Cached"] == "yes").all() and t.loc["sosampler", "Epochs"] == 1
+    assert (t["Trained on"] == "cpu").all()
     assert t.loc["sosampler", "Train time (s)"] == round(trained["sosampler"]["wall_s"])
 
 
