@@ -1,7 +1,10 @@
-"""Frame pretraining: learns from event frames only, and is skipped without event annotations."""
+"""Frame pretraining: learns from event frames only, and is skipped without event annotations;
+the training loop's schedule at its edges."""
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from samplerbench.data.annotations import Event, VideoRecord, VideoSplit
@@ -45,3 +48,17 @@ def test_pretraining_is_skipped_without_events_or_steps():
     split, frames = _split(True)
     assert _pretrain(model, split, frames, TrainConfig(pretrain_steps=0), progress=False) == {}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("steps, warmup", [(10, 0.1), (20, 0.05), (1, 1.0)])
+def test_a_warmup_of_exactly_one_step_trains(steps, warmup):
+    """OneCycleLR divides by (warm-up steps - 1): exactly one warm-up step raised ZeroDivisionError
+    (a 10-step pretraining at the default 0.1 warm-up did)."""
+    from samplerbench.training.fit import FitConfig, fit
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    cfg = FitConfig(epochs=1, batch=4, lr=0.1, warmup=warmup, draw="replacement", steps=steps)
+    record = fit(model, cfg, 16, lambda m, ids, *_: ((m(x[ids]) - y[ids]) ** 2).mean(), None, "fit", progress=False)
+    assert record["epochs_run"] == 1 and np.isfinite(record["history"][-1]["loss"])

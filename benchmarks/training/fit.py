@@ -64,8 +64,14 @@ def fit(model: nn.Module, cfg: FitConfig, num_train: int, batch_loss: BatchLoss,
     steps = cfg.steps or int(np.ceil(num_train / cfg.batch))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.epochs * steps, 1),
-                                                pct_start=cfg.warmup)
+    total = max(cfg.epochs * steps, 1)
+    # OneCycleLR divides by (warmup x total - 1): a warm-up of exactly one step (10 steps at 0.1)
+    # raises ZeroDivisionError; a hair more (none for a single step) keeps that schedule and leaves
+    # every other one as it is
+    warmup = cfg.warmup
+    if warmup * total == 1:
+        warmup = (1 + 1e-6) / total if total > 1 else 0.0
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=warmup)
     history, best, best_epoch, best_state = [], -np.inf, 0, None
     if validate is not None and initial_score:
         model.eval()
