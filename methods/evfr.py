@@ -49,7 +49,15 @@ import torch
 from samplerbench.kernels import variance as variance
 from samplerbench.kernels.farthest import METRICS, farthest_point_macs, farthest_point_sampling
 from samplerbench.registry import METHODS
-from samplerbench.sampling import Budget, Sampler, Selection, VideoView, quantile_frames, top_n_sorted
+from samplerbench.sampling import (
+    Budget,
+    Sampler,
+    Selection,
+    VideoView,
+    per_video,
+    quantile_frames,
+    top_n_sorted,
+)
 
 
 @METHODS.register("evfr-fps")
@@ -123,8 +131,8 @@ class EVFRAdaptive(Sampler):
     def weights(self, view: VideoView) -> tuple[np.ndarray, float]:
         """Per-candidate weights and the FLOPs of computing the index (observations charged by the view)."""
         obs = view.features() if self.index == "feature" else view.pixels()
-        key = (view.video_id, view.num_candidates)
-        if key not in self._memo:
+
+        def compute() -> tuple[np.ndarray, float]:
             if self.index == "feature":
                 idx = variance.feature_index(obs)
                 flops = variance.feature_flops(*np.asarray(obs).shape)
@@ -135,8 +143,9 @@ class EVFRAdaptive(Sampler):
                     idx, flops = variance.ssim_index(px), variance.ssim_flops(t, c, h, w)
                 else:
                     idx, flops = variance.flow_index(px), variance.flow_flops(t, h, w)
-            self._memo[key] = (variance.frame_weights(idx, self.direction), flops)
-        return self._memo[key]
+            return variance.frame_weights(idx, self.direction), flops
+
+        return per_video(self._memo, view, compute)
 
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
         w, flops = self.weights(view)

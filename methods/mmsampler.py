@@ -53,9 +53,9 @@ from samplerbench.cost.flops import count_flops
 from samplerbench.devices import device_of
 from samplerbench.metrics.ranking import retrieval_metrics
 from samplerbench.models.archs import MMSamplerPolicy
-from samplerbench.models.clip4clip import info_nce, similarity
+from samplerbench.models.clip4clip import caption_embeddings, info_nce, similarity
 from samplerbench.registry import METHODS
-from samplerbench.sampling import Budget, Sampler, Selection, VideoView
+from samplerbench.sampling import Budget, Sampler, Selection, VideoView, per_video
 from samplerbench.seeding import torch_generator
 from samplerbench.training.fit import FitConfig, cached_fit, fit
 
@@ -137,6 +137,8 @@ class MMSampler(Sampler):
     _light: LightEncoder | None = field(default=None, repr=False, compare=False)
     _flops: dict = field(default_factory=dict, repr=False, compare=False)
     _light_sha: str = field(default="", repr=False, compare=False)
+    #: per-video (keep mask, scores): the policy takes no budget or seed, so every seed's cell shares them
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         policy_inputs(torch.zeros(1, 1, 1), self.variant)  # validates the variant
@@ -159,6 +161,7 @@ class MMSampler(Sampler):
         """Untrained weights (throughput benchmarks: timing does not depend on the weights)."""
         from samplerbench.models.encoders import FrameCNN
 
+        self._memo.clear()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._light = LightEncoder(FrameCNN(dim=dim).eval(), self.resolution)
@@ -167,6 +170,7 @@ class MMSampler(Sampler):
 
     def prepare(self, env) -> dict:
         """Train the policy against the frozen retrieval model (or load it from the cache)."""
+        self._memo.clear()
         retrieval, rec_model = env.retrieval_model()
         if self.light:
             from samplerbench.models.pretrained import build_pretrained
@@ -206,8 +210,7 @@ class MMSampler(Sampler):
         feats, val_feats = env.features(env.train), env.features(env.val)
         caps, val_caps = env.captions(env.train), env.captions(env.val)
         dev = env.device  # the policy's and the retrieval model's; the features stay on the CPU, batches move
-        with torch.no_grad():
-            text = torch.cat([retrieval.text_embed(c.to(dev)) for c in caps.ids.split(512)])
+        text, val_text = caption_embeddings(retrieval, caps, dev), caption_embeddings(retrieval, val_caps, dev)
         per_video = [np.flatnonzero(caps.video == v) for v in range(len(feats))]
         scale = retrieval.logit_scale.exp().clamp(max=100).detach()
 
@@ -224,7 +227,7 @@ class MMSampler(Sampler):
             with torch.no_grad():
                 keep = argmax_keep(m(val_x.to(dev)))
                 emb = retrieval.video_embed(val_feats.to(dev), keep.float())
-                r = retrieval_metrics(similarity(retrieval, emb, val_caps), val_caps.video)
+                r = retrieval_metrics(similarity(retrieval, emb, val_caps, val_text), val_caps.video)
             return (r["t2v_R@1"] + r["v2t_R@1"]) / 200 - self.usage_weight * float(keep.float().mean())
 
         retrieval.requires_grad_(False)
@@ -245,15 +248,17 @@ class MMSampler(Sampler):
             self._flops[(t, size)] = enc + pol
         return self._flops[(t, size)]
 
+    @torch.no_grad()
+    def policy(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(T, 3, H, W) uint8 -> the policy's keep mask (T,) and keep probabilities (T,)."""
+        dev = next(self._policy.parameters()).device
+        logits = self._policy(policy_inputs(self._light(pixels.to(dev))[None], self.variant))
+        return argmax_keep(logits)[0].cpu().numpy(), torch.softmax(logits, -1)[0, :, 0].float().cpu().numpy()
+
     def select(self, view: VideoView, budget: Budget, rng: np.random.Generator) -> Selection:
         if self._policy is None:
             raise RuntimeError("mmSampler is not trained: the runner calls prepare(env) first")
         pixels = view.pixels()
-        dev = next(self._policy.parameters()).device
-        with torch.no_grad():
-            x = policy_inputs(self._light(pixels.to(dev))[None], self.variant)
-            logits = self._policy(x)
-            keep = argmax_keep(logits)[0].cpu().numpy()
-            scores = torch.softmax(logits, -1)[0, :, 0].float().cpu().numpy()
+        keep, scores = per_video(self._memo, view, lambda: self.policy(pixels))
         return Selection(np.flatnonzero(keep), scores=scores,
                          own_flops=self.policy_flops(len(pixels), tuple(pixels.shape[-2:])))

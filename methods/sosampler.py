@@ -47,7 +47,7 @@ from samplerbench.cost.flops import count_flops
 from samplerbench.features.train_env import TrainEnv, top1_in_labels
 from samplerbench.models.encoders import _conv, normalise
 from samplerbench.registry import METHODS
-from samplerbench.sampling import Budget, Sampler, Selection, VideoView, top_n_sorted
+from samplerbench.sampling import Budget, Sampler, Selection, VideoView, per_video, top_n_sorted
 from samplerbench.seeding import torch_generator
 from samplerbench.training.fit import FitConfig, cached_fit, fit
 
@@ -215,9 +215,12 @@ class SOSampler(Sampler):
     seed: int = 0
     _model: SOScorer | None = field(default=None, repr=False, compare=False)
     _flops: dict = field(default_factory=dict, repr=False, compare=False)
+    #: per-video scores: no budget or seed changes them, so every cell of the method shares them
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def prepare(self, env: TrainEnv) -> dict:
         """Train the scorer on the training split (or load it from the cache)."""
+        self._memo.clear()
         def build():
             scorer = SOScorer(env.num_candidates, self.backbone, self.resolution, self.width, self.shift_div,
                               self.weights)
@@ -260,6 +263,7 @@ class SOSampler(Sampler):
 
     def random_init(self, frames: int, num_classes: int, seed: int = 0) -> None:
         """Untrained weights (throughput benchmarks: timing does not depend on the weights)."""
+        self._memo.clear()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._model = SOScorer(frames, self.backbone, self.resolution, self.width, self.shift_div).eval()
@@ -286,7 +290,7 @@ class SOSampler(Sampler):
         """The top N by the pre-sigmoid score: sigmoid then softmax keep the order, but a sigmoid
         that saturates to 1.0 would tie the best frames and leave the choice to their index."""
         pixels = view.pixels()
-        logits = self.logits(pixels)
+        logits = per_video(self._memo, view, lambda: self.logits(pixels))
         return Selection(top_n_sorted(logits[0].numpy(), budget.frames(view.num_candidates)),
                          scores=frame_distribution(logits)[0].numpy(),
                          own_flops=self.scorer_flops(len(pixels), tuple(pixels.shape[-2:])))

@@ -149,3 +149,39 @@ def test_token_validation_is_the_model_run_video_by_video(name):
             want.append(np.mean(hits))
     assert score(model) == pytest.approx(float(np.mean(want)), abs=1e-12)
     assert 0 < np.mean(want) < 1  # the case separates hits from misses
+
+
+@pytest.mark.parametrize("cap_videos", [10, 1])
+def test_the_patch_memo_is_the_selected_patches_encoded_alone(cap_videos):
+    """A method's cells read each video's patch features from the memo: bit for bit the frozen
+    encoder on the selected patches alone (but for a single patch: about 1e-5 apart), every
+    video's patches encoded once for all the method's cells while they fit, only the selected
+    ones past the cap; a new method starts a new table."""
+    from samplerbench.models.encoders import FrameCNN
+    from samplerbench.models.tokens import PatchFeatureMemo, TokenClassifier, TokenModelConfig
+
+    torch.manual_seed(0)
+    grid = TokenGrid(6, 2, 2)
+    model = TokenClassifier(TokenModelConfig(patch=16), grid, 3, FrameCNN().eval())
+    videos = {v: _pixels(6, 32, seed=i) for i, v in enumerate(("a", "b", "c"))}
+    encoded = []
+    inner = model.patch_features
+    model.patch_features = lambda p: encoded.append(p.shape[1]) or inner(p)
+    per_video = 6 * 4 * FrameCNN().dim * 4  # bytes of one video's patch table
+    memo = PatchFeatureMemo(cap_videos * per_video)
+    rng = np.random.default_rng(0)
+    for k in (1, 4, 9, 24):  # budgets x seeds: every cell asks again
+        for v, px in videos.items():
+            tok = torch.from_numpy(np.sort(rng.choice(24, k, replace=False)))
+            got = memo("kcenter", model, v, lambda px=px: px, tok)
+            want = inner(patchify(px, 16)[tok][None])
+            if k > 1:
+                assert torch.equal(got, want), (k, v)
+            else:  # torch's CPU convolution takes another path for a batch of one patch
+                assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (k, v)
+    if cap_videos == 10:
+        assert encoded == [24, 24, 24]  # each video's 24 patches, once
+    else:  # the first video kept, the second encoded whole and not kept, then only the selected
+        assert encoded == [24, 24, 1, 4, 4, 9, 9, 24, 24] and memo.full
+    memo("tokens-uniform", model, "a", lambda: videos["a"], torch.arange(4))
+    assert set(memo.table) == {"a"} and memo.method == "tokens-uniform"

@@ -109,6 +109,53 @@ def test_sosampler_ranks_by_the_score_before_a_saturated_sigmoid():
     assert sel.indices.tolist() == [1, 4]
 
 
+def _counting(obj, name: str) -> list:
+    """Wrap ``obj.name`` so that every call records its first argument; returns the record."""
+    calls, inner = [], getattr(obj, name)
+
+    def wrapped(*args, **kwargs):
+        calls.append(args[0])
+        return inner(*args, **kwargs)
+
+    setattr(obj, name, wrapped)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["sosampler", "sosampler+sllm"])
+def test_the_scorer_runs_once_per_video_for_every_budget_and_seed(method):
+    """The runner keeps one instance per method for its 15 cells: the scorer's per-video scores
+    (no budget or seed changes them) are computed once per video, the selections, scores and
+    costs are a fresh instance's, and every view is still charged for the pixels it gave."""
+    def make():
+        s = METHODS.get("sllm")(base="sosampler") if method == "sosampler+sllm" else METHODS.get("sosampler")()
+        s.random_init(frames=8, num_classes=3, seed=0)
+        return s
+
+    g = torch.Generator().manual_seed(0)
+    videos = {v: torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g) for v in ("a", "b")}
+
+    def view(v, size=(32, 32)):
+        px = videos[v] if size == (32, 32) else torch.nn.functional.interpolate(videos[v].float(), size=size).byte()
+        return VideoView(v, 8, np.arange(8), allowed=frozenset({"pixels"}), providers={"pixels": lambda: px},
+                         provider_flops={"pixels": 5.0}, frame_size=size)
+
+    kept = make()
+    scorer = kept._base if method == "sosampler+sllm" else kept
+    calls = _counting(scorer, "logits")
+    for budget in (1, 2, 4, 6):
+        for seed in (0, 1, 2):
+            for v in videos:
+                fresh, w = make(), view(v)
+                got = kept.select(w, Budget("count", budget), generator(seed, v, method))
+                want = fresh.select(view(v), Budget("count", budget), generator(seed, v, method))
+                assert got.indices.tolist() == want.indices.tolist() and got.own_flops == want.own_flops
+                assert np.array_equal(got.scores, want.scores) and w.charged_flops == 5.0
+    assert [id(c) for c in calls] == [id(videos["a"]), id(videos["b"])]  # once per video, in order
+    kept.select(view("a", (16, 16)), Budget("count", 2), generator(0, "a", method))
+    assert len(calls) == 3  # the same video at another frame size is another input
+    assert "_memo" not in scorer.config()
+
+
 def test_mobilenet_v2_configuration_loads_local_weights(tmp_path):
     from torchvision.models import mobilenet_v2
 

@@ -98,6 +98,31 @@ def test_test_time_selection_is_deterministic_and_keeps_frame_zero():
     assert argmax_keep(logits).tolist() == [[True, True, False]]
 
 
+def test_the_policy_runs_once_per_video_for_every_seed():
+    """mmSampler's keep mask takes no budget or seed: one instance (the runner's, for all the
+    seeds' cells) runs the policy once per video and selects as a fresh instance does."""
+    def make():
+        s = MMSampler(variant="concat")
+        s.random_init(frames=8, num_classes=3)
+        return s
+
+    kept, calls = make(), []
+    inner = kept.policy
+    kept.policy = lambda px: calls.append(px) or inner(px)
+    g = torch.Generator().manual_seed(1)
+    videos = {v: torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8, generator=g) for v in ("a", "b")}
+    for seed in (0, 1, 2):
+        for v, px in videos.items():
+            def view(v=v, px=px):
+                return VideoView(v, 8, np.arange(8), allowed=kept.observes, providers={"pixels": lambda: px},
+                                 frame_size=(64, 64))
+            got = kept.select(view(), Budget("adaptive"), np.random.default_rng(seed))
+            want = make().select(view(), Budget("adaptive"), np.random.default_rng(seed))
+            assert got.indices.tolist() == want.indices.tolist() and np.array_equal(got.scores, want.scores)
+            assert got.own_flops == want.own_flops
+    assert [id(c) for c in calls] == [id(videos["a"]), id(videos["b"])]
+
+
 @pytest.mark.parametrize("attention", ["causal", "bidirectional"])
 def test_mmsampler_policy_decides_from_the_past_only_when_causal(attention):
     """The paper's policy decides "given the current and past frame observations": changing

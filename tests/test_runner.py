@@ -304,7 +304,25 @@ def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
     assert (out / "retrieval_r1_vs_gflops.png").stat().st_size > 0
     # a test video that cannot be decoded: every retrieval cell records it in failures.csv
     cache, victim = cache_with_a_corrupt_video(tmp_path / "cache", tmp_path / "cache_bad", "synth-events-*/videos/test/*.mp4")
-    bad = run_suite(s, tmp_path / "results", cache, run_id="bad", progress=False)
+    from samplerbench.models.clip4clip import RetrievalModel
+    from samplerbench.tasks.retrieval import Retrieval
+
+    embedded, real_embed = [], RetrievalModel.text_embed
+    RetrievalModel.text_embed = lambda self, ids: embedded.append(len(ids)) or real_embed(self, ids)
+    try:
+        bad = run_suite(s, tmp_path / "results", cache, run_id="bad", progress=False)
+    finally:
+        RetrievalModel.text_embed = real_embed
+    # the frozen model embeds the test captions once per run (every caption, in one call here),
+    # not once per cell; a failed video's captions leave the ranking and nothing else changes (up
+    # to float rounding: a (22 x 11) matrix product sums in another order than a (24 x 12) one)
+    assert embedded == [2 * cell["n_videos"]]
+    for cell_json in (run_dir / "cells" / "retrieval").glob("*.json"):
+        good, worse = (json.loads((d / "cells" / "retrieval" / cell_json.name).read_text()) for d in (run_dir, bad))
+        with np.load(cell_json.with_suffix(".npz")) as g, np.load(bad / "cells/retrieval" / f"{cell_json.stem}.npz") as b:
+            kept = {v["video"] for v in worse["videos"]}
+            _, want = Retrieval.subset(good["videos"], dict(g), kept)
+            assert len(kept) == len(good["videos"]) - 1 and np.allclose(b["sim"], want["sim"], rtol=1e-5, atol=1e-6), cell_json.name
     fails = pd.read_csv(bad / "failures.csv")
     n_retrieval = df["cell"].nunique() if "cell" in df else len(df.groupby(["label", "seed"]))
     assert (fails.query("task == 'retrieval'")["error"].str.contains(victim.name)).sum() == n_retrieval

@@ -165,9 +165,18 @@ class CaptionSet:
 
 
 @torch.no_grad()
-def similarity(model: RetrievalModel, video_emb: torch.Tensor, captions: CaptionSet) -> np.ndarray:
-    """(captions, videos) cosine similarities (the captions embedded where the videos' embeddings are)."""
-    text = torch.cat([model.text_embed(c.to(video_emb.device)) for c in captions.ids.split(512)])
+def caption_embeddings(model: RetrievalModel, captions: CaptionSet, device: torch.device | str) -> torch.Tensor:
+    """(captions, D) unit text embeddings, 512 captions per call, on ``device``."""
+    return torch.cat([model.text_embed(c.to(device)) for c in captions.ids.split(512)])
+
+
+@torch.no_grad()
+def similarity(model: RetrievalModel, video_emb: torch.Tensor, captions: CaptionSet,
+               text: torch.Tensor | None = None) -> np.ndarray:
+    """(captions, videos) cosine similarities (the captions embedded where the videos' embeddings
+    are). ``text``: the captions' embeddings already computed (a frozen model's: once per run,
+    not once per cell or epoch)."""
+    text = caption_embeddings(model, captions, video_emb.device) if text is None else text.to(video_emb.device)
     return (text @ video_emb.T).double().cpu().numpy()
 
 

@@ -13,7 +13,8 @@ tokens; the uniform-frame baseline trains the same ViT on its own tokens.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,40 @@ class TokenClassifier(nn.Module):
         if ids is None:  # throughput timing: the first K positions
             ids = torch.arange(patches.shape[1], device=patches.device).expand(patches.shape[0], -1)
         return self.vit(self.patch_features(patches), ids)
+
+
+@dataclass
+class PatchFeatureMemo:
+    """What a token ViT's embedding reads in a method's cells: the selected patches' frozen
+    features, ``(1, K, D)`` where the model is. A token depends on its own patch alone, so the
+    features of all of a video's patches are computed at its first cell and indexed at the
+    others (5 budgets x 3 seeds encoded each selected patch again before): the same numbers as
+    encoding the selected patches, bit for bit on CPU (tested), but for a selection of one patch,
+    which torch's CPU convolution computes by another path (about 1e-5 apart). Only the current
+    method's videos are kept, up to ``cap_bytes``; past it each cell encodes just its selected
+    patches."""
+
+    cap_bytes: int
+    method: str = ""
+    table: dict = field(default_factory=dict)
+    used: int = 0
+    full: bool = False
+
+    def __call__(self, method: str, model: TokenClassifier, video_id: str, pixels: Callable[[], torch.Tensor],
+                 tokens: torch.Tensor) -> torch.Tensor:
+        if method != self.method:  # a new method's cells: the last one's table is done with
+            self.method, self.table, self.used, self.full = method, {}, 0, False
+        feats = self.table.get(video_id)
+        if feats is None:
+            patches = patchify(pixels(), model.cfg.patch)
+            if self.full:
+                return model.patch_features(patches[tokens][None])
+            feats = model.patch_features(patches[None])[0]
+            if self.used + feats.nbytes <= self.cap_bytes:
+                self.table[video_id], self.used = feats, self.used + feats.nbytes
+            else:
+                self.full = True
+        return feats[tokens.to(feats.device)][None]
 
 
 def _selected(sampler: Sampler, pixels: torch.Tensor, video_id: str, n: int, seed: int) -> np.ndarray:

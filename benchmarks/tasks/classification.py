@@ -88,8 +88,8 @@ class Classification(Task):
                 if sampler.reader == "tokens":
                     model = ctx.token_model(key, sampler)
                     tok = torch.from_numpy(sel.tokens)
-                    out = model(patchify(vc.pixels, model.cfg.patch)[tok][None].to(ctx.device),
-                                tok[None].to(ctx.device))
+                    out = model.vit(ctx.patch_memo(key, model, rec.video_id, lambda vc=vc: vc.pixels, tok),
+                                    tok[None].to(ctx.device))
                     enc, head = ctx.token_flops(key, model, len(tok)), FlopCount(0.0)
                     extra = {"tokens": len(tok), "frames_touched": n}
                     n = len(tok) / model.grid.per_frame  # frame-equivalents

@@ -31,7 +31,12 @@ from samplerbench.metrics import classification as metrics
 from samplerbench.models.classifier import TrainConfig, train_classifier
 from samplerbench.models.encoders import FrameClassifier, ModelConfig
 from samplerbench.models.protocols import probe_classifier, zero_shot_classifier
-from samplerbench.models.tokens import TokenClassifier, TokenModelConfig, train_token_classifier
+from samplerbench.models.tokens import (
+    PatchFeatureMemo,
+    TokenClassifier,
+    TokenModelConfig,
+    train_token_classifier,
+)
 from samplerbench.registry import DATASETS, METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView
 from samplerbench.seeding import generator
@@ -153,6 +158,9 @@ class FrameContext:
     failures: dict[str, str] = field(default_factory=dict)
     token_models: dict[str, tuple[TokenClassifier, dict]] = field(default_factory=dict)
     token_costs: dict[tuple[str, int], FlopCount] = field(default_factory=dict)
+    #: token methods' cells: each test video's patch features, computed once per method
+    #: (``eval.patch_cache_mib``, default 1024: what the current method may keep)
+    patch_memo: PatchFeatureMemo = field(default_factory=lambda: PatchFeatureMemo(1024 << 20))
 
     @property
     def resize(self) -> int | None:
@@ -198,7 +206,8 @@ class FrameContext:
         run.env = env
         ctx = cls(suite, split, train, val, model, record, PipelineCost(model, (3, *frame_size)), run.device,
                   frame_size, candidates, run.cache_dir, env, run.prov, run.progress, stores,
-                  run.ranks.part(len(split.records)))
+                  run.ranks.part(len(split.records)),
+                  patch_memo=PatchFeatureMemo(int(suite.eval.get("patch_cache_mib", 1024)) << 20))
         run.state["frames"] = ctx
         return ctx
 

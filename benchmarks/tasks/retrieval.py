@@ -20,7 +20,7 @@ import torch
 
 from samplerbench.metrics.ranking import retrieval_metrics, t2v_ranks, v2t_ranks
 from samplerbench.metrics.stats import resampled_mean
-from samplerbench.models.clip4clip import CaptionSet, similarity
+from samplerbench.models.clip4clip import CaptionSet, caption_embeddings, similarity
 from samplerbench.sampling import Budget, Sampler
 from samplerbench.suite import RetrievalSpec
 from samplerbench.tasks.core import Cell, CellOutput, Run, Task
@@ -45,7 +45,8 @@ class Retrieval(Task):
         ctx = FrameContext.of(run)
         model, record = ctx.env.retrieval_model()
         run.prov["retrieval_model"] = record
-        run.state["retrieval"] = (model, record, ctx.env.captions(ctx.split))
+        captions = ctx.env.captions(ctx.split)  # embedded once: the model is frozen, every cell ranks them
+        run.state["retrieval"] = (model, record, captions, caption_embeddings(model, captions, ctx.device))
 
     def config(self, run: Run) -> dict:
         return {"captions_per_video": int(run.suite.retrieval.get("captions_per_video", 5))}
@@ -80,7 +81,7 @@ class Retrieval(Task):
     def evaluate(self, run: Run, cell: Cell, sampler: Sampler) -> CellOutput:
         """Select on every test video, embed the kept frames, rank captions against videos."""
         ctx = FrameContext.of(run)
-        model, _, captions = run.state["retrieval"]
+        model = run.state["retrieval"][0]
         embs, per_video, fails, kept = [], [], [], []
         index = {r.video_id: i for i, r in enumerate(ctx.split.records)}
         for rec, vc, view, sel in ctx.selections(cell.method.key, sampler, cell.spec, cell.seed, fails):
@@ -106,7 +107,7 @@ class Retrieval(Task):
     def merge(self, run: Run, parts: list[CellOutput]) -> CellOutput:
         """The ranks' video embeddings joined, then every caption ranked against every video."""
         ctx = FrameContext.of(run)
-        model, _, captions = run.state["retrieval"]
+        model, _, captions, text = run.state["retrieval"]
         per_video = [v for p in parts for v in p.videos]
         embs = [p.predictions["emb"] for p in parts if len(p.predictions["emb"])]
         kept = np.concatenate([p.predictions["kept"] for p in parts])
@@ -117,7 +118,8 @@ class Retrieval(Task):
             mine = np.isin(captions.video, kept)
             caps = CaptionSet(captions.ids[torch.from_numpy(mine)],
                               np.array([position[v] for v in captions.video[mine]]), [])
-            preds.update(sim=similarity(model, torch.cat(embs).to(ctx.device), caps), caption_video=caps.video)
+            preds.update(sim=similarity(model, torch.cat(embs).to(ctx.device), caps, text[torch.from_numpy(mine)]),
+                         caption_video=caps.video)
         return CellOutput(per_video, preds, [f for p in parts for f in p.failures])
 
     @classmethod
