@@ -238,6 +238,15 @@ class Sampler:
         """Samplers this one is composed of (SLLM's ``base``): their abilities and code count too."""
         return ()
 
+    def forget(self) -> None:
+        """Drop this instance's per-video memos (:class:`VideoMemo` fields) and its parts': new
+        weights make them stale, and a benchmark that reuses one instance must time the work."""
+        for value in vars(self).values():
+            if isinstance(value, VideoMemo):
+                value.clear()
+        for p in self.parts():
+            p.forget()
+
     def check(self) -> None:
         """Instance-level declarations (a composition's observations are its parts'): a sampler
         that observes ``label``, or is built on an upper bound, must be marked an upper bound."""
@@ -261,7 +270,11 @@ class Sampler:
 _T = TypeVar("_T")
 
 
-def per_video(memo: dict, view: VideoView, compute: Callable[[], _T]) -> _T:
+class VideoMemo(dict):
+    """A sampler instance's per-video memo (:func:`per_video`); :meth:`Sampler.forget` clears it."""
+
+
+def per_video(memo: VideoMemo, view: VideoView, compute: Callable[[], _T]) -> _T:
     """A sampler's work on one video that no budget or seed changes (a scorer's per-frame
     scores, a policy's keep mask), computed once per sampler instance: the runner keeps one
     instance per method for all its cells (5 budgets x 3 seeds would otherwise score every

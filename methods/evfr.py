@@ -53,6 +53,7 @@ from samplerbench.sampling import (
     Budget,
     Sampler,
     Selection,
+    VideoMemo,
     VideoView,
     per_video,
     quantile_frames,
@@ -117,7 +118,7 @@ class EVFRAdaptive(Sampler):
     rule: str = "top"
     direction: str = "next"  # the paper's: the change into the subsequent frame
     #: per-video (weights, FLOPs): the index is deterministic, so budgets and seeds share it
-    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+    _memo: VideoMemo = field(default_factory=VideoMemo, repr=False, compare=False)
 
     def __post_init__(self):
         if self.index not in variance.INDICES:

@@ -55,7 +55,7 @@ from samplerbench.metrics.ranking import retrieval_metrics
 from samplerbench.models.archs import MMSamplerPolicy
 from samplerbench.models.clip4clip import caption_embeddings, info_nce, similarity
 from samplerbench.registry import METHODS
-from samplerbench.sampling import Budget, Sampler, Selection, VideoView, per_video
+from samplerbench.sampling import Budget, Sampler, Selection, VideoMemo, VideoView, per_video
 from samplerbench.seeding import torch_generator
 from samplerbench.training.fit import FitConfig, cached_fit, fit
 
@@ -138,7 +138,7 @@ class MMSampler(Sampler):
     _flops: dict = field(default_factory=dict, repr=False, compare=False)
     _light_sha: str = field(default="", repr=False, compare=False)
     #: per-video (keep mask, scores): the policy takes no budget or seed, so every seed's cell shares them
-    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+    _memo: VideoMemo = field(default_factory=VideoMemo, repr=False, compare=False)
 
     def __post_init__(self):
         policy_inputs(torch.zeros(1, 1, 1), self.variant)  # validates the variant
@@ -161,7 +161,7 @@ class MMSampler(Sampler):
         """Untrained weights (throughput benchmarks: timing does not depend on the weights)."""
         from samplerbench.models.encoders import FrameCNN
 
-        self._memo.clear()
+        self.forget()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._light = LightEncoder(FrameCNN(dim=dim).eval(), self.resolution)
@@ -170,7 +170,7 @@ class MMSampler(Sampler):
 
     def prepare(self, env) -> dict:
         """Train the policy against the frozen retrieval model (or load it from the cache)."""
-        self._memo.clear()
+        self.forget()
         retrieval, rec_model = env.retrieval_model()
         if self.light:
             from samplerbench.models.pretrained import build_pretrained

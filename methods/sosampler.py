@@ -47,7 +47,7 @@ from samplerbench.cost.flops import count_flops
 from samplerbench.features.train_env import TrainEnv, top1_in_labels
 from samplerbench.models.encoders import _conv, normalise
 from samplerbench.registry import METHODS
-from samplerbench.sampling import Budget, Sampler, Selection, VideoView, per_video, top_n_sorted
+from samplerbench.sampling import Budget, Sampler, Selection, VideoMemo, VideoView, per_video, top_n_sorted
 from samplerbench.seeding import torch_generator
 from samplerbench.training.fit import FitConfig, cached_fit, fit
 
@@ -216,11 +216,11 @@ class SOSampler(Sampler):
     _model: SOScorer | None = field(default=None, repr=False, compare=False)
     _flops: dict = field(default_factory=dict, repr=False, compare=False)
     #: per-video scores: no budget or seed changes them, so every cell of the method shares them
-    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+    _memo: VideoMemo = field(default_factory=VideoMemo, repr=False, compare=False)
 
     def prepare(self, env: TrainEnv) -> dict:
         """Train the scorer on the training split (or load it from the cache)."""
-        self._memo.clear()
+        self.forget()
         def build():
             scorer = SOScorer(env.num_candidates, self.backbone, self.resolution, self.width, self.shift_div,
                               self.weights)
@@ -263,7 +263,7 @@ class SOSampler(Sampler):
 
     def random_init(self, frames: int, num_classes: int, seed: int = 0) -> None:
         """Untrained weights (throughput benchmarks: timing does not depend on the weights)."""
-        self._memo.clear()
+        self.forget()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._model = SOScorer(frames, self.backbone, self.resolution, self.width, self.shift_div).eval()

@@ -121,6 +121,10 @@ def test_the_policy_runs_once_per_video_for_every_seed():
             assert got.indices.tolist() == want.indices.tolist() and np.array_equal(got.scores, want.scores)
             assert got.own_flops == want.own_flops
     assert [id(c) for c in calls] == [id(videos["a"]), id(videos["b"])]
+    kept.forget()
+    kept.select(VideoView("a", 8, np.arange(8), allowed=kept.observes, providers={"pixels": lambda: videos["a"]},
+                          frame_size=(64, 64)), Budget("adaptive"), np.random.default_rng(0))
+    assert len(calls) == 3
 
 
 @pytest.mark.parametrize("attention", ["causal", "bidirectional"])

@@ -65,8 +65,9 @@ def test_select(normalised, method, t):
     else:
         learned = None
 
-    def select():  # a fresh instance per call: a per-video memo (evfr-afs) must not hide the work
+    def select():  # a fresh instance per call, or a forgetful one: no per-video memo may hide the work
         sampler = learned or METHODS.get(method)()
+        sampler.forget()
         return sampler.select(video.view(sampler.observes), budget, np.random.default_rng(0))
 
     sel = normalised(select)
