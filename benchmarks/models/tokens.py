@@ -224,7 +224,7 @@ class PatchFeatureMemo:
     method's videos are kept, up to ``cap_bytes``; past it each cell encodes just its selected
     patches."""
 
-    cap_bytes: int
+    cap_bytes: int = 1024 << 20  # [eval] patch_cache_mib
     method: str = ""
     table: dict = field(default_factory=dict)
     used: int = 0

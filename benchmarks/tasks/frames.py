@@ -160,7 +160,7 @@ class FrameContext:
     token_costs: dict[tuple[str, int], FlopCount] = field(default_factory=dict)
     #: token methods' cells: each test video's patch features, computed once per method
     #: (``eval.patch_cache_mib``, default 1024: what the current method may keep)
-    patch_memo: PatchFeatureMemo = field(default_factory=lambda: PatchFeatureMemo(1024 << 20))
+    patch_memo: PatchFeatureMemo = field(default_factory=PatchFeatureMemo)
 
     @property
     def resize(self) -> int | None:
@@ -207,7 +207,7 @@ class FrameContext:
         ctx = cls(suite, split, train, val, model, record, PipelineCost(model, (3, *frame_size)), run.device,
                   frame_size, candidates, run.cache_dir, env, run.prov, run.progress, stores,
                   run.ranks.part(len(split.records)),
-                  patch_memo=PatchFeatureMemo(int(suite.eval.get("patch_cache_mib", 1024)) << 20))
+                  patch_memo=PatchFeatureMemo(int(suite.eval.get("patch_cache_mib", PatchFeatureMemo.cap_bytes >> 20)) << 20))
         run.state["frames"] = ctx
         return ctx
 
