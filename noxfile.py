@@ -7,9 +7,11 @@ pyproject.toml or constraints.txt change.
   nox -s tests            the test suite (nox -s tests -- -m "not slow" to skip the end-to-end tests)
   nox -s lint             ruff
   nox -s throughput       pytest-benchmark throughput benchmarks, then the gate against
-                          results/baselines/throughput.json (-- --update-baseline to rewrite it)
+                          results/baselines/throughput.json (-- --update-baseline records this
+                          machine's section, keeping the other machines')
   nox -s quality          the quality gate: the quick suite from scratch, against
-                          results/baselines/quality.json (-- --update-baseline to rewrite it)
+                          results/baselines/quality.json (-- --update-baseline records this CPU
+                          platform's section, keeping the others')
 """
 
 from __future__ import annotations

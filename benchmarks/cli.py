@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--tolerance", type=float, default=None,
                    help="allowed slowdown as a fraction (default: the tolerance stored in the baseline file, "
                         f"{_baseline_tolerance()} in the committed one)")
-    g.add_argument("--update-baseline", action="store_true", help="write the runs' medians as the new baseline")
+    g.add_argument("--update-baseline", action="store_true",
+                   help="write the runs' medians as this machine's baseline section (other machines' are kept)")
     g.add_argument("--add-new", action="store_true",
                    help="record only the benchmarks the baseline lacks (e.g. a new sampler's), keep the others")
     g.add_argument("--accept", action="append", default=[], metavar="PATTERN",
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--tolerance", default=None,
                    help="'interval' (a value is worse when outside the baseline's bootstrap interval) or an "
                         "allowed fall in the metric's units (default: what the baseline file says)")
-    q.add_argument("--update-baseline", action="store_true", help="record this run as the new baseline")
+    q.add_argument("--update-baseline", action="store_true", help="record this run as its CPU platform's baseline section (other platforms' are kept)")
     q.set_defaults(fn=_quality)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_cmd", required=True)

@@ -15,8 +15,10 @@ from samplerbench.cost.gate import DRIFT, MIN_FOR_DRIFT, compare, drift, run_gat
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fake_run(times: dict[str, float], ref: float = 0.01) -> dict:
-    return {"machine_info": {}, "benchmarks": [
+def fake_run(times: dict[str, float], ref: float = 0.01, machine: dict | None = None) -> dict:
+    info = {"samplerbench": {"cpu": machine.get("cpu"), "cpu_cores": machine.pop("cpu_cores", 2),
+                             "cpu_platform": machine}} if machine else {}
+    return {"machine_info": info, "benchmarks": [
         {"name": n, "stats": {"min": t}, "extra_info": {"reference_min_s": ref}} for n, t in times.items()]}
 
 
@@ -64,7 +66,8 @@ def test_gate_exit_codes_and_baseline_update(tmp_path, capsys):
     assert run_gate(run_json, baseline) == 0  # no baseline: everything is new, nothing fails
     assert "1 new" in capsys.readouterr().out
     assert run_gate(run_json, baseline, update=True) == 0
-    assert json.loads(baseline.read_text())["benchmarks"]["a"]["normalised"] == pytest.approx(1.0)
+    (section,) = json.loads(baseline.read_text())["machines"]
+    assert section["benchmarks"]["a"]["normalised"] == pytest.approx(1.0) and section["platform"] == {}
     assert json.loads(baseline.read_text())["tolerance"] == 0.5
     run_json.write_text(json.dumps(fake_run({"a": 0.02})))
     assert run_gate(run_json, baseline) == 1
@@ -73,13 +76,94 @@ def test_gate_exit_codes_and_baseline_update(tmp_path, capsys):
     # --add-new records a benchmark the baseline lacks and leaves the others as they were
     run_json.write_text(json.dumps(fake_run({"a": 0.03, "b": 0.04})))
     assert run_gate(run_json, baseline, add_new=True) == 1  # a still regressed
-    stored = json.loads(baseline.read_text())["benchmarks"]
+    stored = json.loads(baseline.read_text())["machines"][0]["benchmarks"]
     assert stored["a"]["normalised"] == pytest.approx(1.0) and stored["b"]["normalised"] == pytest.approx(4.0)
     # --accept records the matching benchmarks (an intended change), and their verdict no longer fails
     run_json.write_text(json.dumps(fake_run({"a": 0.03, "b": 0.02})))
     assert run_gate(run_json, baseline, accept=("a*",)) == 0
-    stored = json.loads(baseline.read_text())["benchmarks"]
+    stored = json.loads(baseline.read_text())["machines"][0]["benchmarks"]
     assert stored["a"]["normalised"] == pytest.approx(3.0) and stored["b"]["normalised"] == pytest.approx(4.0)
+
+
+INTEL = {"vendor": "GenuineIntel", "cpu": "Intel(R) Xeon(R) Processor", "capability": "AVX512"}
+AMD = {"vendor": "AuthenticAMD", "family": "25", "model": "17", "cpu": "AMD EPYC", "capability": "AVX512"}
+
+
+def _machine_runs(n: int, machine: dict, factors: dict[int, float]) -> dict:
+    """A run of n benchmarks, benchmark i taking (1 + i) x factor_i references, on ``machine``."""
+    return fake_run({f"t{i}": 0.01 * (1 + i) * factors.get(i, 1.0) for i in range(n)}, machine=dict(machine))
+
+
+def test_each_machine_is_gated_against_its_own_section(tmp_path, capsys):
+    from samplerbench.cost.gate import machine_of, sections
+
+    n = MIN_FOR_DRIFT + 2
+    baseline = tmp_path / "baseline.json"
+    # the Intel machine: as built; the AMD machine: t0 2.3x slower, t1 half the time (another balance)
+    intel = tmp_path / "intel.json"
+    intel.write_text(json.dumps(_machine_runs(n, INTEL, {})))
+    amd = tmp_path / "amd.json"
+    amd.write_text(json.dumps(_machine_runs(n, AMD, {0: 2.3, 1: 0.5})))
+    assert run_gate(intel, baseline, update=True) == 0
+    capsys.readouterr()
+    assert run_gate(amd, baseline) == 1  # no AMD section: 2.3x is slower than every recorded machine
+    out = capsys.readouterr().out
+    assert ("no section for this machine (capability=AVX512, cpu=AMD EPYC, cpu_cores=2, family=25, model=17, "
+            "vendor=AuthenticAMD)") in out
+    assert run_gate(amd, baseline, update=True) == 0
+    base = json.loads(baseline.read_text())
+    assert [s["platform"] for s in sections(base)] == [machine_of(json.loads(p.read_text())) for p in (intel, amd)]
+    assert sections(base)[1]["benchmarks"]["t0"]["normalised"] == pytest.approx(2.3)
+    capsys.readouterr()
+    assert run_gate(amd, baseline) == 0 and "against this machine's section (capability=AVX512, cpu=AMD EPYC" in capsys.readouterr().out
+    assert run_gate(intel, baseline) == 0
+    # on each machine its own numbers rule: the AMD's t0 on the Intel machine is a regression there
+    slow_intel = tmp_path / "slow_intel.json"
+    slow_intel.write_text(json.dumps(_machine_runs(n, INTEL, {0: 2.3})))
+    assert run_gate(slow_intel, baseline) == 1
+    # re-recording a machine replaces its section only
+    assert run_gate(slow_intel, baseline, update=True) == 0
+    secs = sections(json.loads(baseline.read_text()))
+    assert [s["benchmarks"]["t0"]["normalised"] for s in secs] == [pytest.approx(2.3), pytest.approx(2.3)]
+    assert secs[0]["platform"]["vendor"] == "AuthenticAMD" and secs[1]["platform"]["vendor"] == "GenuineIntel"
+
+
+def test_an_unrecorded_machine_regresses_only_against_every_recorded_one(tmp_path):
+    from samplerbench.cost.gate import gate
+
+    n = MIN_FOR_DRIFT + 2
+    base = {"tolerance": 0.5, "machines": [
+        {"platform": {"vendor": "GenuineIntel"}, "benchmarks": {f"t{i}": {"normalised": 1.0 + i} for i in range(n)}},
+        {"platform": {"vendor": "AuthenticAMD"},
+         "benchmarks": {f"t{i}": {"normalised": (1.0 + i) * (2.3 if i == 0 else 1.0)} for i in range(n)}}]}
+    other = {"vendor": "HygonGenuine", "cpu": "Hygon"}
+    # t0 at 3x: within 50% of the AMD section (3 / 2.3 = 1.30); t1 at 1.6x: beyond both
+    verdicts, how = gate([_machine_runs(n, other, {0: 3.0, 1: 1.6})], base, 0.5)
+    status = {v.name: v.status for v in verdicts}
+    assert status["t0"] == "ok" and status["t1"] == "regression" and status[DRIFT] == "ok"
+    assert "a regression only when slower than every one of them" in how
+    verdicts, _ = gate([_machine_runs(n, other, {0: 0.5})], base, 0.5)  # faster than both: an improvement
+    assert {v.name: v.status for v in verdicts}["t0"] == "improvement"
+    # a matching section rules alone, even when another would forgive
+    verdicts, how = gate([_machine_runs(n, {"vendor": "GenuineIntel"}, {0: 2.3})], base, 0.5)
+    assert {v.name: v.status for v in verdicts}["t0"] == "regression" and "this machine's section" in how
+
+
+def test_add_new_and_accept_write_to_this_machines_section_only(tmp_path, capsys):
+    from samplerbench.cost.gate import sections
+
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"tolerance": 0.5, "machines": [
+        {"platform": {"vendor": "GenuineIntel"}, "benchmarks": {"a": {"normalised": 1.0}}},
+        {"platform": {"vendor": "AuthenticAMD"}, "benchmarks": {"a": {"normalised": 2.0}}}]}))
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(fake_run({"a": 0.02, "b": 0.03}, machine={"vendor": "AuthenticAMD"})))
+    assert run_gate(run, baseline, add_new=True) == 0
+    secs = sections(json.loads(baseline.read_text()))
+    assert "b" not in secs[0]["benchmarks"] and secs[1]["benchmarks"]["b"]["normalised"] == pytest.approx(3.0)
+    run.write_text(json.dumps(fake_run({"a": 0.02}, machine={"vendor": "Other"})))
+    capsys.readouterr()
+    assert run_gate(run, baseline, add_new=True) == 2 and "no baseline section for this machine" in capsys.readouterr().out
 
 
 def _bench(tmp_path: Path, name: str, plugins: list[str]) -> Path:

@@ -62,3 +62,155 @@ def test_a_changed_seed_is_reported_even_when_the_mean_is_the_same():
     (v,) = compare({e.key: e}, _base(**{e.key: b}))
     assert v.status == "changed" and v.seeds == ["0", "1"]
     assert "PASS (values changed" in report([v], "interval")
+
+
+# --- per-platform sections -------------------------------------------------------------------
+
+INTEL = {"vendor": "GenuineIntel", "cpu": "Intel(R) Xeon(R) Processor"}
+AMD = {"vendor": "AuthenticAMD", "family": "25", "model": "17", "cpu": "AMD EPYC", "capability": "AVX512"}
+
+
+def _section(platform, **values):
+    return {"platform": platform, "run": "r", "recorded": "t",
+            "entries": {k: _b(v) for k, v in values.items()}}
+
+
+def _file(*secs, spread=None, k=2.0):
+    from samplerbench.tasks.quality import platform_spread
+
+    return {"tolerance": "interval", "absolute": 0.0, "spread_k": k, "platforms": list(secs),
+            "platform_spread": platform_spread(list(secs)) if spread is None else spread}
+
+
+def test_a_run_is_gated_exactly_against_its_own_platforms_section():
+    from samplerbench.tasks.quality import gate
+
+    e = _e("t2v_R@1", 0.30)
+    base = _file(_section(INTEL, **{e.key: 0.50}), _section(AMD, **{e.key: 0.30}))
+    verdicts, how, across = gate({e.key: e}, base, {**AMD, "extra": "x"})
+    assert [v.status for v in verdicts] == ["same"] and not across and "exactly" in how
+    # on the Intel machine the same value is 0.2 worse than its own section, with no interval: fails
+    verdicts, _, across = gate({e.key: e}, base, {**INTEL, "family": "6", "capability": "AVX512"})
+    assert [v.status for v in verdicts] == ["worse"] and not across
+    # a section recording fewer fields (an older file's) loses to the one that names more
+    legacy = _section({}, **{e.key: 0.9})
+    verdicts, _, _ = gate({e.key: e}, _file(legacy, _section(AMD, **{e.key: 0.30})), AMD)
+    assert [v.status for v in verdicts] == ["same"]
+
+
+def test_a_file_from_before_platforms_is_one_section_for_any_platform():
+    from samplerbench.tasks.quality import gate
+
+    e = _e("t2v_R@1", 0.45)
+    verdicts, _, across = gate({e.key: e}, _base(**{e.key: _b(0.50, 0.40, 0.60)}), AMD)
+    assert [v.status for v in verdicts] == ["changed"] and not across
+
+
+def test_platform_spread_is_the_largest_difference_between_two_platforms():
+    from samplerbench.tasks.quality import platform_spread
+
+    keys = [_e(m, 0).key for m in ("t2v_R@1", "t2v_R@5", "t2v_R@10")]
+    other = Entry("retrieval", "random", "4", "t2v_R@1", 0, {}).key  # same metric, another label
+    a = _section(INTEL, **dict(zip([*keys, other], [1.0, 2.0, 3.0, 5.0], strict=True)))
+    b = _section(AMD, **dict(zip([*keys, other], [1.1, 2.0, 2.7, 4.8], strict=True)))
+    spread = platform_spread([a, b])
+    # t2v_R@1: differences 0.1 (uniform) and 0.2 (random) -> 0.2; R@5: 0; R@10: 0.3
+    assert spread == {"retrieval | t2v_R@1": pytest.approx(0.2), "retrieval | t2v_R@5": 0,
+                      "retrieval | t2v_R@10": pytest.approx(0.3)}
+    # three platforms: every pair counts (1.5 against 1.0)
+    c = _section({"vendor": "x"}, **{keys[0]: 1.5})
+    assert platform_spread([a, b, c])["retrieval | t2v_R@1"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("now", "status"), [(0.45, "changed"), (0.55, "changed"), (0.61, "better"),
+                                             (0.40 - 2 * 0.03 + 1e-6, "changed"), (0.339, "worse")])
+def test_an_unknown_platform_is_gated_across_the_recorded_ones_by_k_spread(now, status):
+    from samplerbench.tasks.quality import gate
+
+    e = _e("t2v_R@1", now)
+    base = _file(_section(INTEL, **{e.key: 0.40}), _section(AMD, **{e.key: 0.60}),
+                 spread={"retrieval | t2v_R@1": 0.03})
+    (v,), how, across = gate({e.key: e}, base, {"vendor": "HygonGenuine"})
+    assert across and "catches a broken method" in how
+    assert v.status == status and v.bound == pytest.approx(0.34) and v.baseline == pytest.approx(0.5)
+    rank = _e("t2v_MnR", 13.5, lower=True)
+    base = _file({"platform": INTEL, "entries": {rank.key: _b(10.0, lower=True)}},
+                 {"platform": AMD, "entries": {rank.key: _b(12.0, lower=True)}}, spread={"retrieval | t2v_MnR": 0.6})
+    (v,), _, _ = gate({rank.key: rank}, base, None)  # a resumed run of mixed platforms is unknown too
+    assert v.status == "worse" and v.bound == pytest.approx(13.2)
+
+
+def test_with_one_platform_recorded_an_unknown_one_fails_only_on_missing_values():
+    from samplerbench.tasks.quality import gate
+
+    e, gone = _e("t2v_R@1", 0.0), _e("t2v_R@5", 0.7)
+    base = _file(_section(INTEL, **{e.key: 0.5, gone.key: 0.7}))
+    verdicts, how, _ = gate({e.key: e}, base, AMD)
+    assert {v.key: v.status for v in verdicts} == {e.key: "changed", gone.key: "missing"}
+    assert "no spread measured" in how
+    text = report(verdicts, "interval", how, across=True)
+    assert "outside the baseline's bootstrap interval" not in text and "FAIL: 1 value" in text
+
+
+def _run(tmp_path, name, platforms, values):
+    """A run folder as the runner writes it: rows, a summary, one provenance record per invocation."""
+    import json
+
+    run = tmp_path / name
+    (run / "cells").mkdir(parents=True)
+    (run / "provenance").mkdir()
+    for i, p in enumerate(platforms):
+        hw = {"cpu": p.get("cpu")} if p.get("old") else {"cpu": p.get("cpu"), "cpu_platform": p}
+        (run / "provenance" / f"{i}.json").write_text(json.dumps({"hardware": hw}))
+    (run / "summary.json").write_text(json.dumps({"provenance_id": name}))
+    rows = ["task,label,budget,seed,metric,value"] + [f"retrieval,uniform,4,0,{m},{v}" for m, v in values.items()]
+    (run / "rows.csv").write_text("\n".join(rows) + "\n")
+    return run
+
+
+class _Task:
+    rows_file = "rows.csv"
+    quality = ("t2v_R@1", "t2v_R@5")
+    lower_is_better = ()
+
+
+def test_recording_a_platform_replaces_its_own_section_and_keeps_the_others(tmp_path, capsys):
+    import json
+
+    from samplerbench.tasks.quality import run_gate, run_platform
+
+    tasks = {"retrieval": _Task}
+    path = tmp_path / "quality.json"
+    intel = _run(tmp_path, "intel", [INTEL], {"t2v_R@1": 10.0, "t2v_R@5": 20.0})
+    amd = _run(tmp_path, "amd", [AMD, AMD], {"t2v_R@1": 11.0, "t2v_R@5": 20.0})
+    assert run_gate(intel, tasks, path, update=True) == 0
+    assert run_gate(amd, tasks, path, update=True) == 0
+    base = json.loads(path.read_text())
+    assert [s["platform"] for s in base["platforms"]] == [INTEL, AMD]
+    assert base["platform_spread"]["retrieval | t2v_R@1"] == pytest.approx(1.0)
+    amd2 = _run(tmp_path, "amd2", [AMD], {"t2v_R@1": 12.0, "t2v_R@5": 21.0})
+    assert run_gate(amd2, tasks, path, update=True) == 0
+    base = json.loads(path.read_text())
+    assert [s["run"] for s in base["platforms"]] == ["intel", "amd2"]
+    assert base["platform_spread"]["retrieval | t2v_R@1"] == pytest.approx(2.0)
+    capsys.readouterr()
+    assert run_gate(amd2, tasks, path) == 0 and "exactly" in capsys.readouterr().out
+    assert run_gate(amd, tasks, path) == 1  # 11 < 12 with no interval: worse on its own platform
+    # a run resumed on another machine has no single platform: gated across, never recorded
+    mixed = _run(tmp_path, "mixed", [AMD, INTEL], {"t2v_R@1": 11.0, "t2v_R@5": 20.0})
+    assert run_platform(mixed) is None
+    capsys.readouterr()
+    assert run_gate(mixed, tasks, path) == 0 and "no baseline section" in capsys.readouterr().out
+    assert run_gate(mixed, tasks, path, update=True) == 2 and "no single CPU platform" in capsys.readouterr().out
+    # a record from before cpu_platform: the model name is all it has
+    assert run_platform(_run(tmp_path, "old", [{"cpu": "AMD EPYC", "old": True}], {})) == {"cpu": "AMD EPYC"}
+
+
+def test_the_cpu_platform_names_the_vendor_and_torchs_kernel_set():
+    import torch
+
+    from samplerbench.store.provenance import cpu_platform, hardware
+
+    p = cpu_platform()
+    assert p["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert hardware("cpu")["cpu_platform"] == p

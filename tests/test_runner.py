@@ -514,9 +514,13 @@ def test_the_quality_gate_fails_on_a_deliberately_worse_sampler(tiny_run, tmp_pa
     base = tmp_path / "quality.json"
     assert main(["quality", str(run_dir), "--baseline", str(base), "--update-baseline"]) == 0
     recorded = json.loads(base.read_text())
+    (section,) = recorded["platforms"]  # the run's own CPU platform, from its provenance
+    from samplerbench.store.provenance import cpu_platform
+
+    assert section["platform"] == cpu_platform()
     rows = pd.read_csv(run_dir / "rows.csv")
     top1 = rows[(rows.metric == "top1") & (rows.label == "oracle") & (rows.budget == 1)]["value"]
-    entry = recorded["entries"]["classification | oracle | N=1 | top1"]
+    entry = section["entries"]["classification | oracle | N=1 | top1"]
     assert entry["value"] == pytest.approx(top1.mean()) and entry["lo"] <= entry["value"] <= entry["hi"]
     capsys.readouterr()
     assert main(["quality", str(run_dir), "--baseline", str(base)]) == 0
@@ -549,7 +553,7 @@ def test_the_quality_gate_fails_on_a_deliberately_worse_sampler(tiny_run, tmp_pa
 
     # a value moved inside its interval: reported with the seeds it touched, the gate passes
     key = "classification | uniform | N=4 | top1"
-    e = recorded["entries"][key]
+    e = section["entries"][key]
     e["seeds"]["0"] += 1e-3
     e["value"] += 5e-4
     e["lo"], e["hi"] = e["value"] - 0.1, e["value"] + 0.1

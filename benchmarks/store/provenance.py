@@ -46,13 +46,41 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_platform() -> dict:
+    """What, beyond the code and the package versions, decides a CPU run's floating-point results:
+    the CPU's vendor, family and model (MKL and oneDNN pick their kernels by them) and torch's
+    vectorised kernel set. Machines that differ here train different models from the same seed,
+    so the quality and throughput baselines are kept per platform (``samplerbench.tasks.quality``)."""
+    import torch
+
+    keys = {"vendor_id": "vendor", "model name": "cpu", "cpu family": "family", "model": "model"}
+    found: dict = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first processor's block is enough: a VM's cores are alike
+            name, _, value = line.partition(":")
+            if name.strip() in keys:
+                found[keys[name.strip()]] = value.strip()
+    except OSError:
+        found = {"cpu": platform.processor() or platform.machine()}
+    return {**found, "capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def describe_platform(platform: dict | None) -> str:
+    """A platform record in one line, field order-free (a baseline file stores its keys sorted)."""
+    if platform is None:
+        return "unknown"
+    return ", ".join(f"{k}={v}" for k, v in sorted(platform.items())) or "any"
+
+
 def hardware(device: str) -> dict:
     import torch
 
     from samplerbench.data.video import resolve_backend
     from samplerbench.kernels.threads import thread_counts
 
-    info = {"device": device, "cpu": _cpu_model(), "cpu_cores": os.cpu_count(),
+    info = {"device": device, "cpu": _cpu_model(), "cpu_platform": cpu_platform(), "cpu_cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "threads": thread_counts(),
             "decode_backend": resolve_backend(), "platform": platform.platform(),
             "python": sys.version.split()[0], "cuda_available": torch.cuda.is_available()}

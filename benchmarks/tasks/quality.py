@@ -10,6 +10,18 @@ for a rank where less is better); metrics without an interval (medians of ranks,
 task's) fall back to ``absolute`` (default 0: any worsening fails). A baseline entry the run lacks
 fails too (a method that stopped running hides whatever it would have shown); an entry the
 baseline lacks is reported as new.
+
+Bit-reproducibility holds per *CPU platform* only (:func:`samplerbench.store.provenance.cpu_platform`:
+vendor, family, model, torch's kernel set): MKL and oneDNN take other kernels on another CPU, the
+trained pieces come out different, and the quick suite's values move by as much as a regression
+would (seen: an AMD EPYC against the Intel Xeon baseline, mAP by up to 0.04, accuracies by 0.09).
+So the file keeps one section per platform, and a run is gated exactly against its own platform's
+section. On a platform with none, values cannot be held to the same standard: each is gated
+against the recorded platforms' values widened by ``spread_k`` times the cross-platform spread of
+its (task, metric): the largest difference between two recorded platforms' values of that metric.
+The largest, not an RMS: platform differences are heavy-tailed (a hit rate that most methods keep
+moves by 0.075 for one), and a gate on a machine nobody measured must not cry wolf. That catches a
+broken method, not a small regression, and the report says so.
 """
 
 from __future__ import annotations
@@ -22,7 +34,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from samplerbench.store.provenance import describe_platform
+
 DEFAULT_BASELINE = Path("results/baselines/quality.json")
+SPREAD_K = 2.0  # a third platform may differ from the envelope by twice what two platforms did
 UPDATE_HINT = "nox -s quality -- --update-baseline  (or: samplerbench quality RUN --update-baseline)"
 EPS = 1e-9  # float round-off of a mean over seeds, not a change
 
@@ -73,16 +88,67 @@ def run_entries(run_dir: Path, tasks: dict) -> dict[str, Entry]:
     return out
 
 
-def baseline_from(run_dir: Path, tasks: dict, absolute: float = 0.0) -> dict:
-    """The baseline file's content from a run."""
+def run_platform(run_dir: Path) -> dict | None:
+    """The CPU platform a run was computed on, from its provenance records; None when it has
+    none or its invocations (a resumed run) ran on different platforms."""
+    found = []
+    for path in sorted((Path(run_dir) / "provenance").glob("*.json")):
+        hw = json.loads(path.read_text()).get("hardware", {})
+        found.append(hw.get("cpu_platform") or {"cpu": hw.get("cpu")})  # records older than cpu_platform
+    return found[0] if found and all(f == found[0] for f in found) else None
+
+
+def sections(baseline: dict) -> list[dict]:
+    """The baseline's per-platform sections; a file from before platforms is one section that
+    matches any platform."""
+    return baseline["platforms"] if "platforms" in baseline else [{"platform": {}, **baseline}]
+
+
+def matches(recorded: dict, platform: dict | None) -> bool:
+    """A section applies to a run when every platform field it recorded is the run's."""
+    return platform is not None and all(platform.get(k) == v for k, v in recorded.items())
+
+
+def _metric_of(key: str) -> str:
+    task, _label, _budget, metric = key.split(" | ")
+    return f"{task} | {metric}"
+
+
+def platform_spread(secs: list[dict]) -> dict[str, float]:
+    """Per "task | metric": the largest absolute difference of one entry's values between two
+    recorded platforms (over entries and platform pairs)."""
+    import itertools
+
+    import numpy as np
+
+    diffs: dict[str, list[float]] = {}
+    for a, b in itertools.combinations(secs, 2):
+        for key in a["entries"].keys() & b["entries"].keys():
+            diffs.setdefault(_metric_of(key), []).append(a["entries"][key]["value"] - b["entries"][key]["value"])
+    return {m: float(np.max(np.abs(d))) for m, d in sorted(diffs.items())}
+
+
+def baseline_from(run_dir: Path, tasks: dict, absolute: float = 0.0, previous: dict | None = None) -> dict:
+    """The baseline file's content: ``previous``'s sections, with this run's replacing those of
+    its platform, and the cross-platform spread measured again."""
     entries = run_entries(run_dir, tasks)
+    platform = run_platform(run_dir)
+    if platform is None:
+        raise ValueError(f"{run_dir}: no single CPU platform in its provenance records (resumed on another "
+                         "machine?); record a baseline from a run made on one machine")
     summary = json.loads((Path(run_dir) / "summary.json").read_text()) if (Path(run_dir) / "summary.json").is_file() else {}
-    return {"about": "quality gate baseline: per (task, label, budget, metric) the value (mean over seeds), each "
-                     "seed's value and the bootstrap interval; see samplerbench.tasks.quality",
-            "run": Path(run_dir).name, "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "provenance_id": summary.get("provenance_id"), "tolerance": "interval", "absolute": absolute,
-            "entries": {k: {"value": e.value, "seeds": e.seeds, "lo": e.lo, "hi": e.hi,
-                            "lower_is_better": e.lower_is_better} for k, e in entries.items()}}
+    section = {"platform": platform, "run": Path(run_dir).name,
+               "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "provenance_id": summary.get("provenance_id"),
+               "entries": {k: {"value": e.value, "seeds": e.seeds, "lo": e.lo, "hi": e.hi,
+                               "lower_is_better": e.lower_is_better} for k, e in entries.items()}}
+    kept = [s for s in sections(previous) if s["platform"] and not matches(s["platform"], platform)] if previous else []
+    secs = [*kept, section]
+    return {"about": "quality gate baseline, one section per CPU platform: per (task, label, budget, metric) the "
+                     "value (mean over seeds), each seed's value and the bootstrap interval; platform_spread: the "
+                     "largest difference between two platforms per (task, metric); see samplerbench.tasks.quality",
+            "tolerance": "interval", "absolute": absolute, "spread_k": SPREAD_K,
+            "platform_spread": platform_spread(secs), "platforms": secs}
 
 
 @dataclass
@@ -136,13 +202,69 @@ def compare(entries: dict[str, Entry], baseline: dict, tolerance: str | float | 
     return verdicts
 
 
-def report(verdicts: list[Verdict], tolerance: str | float) -> str:
-    """The gate's text: counts, then every value that is not the same, worst first."""
+def compare_across(entries: dict[str, Entry], baseline: dict) -> list[Verdict]:
+    """A run of a platform the baseline has no section for: each value against the recorded
+    platforms' values, widened by ``spread_k`` x the platform spread of its (task, metric). A metric
+    with no spread measured (one platform recorded) is reported, never failed; a missing entry fails."""
+    secs = sections(baseline)
+    spread = baseline.get("platform_spread", {})
+    k = float(baseline.get("spread_k", SPREAD_K))
+    verdicts = []
+    for key in sorted({key for s in secs for key in s["entries"]} | set(entries)):
+        recorded = [s["entries"][key] for s in secs if key in s["entries"]]
+        e = entries.get(key)
+        if not recorded:
+            verdicts.append(Verdict(key, "new", e.value, None, None, sorted(e.seeds)))
+            continue
+        values = [b["value"] for b in recorded]
+        mean = sum(values) / len(values)
+        if e is None:
+            verdicts.append(Verdict(key, "missing", None, mean, None, sorted(recorded[0]["seeds"])))
+            continue
+        sign = 1 if recorded[0].get("lower_is_better") else -1  # +1: more is worse
+        moved = spread.get(_metric_of(key))
+        limit = None if moved is None else (max(values) + k * moved if sign > 0 else min(values) - k * moved)
+        if limit is not None and sign * (e.value - limit) > EPS:
+            status = "worse"
+        elif sign * (e.value - (min(values) if sign > 0 else max(values))) < -EPS:
+            status = "better"  # better than every platform recorded
+        else:
+            status = "changed"
+        verdicts.append(Verdict(key, status, e.value, mean, limit, sorted(e.seeds)))
+    return verdicts
+
+
+def gate(entries: dict[str, Entry], baseline: dict, platform: dict | None,
+         tolerance: str | float | None = None) -> tuple[list[Verdict], str, bool]:
+    """The verdicts against the baseline section of the run's platform (the most specific one
+    that matches), else across the recorded platforms; a line saying which; whether across."""
+    found = sorted((s for s in sections(baseline) if matches(s["platform"], platform)), key=lambda s: -len(s["platform"]))
+    if found:
+        section = {**baseline, **found[0]}
+        return (compare(entries, section, tolerance),
+                f"this run's platform ({describe_platform(platform)}): gated exactly against its own baseline section "
+                f"(run {found[0].get('run')}, recorded {found[0].get('recorded')})", False)
+    secs = sections(baseline)
+    return (compare_across(entries, baseline),
+            f"no baseline section for this run's platform ({describe_platform(platform)}); gated across the "
+            f"{len(secs)} recorded platform(s) ({'; '.join(describe_platform(s['platform']) for s in secs)}): worse = beyond "
+            f"their values by more than {baseline.get('spread_k', SPREAD_K):g} x the largest difference two recorded platforms showed in that metric, which "
+            f"catches a broken method, not a small regression"
+            + ("" if baseline.get("platform_spread") else " (no spread measured: one platform recorded; nothing is "
+               "gated but missing values)")
+            + f". Record this platform's section: {UPDATE_HINT}", True)
+
+
+def report(verdicts: list[Verdict], tolerance: str | float, how: str = "", across: bool = False) -> str:
+    """The gate's text: counts, the rule (``how``: which baseline section ruled), then every value
+    that is not the same, worst first."""
     counts = pd.Series([v.status for v in verdicts]).value_counts().to_dict() if verdicts else {}
     rule = ("worse = outside the baseline's bootstrap interval (no interval: by more than the baseline's 'absolute')"
             if tolerance == "interval" else f"worse = by more than {tolerance} (metric units)")
     lines = [f"quality gate: {len(verdicts)} values; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-             + f"  [{rule}]"]
+             + ("" if across else f"  [{rule}]")]
+    if how:
+        lines.append(f"  {how}")
     order = {"worse": 0, "missing": 1, "changed": 2, "better": 3, "new": 4}
     for v in sorted((v for v in verdicts if v.status != "same"), key=lambda v: (order[v.status], v.key)):
         now = "-" if v.now is None else f"{v.now:.4f}"
@@ -167,19 +289,26 @@ def run_gate(run_dir: Path, tasks: dict, baseline_path: Path = DEFAULT_BASELINE,
         print(f"{run_dir}: not a run folder (no cells/)")
         return 2
     if update:
-        base = baseline_from(run_dir, tasks)
-        if not base["entries"]:
+        previous = json.loads(baseline_path.read_text()) if baseline_path.is_file() else None
+        try:
+            base = baseline_from(run_dir, tasks, previous=previous)
+        except ValueError as err:
+            print(err)
+            return 2
+        if not base["platforms"][-1]["entries"]:
             print(f"{run_dir}: no quality rows to record")
             return 2
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
         baseline_path.write_text(json.dumps(base, indent=1, sort_keys=True) + "\n")
-        print(f"quality baseline written: {baseline_path} ({len(base['entries'])} values from {Path(run_dir).name})")
+        print(f"quality baseline written: {baseline_path} ({len(base['platforms'][-1]['entries'])} values from "
+              f"{Path(run_dir).name}, platform {base['platforms'][-1]['platform']}; {len(base['platforms'])} platform(s) "
+              f"recorded)")
         return 0
     if not baseline_path.is_file():
         print(f"{baseline_path}: no quality baseline; record one with {UPDATE_HINT}")
         return 2
     baseline = json.loads(baseline_path.read_text())
     tol = baseline.get("tolerance", "interval") if tolerance is None else tolerance
-    verdicts = compare(run_entries(run_dir, tasks), baseline, tol)
-    print(report(verdicts, tol))
+    verdicts, how, across = gate(run_entries(run_dir, tasks), baseline, run_platform(run_dir), tol)
+    print(report(verdicts, tol, how, across))
     return 1 if any(v.fails for v in verdicts) else 0
