@@ -149,6 +149,20 @@ def test_an_unrecorded_machine_regresses_only_against_every_recorded_one(tmp_pat
     assert {v.name: v.status for v in verdicts}["t0"] == "regression" and "this machine's section" in how
 
 
+def test_a_benchmark_not_gated_on_time_is_reported_and_left_out_of_the_drift():
+    n = MIN_FOR_DRIFT + 2
+    base = {"benchmarks": {f"t{i}": {"normalised": 1.0 + i} for i in range(n)}}
+    run = _machine_runs(n, {"vendor": "x"}, {0: 3.0})
+    run["benchmarks"][0]["extra_info"]["time_gated"] = False
+    verdicts = {v.name: v for v in compare(run, base, 0.5)}
+    assert verdicts["t0"].status == "ungated" and verdicts["t0"].change == pytest.approx(2.0)
+    assert verdicts[DRIFT].now == pytest.approx(1.0) and not any(v.status == "regression" for v in verdicts.values())
+    # the same run with every benchmark 3x slower but the ungated one: the drift sees only the others
+    slow = _machine_runs(n, {"vendor": "x"}, {i: 3.0 for i in range(1, n)})
+    slow["benchmarks"][0]["extra_info"]["time_gated"] = False
+    assert drift([slow], base) == pytest.approx(3.0)
+
+
 def test_add_new_and_accept_write_to_this_machines_section_only(tmp_path, capsys):
     from samplerbench.cost.gate import sections
 

@@ -209,7 +209,8 @@ def test_recording_a_platform_replaces_its_own_section_and_keeps_the_others(tmp_
 def test_the_cpu_platform_names_the_vendor_and_torchs_kernel_set():
     import torch
 
-    from samplerbench.store.provenance import cpu_platform, hardware
+    from samplerbench.devices import cpu_platform
+    from samplerbench.store.provenance import hardware
 
     p = cpu_platform()
     assert p["capability"] == torch.backends.cpu.get_cpu_capability()

@@ -515,7 +515,7 @@ def test_the_quality_gate_fails_on_a_deliberately_worse_sampler(tiny_run, tmp_pa
     assert main(["quality", str(run_dir), "--baseline", str(base), "--update-baseline"]) == 0
     recorded = json.loads(base.read_text())
     (section,) = recorded["platforms"]  # the run's own CPU platform, from its provenance
-    from samplerbench.store.provenance import cpu_platform
+    from samplerbench.devices import cpu_platform
 
     assert section["platform"] == cpu_platform()
     rows = pd.read_csv(run_dir / "rows.csv")
@@ -604,3 +604,30 @@ def test_the_run_page_in_chromium(tiny_run, tmp_path):
     done = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, *profile, "--window-size=1400,1800", f"--screenshot={shot}",
                            page.as_uri()], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and shot.stat().st_size > 10_000, done.stderr[-2000:]
+
+
+def test_the_shared_readers_model_only_timing_is_measured_once_per_frame_count(tiny_run, tmp_path, monkeypatch):
+    """uniform, random and oracle at N = 1 and 4 and dense at 8 all read the suite's classifier:
+    its model-only timing is the same workload at each count, measured once per count (three
+    times, not seven) and given to every cell at that count, which names the cell that measured it."""
+    import samplerbench.tasks.classification as classification
+
+    calls = []
+    real = classification.model_videos_per_s
+
+    def counting(model, n, *args, **kwargs):
+        calls.append(n)
+        return real(model, n, *args, **kwargs)
+
+    monkeypatch.setattr(classification, "model_videos_per_s", counting)
+    s, tmp, _ = tiny_run
+    run_dir = run_suite(s, tmp_path / "results", tmp / "cache", progress=False)
+    timing = {p.stem: json.loads(p.read_text()) for p in (run_dir / "timing").glob("*.json")}
+    assert len(timing) == 3 * 2 + 1 and sorted(calls) == [1, 4, 8]
+    for n in (1, 4, 8):
+        same = [t for t in timing.values() if t["model_count"] == n]
+        assert len(same) == (1 if n == 8 else 3)
+        assert len({t["videos_per_s_model"] for t in same}) == 1
+        assert len({t["model_timed_in"] for t in same}) == 1 and same[0]["model_timed_in"] in timing
+    # every cell's end-to-end timing is still its own
+    assert len({t["videos_per_s_e2e"] for t in timing.values()}) == len(timing)

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from samplerbench.store.provenance import describe_platform
+from samplerbench.devices import describe_platform
 
 DEFAULT_BASELINE = Path("results/baselines/throughput.json")
 DEFAULT_TOLERANCE = 0.5
@@ -45,7 +45,7 @@ UPDATE_HINT = "nox -s throughput -- --update-baseline"
 @dataclass
 class Verdict:
     name: str
-    status: str  # ok, regression, improvement, new, missing
+    status: str  # ok, regression, improvement, new, missing, ungated (time reported, not gated)
     now: float | None
     baseline: float | None
 
@@ -57,9 +57,11 @@ class Verdict:
 
 
 def normalised_times(run: dict) -> dict[str, dict]:
-    """{benchmark name: {normalised, min_s, reference_min_s}} from a pytest-benchmark JSON.
-    ``normalised`` is the median over rounds of (round time / reference time just before it)
-    where the benchmark recorded it, else its minimum over the reference's minimum."""
+    """{benchmark name: {normalised, min_s, reference_min_s, time_gated}} from a pytest-benchmark
+    JSON. ``normalised`` is the median over rounds of (round time / reference time just before
+    it) where the benchmark recorded it, else its minimum over the reference's minimum. A
+    benchmark whose target is not its time (the memory benchmark: asserted in the benchmark)
+    records ``time_gated: false``: its time is reported, never gated, and not in the drift."""
     out = {}
     for b in run["benchmarks"]:
         info = b.get("extra_info", {})
@@ -68,7 +70,7 @@ def normalised_times(run: dict) -> dict[str, dict]:
             raise ValueError(f"benchmark {b['name']}: no reference time (run it through the 'normalised' fixture)")
         norm = info.get("normalised", b["stats"]["min"] / ref)
         out[b["name"]] = {"normalised": norm, "min_s": b["stats"]["min"], "reference_min_s": ref,
-                          "reference": info.get("reference")}
+                          "reference": info.get("reference"), "time_gated": info.get("time_gated", True)}
     return out
 
 
@@ -97,7 +99,8 @@ def drift(runs: list[dict], baseline: dict) -> float:
     base = baseline.get("benchmarks", {})
     found = []
     for run in runs:
-        ratios = [v["normalised"] / base[n]["normalised"] for n, v in normalised_times(run).items() if n in base]
+        ratios = [v["normalised"] / base[n]["normalised"] for n, v in normalised_times(run).items()
+                  if n in base and v["time_gated"]]
         if len(ratios) >= MIN_FOR_DRIFT:
             found.append(float(np.median(ratios)))
     return min(found, default=1.0)
@@ -146,7 +149,8 @@ def compare(run: dict | list[dict], baseline: dict, tolerance: float) -> list[Ve
             verdicts.append(Verdict(name, "new", v["normalised"], None))
             continue
         b = base[name]["normalised"]
-        verdicts.append(Verdict(name, _status(v["normalised"] / b / d, tolerance), v["normalised"], b))
+        status = _status(v["normalised"] / b / d, tolerance) if v["time_gated"] else "ungated"
+        verdicts.append(Verdict(name, status, v["normalised"], b))
     verdicts += [Verdict(name, "missing", None, base[name]["normalised"]) for name in base if name not in now]
     return verdicts
 
@@ -162,7 +166,7 @@ def gate(runs: list[dict], baseline: dict, tolerance: float) -> tuple[list[Verdi
     secs = sections(baseline)
     if not secs:
         return compare(runs, {}, tolerance), "no baseline recorded"
-    rank = {"improvement": 0, "ok": 1, "new": 2, "missing": 3, "regression": 4}
+    rank = {"improvement": 0, "ok": 1, "ungated": 1, "new": 2, "missing": 3, "regression": 4}
 
     def favour(v: Verdict) -> tuple:
         return rank[v.status], v.now / v.baseline if v.now is not None and v.baseline else float("inf")
@@ -203,7 +207,7 @@ def report(verdicts: list[Verdict], tolerance: float, how: str = "") -> str:
         base = "" if v.baseline is None else f"{v.baseline:10.4f}"
         lines.append(f"  {v.status:11s} {ch:>8s}  now {now:>10s}  baseline {base:>10s}  {v.name}")
     counts = {s: sum(v.status == s for v in verdicts if v.name != DRIFT)
-              for s in ("regression", "improvement", "new", "missing", "ok")}
+              for s in ("regression", "improvement", "new", "missing", "ungated", "ok")}
     lines.append("")
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
     if counts["improvement"] or counts["new"]:

@@ -16,6 +16,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from samplerbench.devices import cpu_platform
+
 PACKAGES = ("samplerbench", "torch", "torchvision", "av", "numpy", "pandas", "fvcore", "seaborn", "matplotlib",
             "pycocotools", "torchcodec", "threadpoolctl")
 
@@ -44,34 +46,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cpu_platform() -> dict:
-    """What, beyond the code and the package versions, decides a CPU run's floating-point results:
-    the CPU's vendor, family and model (MKL and oneDNN pick their kernels by them) and torch's
-    vectorised kernel set. Machines that differ here train different models from the same seed,
-    so the quality and throughput baselines are kept per platform (``samplerbench.tasks.quality``)."""
-    import torch
-
-    keys = {"vendor_id": "vendor", "model name": "cpu", "cpu family": "family", "model": "model"}
-    found: dict = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break  # the first processor's block is enough: a VM's cores are alike
-            name, _, value = line.partition(":")
-            if name.strip() in keys:
-                found[keys[name.strip()]] = value.strip()
-    except OSError:
-        found = {"cpu": platform.processor() or platform.machine()}
-    return {**found, "capability": torch.backends.cpu.get_cpu_capability()}
-
-
-def describe_platform(platform: dict | None) -> str:
-    """A platform record in one line, field order-free (a baseline file stores its keys sorted)."""
-    if platform is None:
-        return "unknown"
-    return ", ".join(f"{k}={v}" for k, v in sorted(platform.items())) or "any"
 
 
 def hardware(device: str) -> dict:

@@ -187,6 +187,7 @@ class Classification(Task):
         for a quality-only run. Then the selection strips of the report."""
         ctx = FrameContext.of(run)
         n_videos = int(run.suite.eval.get("timing_videos", 16))
+        shared: dict = {}  # the shared reader's model-only timings of this run, per frame count
         for cell, rec in cells if run.timing else ():
             if cell.seed != run.suite.seeds[0]:
                 continue
@@ -197,7 +198,7 @@ class Classification(Task):
             if sampler.learns:
                 with torch.inference_mode(False), torch.enable_grad():
                     sampler.prepare(run.env)
-            t = time_cell(ctx, cell.method.key, sampler, int(cell.budget), cell.seed, n_videos)
+            t = time_cell(ctx, cell.method.key, sampler, int(cell.budget), cell.seed, n_videos, shared, cell.key)
             write_json(path, {**t, "cell": cell.key, "provenance_id": run.prov["provenance_id"],
                               "fingerprint": rec["fingerprint"]})
         write_strips(ctx, run.run_dir / "strips.npz", int(run.suite.eval.get("strip_videos", 4)))
@@ -251,9 +252,16 @@ def method_budgets(name: str, budgets: list[int], candidates: int) -> list[int]:
 
 
 @torch.inference_mode()
-def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed: int, n_videos: int) -> dict:
+def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed: int, n_videos: int,
+              shared: dict | None = None, cell_key: str = "") -> dict:
     """End-to-end videos/s (decode what the method needs, select, encode, head) on the first
-    ``n_videos`` good videos after one warm-up video; model-only videos/s at the mean count."""
+    ``n_videos`` good videos after one warm-up video; model-only videos/s at the mean count.
+
+    Model-only timing of the shared reader (the suite's classifier) depends only on the frame
+    count, so it is measured once per count and run in ``shared`` and given to every method
+    that reads that many frames (``model_timed_in`` names the cell that measured it): the same
+    workload, one number, rather than one noisy measurement per method. A token ViT or a
+    method's own head is the method's own model and is always timed."""
     budget = Budget("count", budget_n)
     recs = [r for r in ctx.split.records if r.video_id not in ctx.failures and not r.error][: n_videos + 1]
     needs_pixels = bool(sampler.observes & {"pixels", "features", "frame_probs"})
@@ -299,7 +307,12 @@ def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed
         model_only = model_videos_per_s(EncoderThenHead(ctx.model, sampler), mean_n, (3, *ctx.frame_size),
                                         ctx.device, tcfg)
     else:
-        model_only = model_videos_per_s(ctx.model, mean_n, (3, *ctx.frame_size), ctx.device, tcfg)
+        shared = {} if shared is None else shared
+        if mean_n not in shared:
+            shared[mean_n] = {**model_videos_per_s(ctx.model, mean_n, (3, *ctx.frame_size), ctx.device, tcfg),
+                              "model_timed_in": cell_key}
+        model_only = dict(shared[mean_n])
+    model_only["model_count"] = mean_n  # frames (tokens for a token reader) the model-only timing fed
     return {
         "videos_per_s_e2e": len(counts) / elapsed if elapsed > 0 else float("nan"),
         "videos_per_s_model": model_only.pop("videos_per_s"),

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from samplerbench.store.provenance import describe_platform
+from samplerbench.devices import describe_platform
 
 DEFAULT_BASELINE = Path("results/baselines/quality.json")
 SPREAD_K = 2.0  # a third platform may differ from the envelope by twice what two platforms did

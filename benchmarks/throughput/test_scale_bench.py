@@ -103,7 +103,10 @@ def test_peak_memory_flat(benchmark, references, scale_split, tmp_path):
 
     benchmark.pedantic(both, rounds=1, iterations=1)
     ratio = probes["4x"]["peak_rss_mib"] / probes["1x"]["peak_rss_mib"]
-    benchmark.extra_info.update(reference="pipeline", reference_min_s=ref_s,
+    # its target is the memory ratio, asserted below; its time (two fresh processes, each a small
+    # run) over one reference call spread 717-2002 across unchanged runs on the AMD EPYC of
+    # 2026-12-02, too wide for any tolerance: reported by the gate, not gated
+    benchmark.extra_info.update(reference="pipeline", reference_min_s=ref_s, time_gated=False,
                                 normalised=benchmark.stats.stats.min / ref_s, peak_rss_mib_1x=probes["1x"]["peak_rss_mib"],
                                 peak_rss_mib_4x=probes["4x"]["peak_rss_mib"], rss_ratio_4x=ratio,
                                 videos_1x=probes["1x"]["videos"], videos_4x=probes["4x"]["videos"])
