@@ -176,7 +176,8 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
             rows.append(r)
     t2 = pd.DataFrame(rows).set_index(["Method", "N"]).fillna("–")  # metrics a method does not have
     _write(t2, out, "table_detail", f"Per method and budget (accuracy in %, mean ± std over {seeds} seed(s); "
-           f"videos/s on the first seed).{upper} {where}{UNITS}")
+           f"videos/s on the first seed; model-only videos/s of the shared classifier measured once per "
+           f"frame count and given to every method at that count).{upper} {where}{UNITS}")
 
     training = _training_table(p0)
     if not training.empty:
