@@ -230,7 +230,7 @@ def compare_across(entries: dict[str, Entry], baseline: dict) -> list[Verdict]:
             status = "better"  # better than every platform recorded
         else:
             status = "changed"
-        verdicts.append(Verdict(key, status, e.value, mean, limit, sorted(e.seeds)))
+        verdicts.append(Verdict(key, status, e.value, mean, limit, []))  # another platform: no seed is comparable
     return verdicts
 
 
@@ -270,7 +270,7 @@ def report(verdicts: list[Verdict], tolerance: str | float, how: str = "", acros
         now = "-" if v.now is None else f"{v.now:.4f}"
         was = "-" if v.baseline is None else f"{v.baseline:.4f}"
         limit = "" if v.bound is None else f" (limit {v.bound:.4f})"
-        cells = f"; seeds changed: {', '.join(v.seeds)}" if v.seeds and v.status not in ("new", "missing") else ""
+        cells = f"; changed in seed(s) {', '.join(v.seeds)}" if v.seeds and v.status not in ("new", "missing") else ""
         lines.append(f"  {v.status.upper():8s} {v.key}: {was} -> {now}{limit}{cells}")
     failed = [v for v in verdicts if v.fails]
     if failed:
