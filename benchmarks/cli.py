@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--tolerance", default=None,
                    help="'interval' (a value is worse when outside the baseline's bootstrap interval) or an "
                         "allowed fall in the metric's units (default: what the baseline file says)")
-    q.add_argument("--update-baseline", action="store_true", help="record this run as its CPU platform's baseline section (other platforms' are kept)")
+    q.add_argument("--update-baseline", action="store_true",
+                   help="record this run as its CPU platform's baseline section (other platforms' are kept)")
     q.set_defaults(fn=_quality)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_cmd", required=True)

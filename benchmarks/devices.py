@@ -50,3 +50,16 @@ def describe_platform(record: dict | None) -> str:
     if record is None:
         return "unknown"
     return ", ".join(f"{k}={v}" for k, v in sorted(record.items())) or "any"
+
+
+def platform_matches(recorded: dict, platform: dict | None) -> bool:
+    """A baseline section recorded on ``recorded`` applies to ``platform`` when every field it
+    names is the same (a section naming none, from before platforms were recorded: any)."""
+    return platform is not None and all(platform.get(k) == v for k, v in recorded.items())
+
+
+def own_section(sections: list[dict], platform: dict | None) -> dict | None:
+    """The section (a dict with a ``platform`` record) that applies to ``platform``: the most
+    specific of those that match, or None."""
+    found = [s for s in sections if platform_matches(s["platform"], platform)]
+    return max(found, key=lambda s: len(s["platform"])) if found else None

@@ -20,7 +20,7 @@ The reference does not remove what another CPU changes in the *balance* of the w
 EPYC (AVX-512) against the Intel Xeon baseline, after the drift, benchmarks ranged from 0.46x
 (the encoder's convolutions) to 2.3x (a faiss-kernel FPS comparison), far beyond any tolerance
 that still catches a regression. So the baseline keeps one section per machine (CPU platform
-and core count, :func:`samplerbench.store.provenance.cpu_platform`) and a run is gated against its
+and core count, :func:`samplerbench.devices.cpu_platform`) and a run is gated against its
 own machine's section. On a machine with none, each benchmark is gated against every recorded
 machine and flagged only when it regresses against all of them: the recorded machines' spread is
 its allowance, and the report says so.
@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from samplerbench.devices import describe_platform
+from samplerbench.devices import describe_platform, own_section, platform_matches
 
 DEFAULT_BASELINE = Path("results/baselines/throughput.json")
 DEFAULT_TOLERANCE = 0.5
@@ -121,16 +121,6 @@ def sections(baseline: dict) -> list[dict]:
     return [{"platform": {}, **baseline}] if baseline.get("benchmarks") else []
 
 
-def _matches(recorded: dict, machine: dict) -> bool:
-    return all(machine.get(k) == v for k, v in recorded.items())
-
-
-def own_section(baseline: dict, machine: dict) -> dict | None:
-    """The section recorded on this machine (the most specific that matches), or None."""
-    found = sorted((s for s in sections(baseline) if _matches(s["platform"], machine)), key=lambda s: -len(s["platform"]))
-    return found[0] if found else None
-
-
 def _status(ratio: float, tolerance: float) -> str:
     return "regression" if ratio > 1 + tolerance else "improvement" if ratio < 1 / (1 + tolerance) else "ok"
 
@@ -159,7 +149,7 @@ def gate(runs: list[dict], baseline: dict, tolerance: float) -> tuple[list[Verdi
     """The verdicts against this machine's section; on a machine with none, each benchmark's (and
     the drift's) most favourable verdict over the recorded machines; and a line saying which."""
     machine = machine_of(runs[0])
-    own = own_section(baseline, machine) if all(machine_of(r) == machine for r in runs) else None
+    own = own_section(sections(baseline), machine) if all(machine_of(r) == machine for r in runs) else None
     if own is not None:
         return compare(runs, own, tolerance), (f"against this machine's section ({describe_platform(own['platform'])}, "
                                                f"recorded {own.get('created_utc')})")
@@ -190,7 +180,7 @@ def baseline_from(runs: list[dict], tolerance: float, previous: dict | None = No
     section = {"platform": machine, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "runs": len(runs), "machine": runs[0].get("machine_info", {}).get("samplerbench", {}),
                "benchmarks": combined(runs, "median")}
-    kept = [s for s in sections(previous or {}) if not _matches(s["platform"], machine)]
+    kept = [s for s in sections(previous or {}) if not platform_matches(s["platform"], machine)]
     return {"about": "normalised time = median over rounds of (round time / reference time just before it), "
                      "per call; per machine section, the median over its runs; see README",
             "tolerance": tolerance, "machines": [*kept, section]}
@@ -234,7 +224,7 @@ def run_gate(run_json: Path | list[Path], baseline_path: Path = DEFAULT_BASELINE
          "verdicts": [{**v.__dict__, "change": v.change} for v in verdicts]}, indent=1))
     if (add_new or accept) and baseline:
         machine = machine_of(runs[0])
-        own = own_section(baseline, machine)
+        own = own_section(sections(baseline), machine)
         if own is None:
             print(f"no baseline section for this machine ({describe_platform(machine)}) to add to: record one with "
                   f"`{UPDATE_HINT}`")

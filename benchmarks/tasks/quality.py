@@ -11,7 +11,7 @@ task's) fall back to ``absolute`` (default 0: any worsening fails). A baseline e
 fails too (a method that stopped running hides whatever it would have shown); an entry the
 baseline lacks is reported as new.
 
-Bit-reproducibility holds per *CPU platform* only (:func:`samplerbench.store.provenance.cpu_platform`:
+Bit-reproducibility holds per *CPU platform* only (:func:`samplerbench.devices.cpu_platform`:
 vendor, family, model, torch's kernel set): MKL and oneDNN take other kernels on another CPU, the
 trained pieces come out different, and the quick suite's values move by as much as a regression
 would (seen: an AMD EPYC against the Intel Xeon baseline, mAP by up to 0.04, accuracies by 0.09).
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from samplerbench.devices import describe_platform
+from samplerbench.devices import describe_platform, own_section, platform_matches
 
 DEFAULT_BASELINE = Path("results/baselines/quality.json")
 SPREAD_K = 2.0  # a third platform may differ from the envelope by twice what two platforms did
@@ -104,11 +104,6 @@ def sections(baseline: dict) -> list[dict]:
     return baseline["platforms"] if "platforms" in baseline else [{"platform": {}, **baseline}]
 
 
-def matches(recorded: dict, platform: dict | None) -> bool:
-    """A section applies to a run when every platform field it recorded is the run's."""
-    return platform is not None and all(platform.get(k) == v for k, v in recorded.items())
-
-
 def _metric_of(key: str) -> str:
     task, _label, _budget, metric = key.split(" | ")
     return f"{task} | {metric}"
@@ -142,7 +137,7 @@ def baseline_from(run_dir: Path, tasks: dict, absolute: float = 0.0, previous: d
                "provenance_id": summary.get("provenance_id"),
                "entries": {k: {"value": e.value, "seeds": e.seeds, "lo": e.lo, "hi": e.hi,
                                "lower_is_better": e.lower_is_better} for k, e in entries.items()}}
-    kept = [s for s in sections(previous) if s["platform"] and not matches(s["platform"], platform)] if previous else []
+    kept = [s for s in sections(previous or {"platforms": []}) if not platform_matches(s["platform"], platform)]
     secs = [*kept, section]
     return {"about": "quality gate baseline, one section per CPU platform: per (task, label, budget, metric) the "
                      "value (mean over seeds), each seed's value and the bootstrap interval; platform_spread: the "
@@ -238,12 +233,12 @@ def gate(entries: dict[str, Entry], baseline: dict, platform: dict | None,
          tolerance: str | float | None = None) -> tuple[list[Verdict], str, bool]:
     """The verdicts against the baseline section of the run's platform (the most specific one
     that matches), else across the recorded platforms; a line saying which; whether across."""
-    found = sorted((s for s in sections(baseline) if matches(s["platform"], platform)), key=lambda s: -len(s["platform"]))
-    if found:
-        section = {**baseline, **found[0]}
+    own = own_section(sections(baseline), platform)
+    if own is not None:
+        section = {**baseline, **own}
         return (compare(entries, section, tolerance),
                 f"this run's platform ({describe_platform(platform)}): gated exactly against its own baseline section "
-                f"(run {found[0].get('run')}, recorded {found[0].get('recorded')})", False)
+                f"(run {own.get('run')}, recorded {own.get('recorded')})", False)
     secs = sections(baseline)
     return (compare_across(entries, baseline),
             f"no baseline section for this run's platform ({describe_platform(platform)}); gated across the "
