@@ -152,7 +152,6 @@ def quality(session: nox.Session) -> None:
     import time
 
     env = shared_env(session)
-    update = "--update-baseline" in session.posargs
     out = ROOT / "results" / "quality" / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="samplerbench-quality-cache-") as cache:
         # two threads on any machine: torch's reductions split by thread count, and the baseline
@@ -160,8 +159,8 @@ def quality(session: nox.Session) -> None:
         session.run(str(BIN / "samplerbench"), "run", "quick", "--results", str(out), "--cache", cache, "--no-timing",
                     "--threads", "2", "--quiet", env=env, external=True)
     (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
-    session.run(str(BIN / "samplerbench"), "quality", str(run_dir), *(["--update-baseline"] if update else []),
-                env=env, external=True)
+    extra = [a for a in ("--update-baseline", "--drop-other-platforms") if a in session.posargs]
+    session.run(str(BIN / "samplerbench"), "quality", str(run_dir), *extra, env=env, external=True)
 
 
 @nox.session(venv_backend="none")

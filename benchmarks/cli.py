@@ -183,7 +183,10 @@ def _quality(args) -> int:
     from samplerbench.tasks.run import TASKS
 
     tol = args.tolerance if args.tolerance in (None, "interval") else float(args.tolerance)
-    return run_gate(Path(args.run), TASKS, Path(args.baseline), tol, args.update_baseline)
+    if args.drop_other_platforms and not args.update_baseline:
+        print("--drop-other-platforms goes with --update-baseline")
+        return 2
+    return run_gate(Path(args.run), TASKS, Path(args.baseline), tol, args.update_baseline, args.drop_other_platforms)
 
 
 def _baseline_tolerance() -> str:
@@ -281,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                         "allowed fall in the metric's units (default: what the baseline file says)")
     q.add_argument("--update-baseline", action="store_true",
                    help="record this run as its CPU platform's baseline section (other platforms' are kept)")
+    q.add_argument("--drop-other-platforms", action="store_true",
+                   help="with --update-baseline, after a change that moves every platform's numbers: keep only "
+                        "this platform's section and the cross-platform spread measured before")
     q.set_defaults(fn=_quality)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_cmd", required=True)

@@ -206,6 +206,33 @@ def test_recording_a_platform_replaces_its_own_section_and_keeps_the_others(tmp_
     assert run_platform(_run(tmp_path, "old", [{"cpu": "AMD EPYC", "old": True}], {})) == {"cpu": "AMD EPYC"}
 
 
+def test_dropping_the_other_platforms_keeps_only_this_one_and_the_spread_measured_before(tmp_path, capsys):
+    """After a change that moves every platform's numbers, the other sections are stale: the
+    record keeps this run's section alone and the spread measured before; a run on the dropped
+    platform is then gated across this one with that spread, not exactly against stale values."""
+    import json
+
+    from samplerbench.cli import main
+    from samplerbench.tasks.quality import run_gate
+
+    tasks = {"retrieval": _Task}
+    path = tmp_path / "quality.json"
+    assert run_gate(_run(tmp_path, "intel", [INTEL], {"t2v_R@1": 10.0, "t2v_R@5": 20.0}), tasks, path, update=True) == 0
+    assert run_gate(_run(tmp_path, "amd", [AMD], {"t2v_R@1": 11.0, "t2v_R@5": 20.0}), tasks, path, update=True) == 0
+    changed = _run(tmp_path, "amd-new", [AMD], {"t2v_R@1": 14.0, "t2v_R@5": 20.5})
+    assert run_gate(changed, tasks, path, update=True, drop_others=True) == 0
+    base = json.loads(path.read_text())
+    assert [s["run"] for s in base["platforms"]] == ["amd-new"]
+    assert base["platform_spread"]["retrieval | t2v_R@1"] == pytest.approx(1.0)  # not 4 (10 vs 14): the change's
+    capsys.readouterr()
+    # Intel's old value (10) against 14 - 2 x 1: worse; 13 passes; neither exactly against 10
+    assert run_gate(_run(tmp_path, "intel-old", [INTEL], {"t2v_R@1": 10.0, "t2v_R@5": 20.5}), tasks, path) == 1
+    assert "no baseline section" in capsys.readouterr().out
+    assert run_gate(_run(tmp_path, "intel-new", [INTEL], {"t2v_R@1": 13.0, "t2v_R@5": 20.5}), tasks, path) == 0
+    # the CLI flag goes with --update-baseline only
+    assert main(["quality", str(changed), "--baseline", str(path), "--drop-other-platforms"]) == 2
+
+
 def test_the_cpu_platform_names_the_vendor_and_torchs_kernel_set():
     import torch
 

@@ -631,3 +631,39 @@ def test_the_shared_readers_model_only_timing_is_measured_once_per_frame_count(t
         assert len({t["model_timed_in"] for t in same}) == 1 and same[0]["model_timed_in"] in timing
     # every cell's end-to-end timing is still its own
     assert len({t["videos_per_s_e2e"] for t in timing.values()}) == len(timing)
+
+
+def test_each_test_videos_features_are_read_once_per_run_not_once_per_cell(tiny_run, tmp_path, monkeypatch):
+    """The cells read a test video's stored features (and apply the fc) once per run while the
+    memo fits ``[eval] video_cache_mib``; with no room, once per cell, as before. Same rows."""
+    import dataclasses
+
+    from samplerbench.features.store import ShardedStore
+
+    reads = []
+    real = ShardedStore.get
+
+    def counting(self, position, names=None):
+        if names == ("features",):
+            reads.append(position)
+        return real(self, position, names)
+
+    monkeypatch.setattr(ShardedStore, "get", counting)
+    s, tmp, first = tiny_run
+    videos = TINY["splits"]["test"]
+    rows = {}
+    for mib in (256, 0):
+        reads.clear()
+        variant = dataclasses.replace(s, eval={**s.eval, "video_cache_mib": mib})
+        run_dir = run_suite(variant, tmp_path / f"results{mib}", tmp / "cache", progress=False, timing=False)
+        cells = len(list((run_dir / "cells" / "classification").glob("*.json")))
+        assert cells == CELLS
+        if mib:  # each video once, whoever reads it after (the cells, the selection strips)
+            assert sorted(reads) == list(range(videos))
+        else:
+            assert len(reads) >= CELLS * videos
+        rows[mib] = pd.read_csv(run_dir / "rows.csv").set_index(["method", "budget", "seed", "metric"])["value"]
+    pd.testing.assert_series_equal(rows[256], rows[0])
+    quality = rows[256][rows[256].index.get_level_values("metric").isin(QUALITY)]
+    stored = pd.read_csv(first / "rows.csv").set_index(["method", "budget", "seed", "metric"])["value"]
+    pd.testing.assert_series_equal(quality, stored.loc[quality.index])

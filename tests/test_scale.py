@@ -114,6 +114,35 @@ def test_the_fast_pool_is_max_pool2d_bit_for_bit_and_trains_as_it():
         assert set(a.grad.unique().tolist()) <= {0.0, 1.0}  # not split between tied maxima
 
 
+def test_the_cpu_encoders_run_channels_last_with_the_contiguous_layouts_numbers():
+    """FrameCNN and SOSampler's ShiftCNN compute in channels_last on the CPU (oneDNN's NHWC
+    kernels, faster here): their convolutions see an NHWC input, and features and input
+    gradients equal the NCHW computation (the same layers called on the NCHW tensor) within
+    float rounding."""
+    from samplerbench.models.encoders import FrameCNN
+    from samplerbench.registry import METHODS
+
+    shift_cnn = sys.modules[type(METHODS.get("sosampler")()).__module__].ShiftCNN
+    torch.manual_seed(0)
+    for net in (FrameCNN(), shift_cnn(3)):
+        layers = net.body if isinstance(net, FrameCNN) else torch.nn.Sequential(net.stem, net.block1, net.block2)
+        x = torch.randn(6, 3, 32, 32)
+        seen = []
+        conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        handle = conv.register_forward_pre_hook(
+            lambda _m, args, seen=seen: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out = net(a)
+        assert seen == [True]
+        ref = layers(b).amax(dim=(2, 3))
+        assert seen == [True, False]  # the reference really ran NCHW
+        handle.remove()
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        out.square().sum().backward()
+        ref.square().sum().backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_features_alone_come_from_the_workers_without_their_pixels(tmp_path, split):
     """Without a pixel store the workers send back only the features (the same bits)."""
     model = _encoder()

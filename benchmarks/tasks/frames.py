@@ -161,6 +161,9 @@ class FrameContext:
     #: token methods' cells: each test video's patch features, computed once per method
     #: (``eval.patch_cache_mib``, default 1024: what the current method may keep)
     patch_memo: PatchFeatureMemo = field(default_factory=PatchFeatureMemo)
+    #: every cell's test videos: features, the fc's frame logits and candidates read once per run
+    #: (``eval.video_cache_mib``, default 256; past it a video is read from the store at each cell)
+    video_memo: VideoMemo = field(default_factory=lambda: VideoMemo(256 << 20))
 
     @property
     def resize(self) -> int | None:
@@ -207,7 +210,8 @@ class FrameContext:
         ctx = cls(suite, split, train, val, model, record, PipelineCost(model, (3, *frame_size)), run.device,
                   frame_size, candidates, run.cache_dir, env, run.prov, run.progress, stores,
                   run.ranks.part(len(split.records)),
-                  patch_memo=PatchFeatureMemo(int(suite.eval.get("patch_cache_mib", PatchFeatureMemo.cap_bytes >> 20)) << 20))
+                  patch_memo=PatchFeatureMemo(int(suite.eval.get("patch_cache_mib", PatchFeatureMemo.cap_bytes >> 20)) << 20),
+                  video_memo=VideoMemo(int(suite.eval.get("video_cache_mib", 256)) << 20))
         run.state["frames"] = ctx
         return ctx
 
@@ -258,10 +262,13 @@ class FrameContext:
         if rec.video_id in self.failures:
             return None
         feats_store, pixel_store = self.stores.stores(self.split)
-        feats = torch.from_numpy(feats_store.get(position, ("features",))["features"])
-        with torch.inference_mode():
-            logits = self.model.head.frame_logits(feats.float().to(self.device)).float().cpu().numpy()
-        cands = candidates_of(rec, self.num_candidates)
+        known = self.video_memo.get(position)
+        if known is None:
+            feats = torch.from_numpy(feats_store.get(position, ("features",))["features"])
+            with torch.inference_mode():
+                logits = self.model.head.frame_logits(feats.float().to(self.device)).float().cpu().numpy()
+            known = self.video_memo.put(position, (feats, logits, candidates_of(rec, self.num_candidates)))
+        feats, logits, cands = known
         if pixel_store is not None:
             source = lambda: torch.from_numpy(pixel_store.get(position, ("pixels",))["pixels"])  # noqa: E731
         else:  # no method of the suite observes pixels; decoded here if one asks all the same
@@ -318,6 +325,27 @@ class FrameContext:
                 fails.append({"video": rec.video_id, "error": f"{rec.path}: {key}: {type(e).__name__}: {e}"})
                 continue
             yield rec, vc, view, sel
+
+
+@dataclass
+class VideoMemo:
+    """What :meth:`FrameContext.video` read of each test video, kept while it fits ``cap_bytes``
+    (the first videos of the split, never evicted: the cells sweep the split in order, where
+    an LRU smaller than the split would never hit). Each cell read every video's features from
+    the store and applied the fc again: 270 cells x 300 videos in the default suite."""
+
+    cap_bytes: int
+    table: dict = field(default_factory=dict)
+    used: int = 0
+
+    def get(self, position: int) -> tuple | None:
+        return self.table.get(position)
+
+    def put(self, position: int, entry: tuple) -> tuple:
+        size = sum(x.nbytes for x in entry)
+        if self.used + size <= self.cap_bytes:
+            self.table[position], self.used = entry, self.used + size
+        return entry
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

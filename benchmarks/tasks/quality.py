@@ -123,9 +123,13 @@ def platform_spread(secs: list[dict]) -> dict[str, float]:
     return {m: float(np.max(np.abs(d))) for m, d in sorted(diffs.items())}
 
 
-def baseline_from(run_dir: Path, tasks: dict, absolute: float = 0.0, previous: dict | None = None) -> dict:
+def baseline_from(run_dir: Path, tasks: dict, absolute: float = 0.0, previous: dict | None = None,
+                  keep_others: bool = True) -> dict:
     """The baseline file's content: ``previous``'s sections, with this run's replacing those of
-    its platform, and the cross-platform spread measured again."""
+    its platform, and the cross-platform spread measured again. ``keep_others=False`` (a change
+    that moves every platform's numbers, e.g. another kernel layout): only this run's section,
+    and the spread measured before kept (how far two platforms differ is the machines', not the
+    change's), so another platform is gated across this one until it records its own."""
     entries = run_entries(run_dir, tasks)
     platform = run_platform(run_dir)
     if platform is None:
@@ -138,12 +142,13 @@ def baseline_from(run_dir: Path, tasks: dict, absolute: float = 0.0, previous: d
                "entries": {k: {"value": e.value, "seeds": e.seeds, "lo": e.lo, "hi": e.hi,
                                "lower_is_better": e.lower_is_better} for k, e in entries.items()}}
     kept = [s for s in sections(previous or {"platforms": []}) if not platform_matches(s["platform"], platform)]
-    secs = [*kept, section]
+    secs = [*kept, section] if keep_others else [section]
+    spread = platform_spread(secs) if keep_others else (previous or {}).get("platform_spread", {})
     return {"about": "quality gate baseline, one section per CPU platform: per (task, label, budget, metric) the "
                      "value (mean over seeds), each seed's value and the bootstrap interval; platform_spread: the "
                      "largest difference between two platforms per (task, metric); see samplerbench.tasks.quality",
             "tolerance": "interval", "absolute": absolute, "spread_k": SPREAD_K,
-            "platform_spread": platform_spread(secs), "platforms": secs}
+            "platform_spread": spread, "platforms": secs}
 
 
 @dataclass
@@ -278,15 +283,16 @@ def report(verdicts: list[Verdict], tolerance: str | float, how: str = "", acros
 
 
 def run_gate(run_dir: Path, tasks: dict, baseline_path: Path = DEFAULT_BASELINE,
-             tolerance: str | float | None = None, update: bool = False) -> int:
-    """Exit code: 0 pass (or baseline written), 1 fail, 2 no baseline / not a run."""
+             tolerance: str | float | None = None, update: bool = False, drop_others: bool = False) -> int:
+    """Exit code: 0 pass (or baseline written), 1 fail, 2 no baseline / not a run.
+    ``drop_others`` (with ``update``): the other platforms' sections go (see :func:`baseline_from`)."""
     if not (Path(run_dir) / "cells").is_dir():
         print(f"{run_dir}: not a run folder (no cells/)")
         return 2
     if update:
         previous = json.loads(baseline_path.read_text()) if baseline_path.is_file() else None
         try:
-            base = baseline_from(run_dir, tasks, previous=previous)
+            base = baseline_from(run_dir, tasks, previous=previous, keep_others=not drop_others)
         except ValueError as err:
             print(err)
             return 2
