@@ -185,3 +185,37 @@ def test_the_patch_memo_is_the_selected_patches_encoded_alone(cap_videos):
         assert encoded == [24, 24, 1, 4, 4, 9, 9, 24, 24] and memo.full
     memo("tokens-uniform", model, "a", lambda: videos["a"], torch.arange(4))
     assert set(memo.table) == {"a"} and memo.method == "tokens-uniform"
+
+
+def test_an_epochs_selections_made_ahead_in_workers_are_each_steps_own():
+    """The token ViT's training makes an epoch's selections before its first step, in worker
+    processes, from fit's own visiting order: fit trains step s on exactly
+    ``epoch_order(...)[s * batch:(s + 1) * batch]``, and the workers' selection of each video
+    at its budget is the one made for that video alone."""
+    from types import SimpleNamespace
+
+    from samplerbench.models.tokens import _selected, selections
+    from samplerbench.training.fit import FitConfig, default_order_rng, epoch_order, fit
+
+    cfg = FitConfig(epochs=2, batch=3, seed=5)
+    seen = []
+
+    def batch_loss(m, ids, epoch, step, rng):
+        seen.append((epoch, step, ids.tolist()))
+        return m.weight.sum() * 0.0
+
+    fit(torch.nn.Linear(2, 1), cfg, 8, batch_loss, None, "t", progress=False)
+    for epoch in range(2):
+        order = epoch_order(cfg, 8, default_order_rng(cfg)(epoch))
+        want = [order[s * 3:(s + 1) * 3].tolist() for s in range(3)]
+        assert [ids for e, _s, ids in seen if e == epoch] == want
+    assert seen[0][2] != seen[3][2] or seen[1][2] != seen[4][2]  # the epochs' orders differ
+
+    pools = torch.stack([_pixels(t=4, size=32, seed=s) for s in range(5)])
+    split = SimpleNamespace(records=[SimpleNamespace(video_id=f"v{i}") for i in range(5)])
+    budgets = np.array([1, 4, 2, 2, 3])
+    sampler = METHODS.get("kcenter")(patch=16)
+    ahead = selections(sampler, pools, split, budgets, seed=11)
+    alone = [_selected(sampler, pools[i], f"v{i}", int(budgets[i]), 11) for i in range(5)]
+    assert [a.tolist() for a in ahead] == [a.tolist() for a in alone]
+    assert [len(a) for a in ahead] == [4 * int(n) for n in budgets]  # 2x2 tokens a frame

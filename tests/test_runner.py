@@ -182,6 +182,15 @@ def test_token_samplers_run_with_their_own_trained_vit(tmp_path):
     assert prov2["token_models"]["kcenter"]["cached"] is True
     rows2 = pd.read_csv(again / "rows.csv").set_index(["method", "budget", "metric"])["value"]
     assert rows2[("kcenter", 4, "top1")] == rows[("kcenter", 4, "top1")]
+    # the ViT reads a cell's videos in batches: the class scores of reading each video alone
+    import dataclasses
+
+    alone = run_suite(dataclasses.replace(s, eval={**s.eval, "token_batch": 1}), tmp_path / "alone",
+                      tmp_path / "cache", progress=False, timing=False)
+    for cell in sorted((again / "cells" / "classification").glob("*.npz")):
+        with np.load(cell) as batched, np.load(alone / "cells" / "classification" / cell.name) as single:
+            assert batched["probs"].shape == single["probs"].shape and len(batched["probs"]) == TINY["splits"]["test"]
+            np.testing.assert_allclose(batched["probs"], single["probs"], rtol=1e-5, atol=1e-6)
 
 
 def test_learned_methods_train_once_and_report_their_cost(tmp_path):

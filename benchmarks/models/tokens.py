@@ -21,15 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from samplerbench.data.annotations import VideoSplit
 from samplerbench.data.candidates import decode_pools
+from samplerbench.data.parallel import decode_workers, in_order
 from samplerbench.devices import device_of
 from samplerbench.metrics.classification import one_hot
 from samplerbench.models.archs import TokenViT
 from samplerbench.sampling import Budget, Sampler, VideoView
 from samplerbench.seeding import derive_seed, generator
-from samplerbench.training.fit import FitConfig, cached_fit, fit
+from samplerbench.training.fit import FitConfig, cached_fit, default_order_rng, epoch_order, fit
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +249,28 @@ class PatchFeatureMemo:
         return feats[tokens.to(feats.device)][None]
 
 
+class _Selections(Dataset):
+    """Item i: the sampler's token ids on the i-th pool at budget ``budgets[i]``, seeded by ``seed``."""
+
+    def __init__(self, sampler: Sampler, pools: torch.Tensor, split: VideoSplit, budgets, seed: int):
+        self.sampler, self.pools, self.split, self.budgets, self.seed = sampler, pools, split, budgets, seed
+
+    def __len__(self) -> int:
+        return len(self.budgets)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return _selected(self.sampler, self.pools[i], self.split.records[i].video_id, int(self.budgets[i]), self.seed)
+
+
+def selections(sampler: Sampler, pools: torch.Tensor, split: VideoSplit, budgets, seed: int) -> list[np.ndarray]:
+    """Every pool's selection (``budgets``: one per video), in worker processes when the sampler
+    observes pixels (K-center: a few ms of numpy a video, on one core; the workers use every
+    core while training waits) and here when it reads only the layout. The same ids either way."""
+    data = _Selections(sampler, pools, split, budgets, seed)
+    workers = decode_workers() if "pixels" in sampler.observes else 0
+    return [np.asarray(t) for t in in_order(data, workers)]
+
+
 def _selected(sampler: Sampler, pixels: torch.Tensor, video_id: str, n: int, seed: int) -> np.ndarray:
     """The sampler's token ids on one video's candidate pixels."""
     view = VideoView(video_id, len(pixels), np.arange(len(pixels)), allowed=sampler.observes,
@@ -277,7 +301,7 @@ def token_top1(sampler: Sampler, pools: torch.Tensor, split: VideoSplit, budgets
     feats = patch_table(pools, patch_features, patch)
     chunks: dict[int, list[tuple[list[int], torch.Tensor]]] = {}  # per budget: (videos, their tokens)
     for n in budgets:
-        picks = [_selected(sampler, pools[i], rec.video_id, n, seed) for i, rec in enumerate(split.records)]
+        picks = selections(sampler, pools, split, [n] * len(pools), seed)
         by_length: dict[int, list[int]] = {}
         for i, tok in enumerate(picks):  # videos whose selections stack
             by_length.setdefault(len(tok), []).append(i)
@@ -337,19 +361,35 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
     def run(model):
         pools, vpools = decode(train, candidates, size), decode(val, candidates, size)
         feats = patch_table(pools, model.patch_features, cfg.patch)
+        fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
+        order_rng = default_order_rng(fcfg)
+        steps = int(np.ceil(len(train) / fcfg.batch))
+
+        def budget_of(epoch: int, step: int) -> int:
+            rng = np.random.Generator(np.random.PCG64(derive_seed("tok-budget", cfg.seed, epoch, step)))
+            return int(rng.choice(list(budgets)))
+
+        epoch_picks: dict[int, list[np.ndarray]] = {}
+
+        def picks_of(epoch: int) -> list[np.ndarray]:
+            """The epoch's selection of every training video at its step's budget, made at once
+            (in worker processes) before its first step, with fit's own visiting order."""
+            if epoch not in epoch_picks:
+                order, n = epoch_order(fcfg, len(train), order_rng(epoch)), np.empty(len(train), np.int64)
+                for step in range(steps):
+                    n[order[step * fcfg.batch:(step + 1) * fcfg.batch]] = budget_of(epoch, step)
+                epoch_picks.clear()
+                epoch_picks[epoch] = selections(sampler, pools, train, n, derive_seed("tok-select", cfg.seed, epoch))
+            return epoch_picks[epoch]
 
         def video_loss(m, ids, epoch, step, _rng):
-            rng = np.random.Generator(np.random.PCG64(derive_seed("tok-budget", cfg.seed, epoch, step)))
-            n = int(rng.choice(list(budgets)))
-            seed = derive_seed("tok-select", cfg.seed, epoch)
-            toks = torch.from_numpy(np.stack([_selected(sampler, pools[i], train.records[i].video_id, n, seed)
-                                              for i in ids]))
+            picks = picks_of(epoch)
+            toks = torch.from_numpy(np.stack([picks[i] for i in ids]))
             x = feats[torch.from_numpy(ids)[:, None], toks]
             return video_label_loss(m.vit(x.to(device_of(m)), toks.to(device_of(m))), train, ids)
 
         validate = token_top1(sampler, vpools, val, budgets, model.patch_features, cfg.patch)
-        fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
         return fit(model, fcfg, len(train), video_loss, validate, f"token ViT ({sampler.name})", progress,
-                   initial_score=False)
+                   initial_score=False, order_rng=order_rng)
 
     return cached_fit("token-vit", parts, build, run, cache_dir, device=device)

@@ -75,42 +75,61 @@ class Classification(Task):
         return []
 
     def evaluate(self, run: Run, cell: Cell, sampler: Sampler) -> CellOutput:
-        """Select, predict and record every video of the split for one cell."""
+        """Select, predict and record every video of the split for one cell. A token ViT reads
+        its videos in batches of ``[eval] token_batch`` (default 32) selections of one length:
+        one call a video was most of a token method's cells (4 blocks at batch 1)."""
         ctx = FrameContext.of(run)
         key, budget = cell.method.key, Budget("count", cell.budget)
         probs, labels, per_video, fails = [], [], [], []
         to_probs = metrics.sigmoid if ctx.split.multilabel else metrics.softmax
+        pending = []  # token reader: (video's record parts, its patch features (K, D), its token ids (K,))
+        token_batch = max(1, int(run.suite.eval.get("token_batch", 32)))
+
+        def record(rec, vc, view, sel, out, n, enc, head, extra):
+            logits = out.float().cpu().numpy()
+            if not np.isfinite(logits).all():  # that video's failure, not a score that ranks anywhere
+                fails.append({"video": rec.video_id, "error": f"{rec.path}: {key}: non-finite class scores "
+                                                              f"({int((~np.isfinite(logits)).sum())} of {logits.size})"})
+                return
+            probs.append(to_probs(logits))
+            labels.append(rec.labels)
+            per_video.append({"video": rec.video_id, "frames": vc.candidates[sel.indices].tolist(),
+                              "hash": sel.digest(), "n": n, "events": [[e.start, e.end] for e in rec.events],
+                              "gflops_sampler": (view.charged_flops + sel.own_flops) / 1e9, "gflops_encoder": enc.gflops,
+                              "gflops_head": head.gflops, **ctx.facts(rec), **extra})
+
+        def flush():
+            if pending:
+                model = ctx.token_model(key, sampler)
+                with torch.inference_mode():
+                    out = model.vit(torch.stack([x for _, x, _ in pending]).to(ctx.device),
+                                    torch.stack([t for _, _, t in pending]).to(ctx.device))
+                for (parts, _, _), row in zip(pending, out, strict=True):
+                    record(*parts[:4], row, *parts[4:])
+                pending.clear()
+
         for rec, vc, view, sel in ctx.selections(key, sampler, budget, cell.seed, fails):
             n = int(sel.indices.size)
-            sampler_flops = view.charged_flops + sel.own_flops
-            extra = {}
             with torch.inference_mode():
                 if sampler.reader == "tokens":
                     model = ctx.token_model(key, sampler)
                     tok = torch.from_numpy(sel.tokens)
-                    out = model.vit(ctx.patch_memo(key, model, rec.video_id, lambda vc=vc: vc.pixels, tok),
-                                    tok[None].to(ctx.device))
-                    enc, head = ctx.token_flops(key, model, len(tok)), FlopCount(0.0)
-                    extra = {"tokens": len(tok), "frames_touched": n}
-                    n = len(tok) / model.grid.per_frame  # frame-equivalents
-                elif sampler.reader == "head":  # the method's own head on the encoded frames' features
+                    x = ctx.patch_memo(key, model, rec.video_id, lambda vc=vc: vc.pixels, tok)[0]
+                    if pending and (len(pending) == token_batch or len(tok) != len(pending[0][2])):
+                        flush()
+                    pending.append(((rec, vc, view, sel, len(tok) / model.grid.per_frame,  # frame-equivalents
+                                     ctx.token_flops(key, model, len(tok)), FlopCount(0.0),
+                                     {"tokens": len(tok), "frames_touched": n}), x, tok))
+                    continue
+                if sampler.reader == "head":  # the method's own head on the encoded frames' features
                     enc = ctx.encoder_flops(view, n)
                     head = FlopCount(sampler.head_flops(n))
                     out = sampler.head_logits(vc.feats[torch.from_numpy(sel.indices)][None].float().to(ctx.device))
                 else:
                     enc, head = ctx.encoder_flops(view, n), ctx.cost.encoder_head(n)[1]
                     out = ctx.model.head(vc.feats[torch.from_numpy(sel.indices)][None].float().to(ctx.device))
-            logits = out[0].float().cpu().numpy()
-            if not np.isfinite(logits).all():  # that video's failure, not a score that ranks anywhere
-                fails.append({"video": rec.video_id, "error": f"{rec.path}: {key}: non-finite class scores "
-                                                              f"({int((~np.isfinite(logits)).sum())} of {logits.size})"})
-                continue
-            probs.append(to_probs(logits))
-            labels.append(rec.labels)
-            per_video.append({"video": rec.video_id, "frames": vc.candidates[sel.indices].tolist(),
-                              "hash": sel.digest(), "n": n, "events": [[e.start, e.end] for e in rec.events],
-                              "gflops_sampler": sampler_flops / 1e9, "gflops_encoder": enc.gflops,
-                              "gflops_head": head.gflops, **ctx.facts(rec), **extra})
+            record(rec, vc, view, sel, out[0], n, enc, head, {})
+        flush()
         c = ctx.split.num_classes
         preds = {"probs": np.stack(probs) if probs else np.zeros((0, c)),
                  "labels": metrics.one_hot(labels, c), "multilabel": np.array(ctx.split.multilabel)}

@@ -11,7 +11,9 @@ rounds in one run, medians), each checked to give the same output:
   from its description;
 - K-center at the ECCV paper's setting (6272 tokens of 771 values, K = 1568) against the
   authors' full ``torch.cdist`` matrix then greedy, reimplemented from their description;
-- the frame encoder over 16 videos through the extraction's ``encode_videos`` against a bare loop.
+- the frame encoder over 16 videos through the extraction's ``encode_videos`` against a bare loop;
+- a training step of the frame encoder (channels_last on the CPU) against the same layers in NCHW;
+- the token ViT reading a cell's videos in one batch against one call a video.
 
 One thread in every pool (``conftest.pytest_configure``); the table is printed at the end.
 """
@@ -252,3 +254,48 @@ def test_encoder_vs_bare_loop(versus):
                                                                                         torch.device("cpu"), 32),
                           {"bare loop": bare})
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs["bare loop"], strict=True))
+
+
+def test_encoder_training_step_channels_last_vs_nchw(versus):
+    """A training step of the harness's frame encoder (forward and backward, 64 frames 64x64):
+    as it runs (channels_last on the CPU) against the same layers on the NCHW tensor."""
+    from samplerbench.models.encoders import FrameCNN
+
+    torch.manual_seed(0)
+    net = FrameCNN().train()
+    x = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+    def step(forward):
+        net.zero_grad(set_to_none=True)
+        loss = forward(x).square().mean()
+        loss.backward()
+        return loss.item(), net.body[0][0].weight.grad.clone()
+
+    ours, theirs = versus("encoder training step, 64 frames 64x64", lambda: step(net),
+                          {"NCHW": lambda: step(lambda v: net.body(v).amax(dim=(2, 3)))})
+    assert ours[0] == pytest.approx(theirs["NCHW"][0], rel=1e-5)
+    torch.testing.assert_close(ours[1], theirs["NCHW"][1], rtol=1e-3, atol=1e-5)
+
+
+def test_token_reader_batched_vs_per_video(versus):
+    """The token ViT reading a cell's 32 videos (64 tokens each) in one call, as the runner does,
+    against one call a video."""
+    from samplerbench.models.archs import TokenViT
+
+    torch.manual_seed(0)
+    vit = TokenViT(16, 512, 128, 4, 4, 10).eval()
+    vit.embed = torch.nn.Linear(128, 128)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 64, 128, generator=g)
+    ids = torch.stack([torch.randperm(512, generator=g)[:64].sort().values for _ in range(32)])
+
+    @torch.inference_mode()
+    def batched():
+        return vit(x, ids)
+
+    @torch.inference_mode()
+    def alone():
+        return torch.cat([vit(x[i:i + 1], ids[i:i + 1]) for i in range(len(x))])
+
+    ours, theirs = versus("token ViT, 32 videos x 64 tokens", batched, {"one call a video": alone})
+    torch.testing.assert_close(ours, theirs["one call a video"], rtol=1e-4, atol=1e-5)

@@ -48,6 +48,18 @@ def _order_rng(key: tuple, seed: int, epoch: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(derive_seed(*key, seed, epoch)))
 
 
+def epoch_order(cfg: FitConfig, num_train: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``permutation`` epoch's visiting order, the first draw from the epoch's order generator
+    (:func:`fit`'s own; a caller preparing an epoch's inputs ahead calls it on a generator made
+    the same way). Step ``s`` trains on ``order[s * batch:(s + 1) * batch]``."""
+    return rng.permutation(num_train)
+
+
+def default_order_rng(cfg: FitConfig) -> Callable[[int], np.random.Generator]:
+    """The epochs' order generators :func:`fit` uses unless given its own."""
+    return lambda epoch: _order_rng(("fit-order",), cfg.seed, epoch)
+
+
 def fit(model: nn.Module, cfg: FitConfig, num_train: int, batch_loss: BatchLoss,
         validate: Callable[[nn.Module], float] | None, desc: str, progress: bool = True,
         initial_score: bool = True, order_rng: Callable[[int], np.random.Generator] | None = None) -> dict:
@@ -60,7 +72,7 @@ def fit(model: nn.Module, cfg: FitConfig, num_train: int, batch_loss: BatchLoss,
     if cfg.draw not in ("permutation", "replacement"):
         raise ValueError(f"FitConfig.draw must be permutation or replacement, not {cfg.draw!r}")
     t0 = time.perf_counter()
-    order_rng = order_rng or (lambda epoch: _order_rng(("fit-order",), cfg.seed, epoch))
+    order_rng = order_rng or default_order_rng(cfg)
     steps = cfg.steps or int(np.ceil(num_train / cfg.batch))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -81,7 +93,7 @@ def fit(model: nn.Module, cfg: FitConfig, num_train: int, batch_loss: BatchLoss,
     for epoch in range(cfg.epochs):
         model.train()
         rng = order_rng(epoch)
-        order = rng.permutation(num_train) if cfg.draw == "permutation" else None
+        order = epoch_order(cfg, num_train, rng) if cfg.draw == "permutation" else None
         losses = []
         bar = tqdm(range(steps), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, mininterval=1.0)
         for step in bar:
