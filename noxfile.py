@@ -94,8 +94,10 @@ def tests(session: nox.Session) -> None:
 def throughput(session: nox.Session) -> None:
     """Run the throughput benchmarks (raw JSON kept in results/throughput/) and gate them.
 
-    A regression must survive one re-run of the flagged benchmarks (the gate takes each one's
-    best attempt); --update-baseline runs the suite three times and records the medians."""
+    A regression must survive two re-runs of the flagged benchmarks (the gate takes each one's
+    best attempt): on this VM a few benchmarks are bimodal with unchanged code (the farthest
+    point ones read +50% in two attempts of four); --update-baseline runs the suite three times
+    and records the medians."""
     import json
     import time
 
@@ -120,16 +122,20 @@ def throughput(session: nox.Session) -> None:
         runs = [bench(f"baseline{i}") for i in range(3)]
         session.run(*gate, *map(str, runs), "--update-baseline", env=env, external=True)
         return
-    first = bench("run")
-    session.run(*gate, str(first), env=env, external=True, success_codes=[0, 1])
-    verdicts = json.loads(first.with_suffix(".gate.json").read_text())["verdicts"]
-    flagged = [v["name"] for v in verdicts if v["status"] == "regression"]
-    if flagged:
+    attempts = [bench("run")]
+    for confirm in range(1, 3):
+        last = confirm == 2
+        session.run(*gate, *map(str, attempts), env=env, external=True, success_codes=[0, 1])
+        verdicts = json.loads(attempts[-1].with_suffix(".gate.json").read_text())["verdicts"]
+        flagged = [v["name"] for v in verdicts if v["status"] == "regression"]
+        if not flagged:
+            return
         # the run-wide drift flagged: re-run everything; else only the flagged benchmarks
         names = [] if any(not n.startswith("test_") for n in flagged) else flagged
-        session.log(f"re-running {len(names) or 'all'} flagged benchmark(s) to confirm: {flagged}")
-        again = bench("confirm", *(_node(n) for n in names))
-        session.run(*gate, str(first), str(again), env=env, external=True)
+        session.log(f"re-running {len(names) or 'all'} flagged benchmark(s) to confirm ({confirm} of 2): {flagged}")
+        attempts.append(bench(f"confirm{confirm}", *(_node(n) for n in names)))
+        if last:
+            session.run(*gate, *map(str, attempts), env=env, external=True)
 
 
 def _node(name: str) -> str:
