@@ -190,12 +190,12 @@ def test_the_patch_memo_is_the_selected_patches_encoded_alone(cap_videos):
 def test_an_epochs_selections_made_ahead_in_workers_are_each_steps_own():
     """The token ViT's training makes an epoch's selections before its first step, in worker
     processes, from fit's own visiting order: fit trains step s on exactly
-    ``epoch_order(...)[s * batch:(s + 1) * batch]``, and the workers' selection of each video
+    ``epoch_batches(...)[s]``, and the workers' selection of each video
     at its budget is the one made for that video alone."""
     from types import SimpleNamespace
 
     from samplerbench.models.tokens import _selected, selections
-    from samplerbench.training.fit import FitConfig, default_order_rng, epoch_order, fit
+    from samplerbench.training.fit import FitConfig, default_order_rng, epoch_batches, fit
 
     cfg = FitConfig(epochs=2, batch=3, seed=5)
     seen = []
@@ -206,8 +206,9 @@ def test_an_epochs_selections_made_ahead_in_workers_are_each_steps_own():
 
     fit(torch.nn.Linear(2, 1), cfg, 8, batch_loss, None, "t", progress=False)
     for epoch in range(2):
-        order = epoch_order(cfg, 8, default_order_rng(cfg)(epoch))
+        order = default_order_rng(cfg)(epoch).permutation(8)  # the order drawn by hand
         want = [order[s * 3:(s + 1) * 3].tolist() for s in range(3)]
+        assert [b.tolist() for b in epoch_batches(cfg, 8, default_order_rng(cfg)(epoch))] == want
         assert [ids for e, _s, ids in seen if e == epoch] == want
     assert seen[0][2] != seen[3][2] or seen[1][2] != seen[4][2]  # the epochs' orders differ
 

@@ -31,7 +31,7 @@ from samplerbench.metrics.classification import one_hot
 from samplerbench.models.archs import TokenViT
 from samplerbench.sampling import Budget, Sampler, VideoView
 from samplerbench.seeding import derive_seed, generator
-from samplerbench.training.fit import FitConfig, cached_fit, default_order_rng, epoch_order, fit
+from samplerbench.training.fit import FitConfig, cached_fit, default_order_rng, epoch_batches, fit
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +363,6 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
         feats = patch_table(pools, model.patch_features, cfg.patch)
         fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
         order_rng = default_order_rng(fcfg)
-        steps = int(np.ceil(len(train) / fcfg.batch))
 
         def budget_of(epoch: int, step: int) -> int:
             rng = np.random.Generator(np.random.PCG64(derive_seed("tok-budget", cfg.seed, epoch, step)))
@@ -375,9 +374,9 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
             """The epoch's selection of every training video at its step's budget, made at once
             (in worker processes) before its first step, with fit's own visiting order."""
             if epoch not in epoch_picks:
-                order, n = epoch_order(fcfg, len(train), order_rng(epoch)), np.empty(len(train), np.int64)
-                for step in range(steps):
-                    n[order[step * fcfg.batch:(step + 1) * fcfg.batch]] = budget_of(epoch, step)
+                n = np.empty(len(train), np.int64)
+                for step, ids in enumerate(epoch_batches(fcfg, len(train), order_rng(epoch))):
+                    n[ids] = budget_of(epoch, step)
                 epoch_picks.clear()
                 epoch_picks[epoch] = selections(sampler, pools, train, n, derive_seed("tok-select", cfg.seed, epoch))
             return epoch_picks[epoch]

@@ -163,7 +163,7 @@ class FrameContext:
     patch_memo: PatchFeatureMemo = field(default_factory=PatchFeatureMemo)
     #: every cell's test videos: features, the fc's frame logits and candidates read once per run
     #: (``eval.video_cache_mib``, default 256; past it a video is read from the store at each cell)
-    video_memo: VideoMemo = field(default_factory=lambda: VideoMemo(256 << 20))
+    video_memo: VideoMemo = field(default_factory=lambda: VideoMemo())
 
     @property
     def resize(self) -> int | None:
@@ -211,7 +211,7 @@ class FrameContext:
                   frame_size, candidates, run.cache_dir, env, run.prov, run.progress, stores,
                   run.ranks.part(len(split.records)),
                   patch_memo=PatchFeatureMemo(int(suite.eval.get("patch_cache_mib", PatchFeatureMemo.cap_bytes >> 20)) << 20),
-                  video_memo=VideoMemo(int(suite.eval.get("video_cache_mib", 256)) << 20))
+                  video_memo=VideoMemo(int(suite.eval.get("video_cache_mib", VideoMemo.cap_bytes >> 20)) << 20))
         run.state["frames"] = ctx
         return ctx
 
@@ -334,7 +334,7 @@ class VideoMemo:
     an LRU smaller than the split would never hit). Each cell read every video's features from
     the store and applied the fc again: 270 cells x 300 videos in the default suite."""
 
-    cap_bytes: int
+    cap_bytes: int = 256 << 20  # [eval] video_cache_mib
     table: dict = field(default_factory=dict)
     used: int = 0
 

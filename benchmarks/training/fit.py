@@ -48,11 +48,17 @@ def _order_rng(key: tuple, seed: int, epoch: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(derive_seed(*key, seed, epoch)))
 
 
-def epoch_order(cfg: FitConfig, num_train: int, rng: np.random.Generator) -> np.ndarray:
-    """A ``permutation`` epoch's visiting order, the first draw from the epoch's order generator
-    (:func:`fit`'s own; a caller preparing an epoch's inputs ahead calls it on a generator made
-    the same way). Step ``s`` trains on ``order[s * batch:(s + 1) * batch]``."""
-    return rng.permutation(num_train)
+def epoch_steps(cfg: FitConfig, num_train: int) -> int:
+    """Steps per epoch: ``cfg.steps``, else enough batches to visit every item once."""
+    return cfg.steps or int(np.ceil(num_train / cfg.batch))
+
+
+def epoch_batches(cfg: FitConfig, num_train: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A ``permutation`` epoch's items per step, from the first draw of the epoch's order
+    generator (:func:`fit`'s own; a caller preparing an epoch's inputs ahead calls it on a
+    generator made the same way)."""
+    order = rng.permutation(num_train)
+    return [order[s * cfg.batch:(s + 1) * cfg.batch] for s in range(epoch_steps(cfg, num_train))]
 
 
 def default_order_rng(cfg: FitConfig) -> Callable[[int], np.random.Generator]:
@@ -73,7 +79,7 @@ def fit(model: nn.Module, cfg: FitConfig, num_train: int, batch_loss: BatchLoss,
         raise ValueError(f"FitConfig.draw must be permutation or replacement, not {cfg.draw!r}")
     t0 = time.perf_counter()
     order_rng = order_rng or default_order_rng(cfg)
-    steps = cfg.steps or int(np.ceil(num_train / cfg.batch))
+    steps = epoch_steps(cfg, num_train)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     total = max(cfg.epochs * steps, 1)
@@ -93,12 +99,11 @@ def fit(model: nn.Module, cfg: FitConfig, num_train: int, batch_loss: BatchLoss,
     for epoch in range(cfg.epochs):
         model.train()
         rng = order_rng(epoch)
-        order = epoch_order(cfg, num_train, rng) if cfg.draw == "permutation" else None
+        batches = epoch_batches(cfg, num_train, rng) if cfg.draw == "permutation" else None
         losses = []
         bar = tqdm(range(steps), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, mininterval=1.0)
         for step in bar:
-            ids = (order[step * cfg.batch:(step + 1) * cfg.batch] if order is not None
-                   else rng.integers(0, num_train, size=cfg.batch))
+            ids = batches[step] if batches is not None else rng.integers(0, num_train, size=cfg.batch)
             loss = batch_loss(model, ids, epoch, step, rng)
             opt.zero_grad(set_to_none=True)
             loss.backward()
