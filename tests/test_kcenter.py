@@ -220,3 +220,38 @@ def test_an_epochs_selections_made_ahead_in_workers_are_each_steps_own():
     alone = [_selected(sampler, pools[i], f"v{i}", int(budgets[i]), 11) for i in range(5)]
     assert [a.tolist() for a in ahead] == [a.tolist() for a in alone]
     assert [len(a) for a in ahead] == [4 * int(n) for n in budgets]  # 2x2 tokens a frame
+
+
+def test_token_vits_of_one_run_share_the_splits_patch_tables(tmp_path, tiny_root, monkeypatch):
+    """Two token ViTs on the same frozen encoder and patch size (K-center's and the uniform
+    baseline's) compute each split's patch table once between them, and train the weights they
+    train alone; a table that does not fit the cap is computed again."""
+    from samplerbench.data.candidates import decode_pools
+    from samplerbench.data.synth import load_split
+    from samplerbench.models import tokens
+    from samplerbench.models.encoders import FrameCNN
+
+    train, val = load_split(tiny_root, "train"), load_split(tiny_root, "val")
+    torch.manual_seed(0)
+    encoder = FrameCNN(width=4, dim=16).eval()
+    cfg = tokens.TokenModelConfig(epochs=1, width=16, depth=1, heads=2, batch=8)
+    computed = []
+    table = tokens.patch_table
+    monkeypatch.setattr(tokens, "patch_table", lambda pools, *a: computed.append(len(pools)) or table(pools, *a))
+
+    def train_both(tables, cache):
+        return [tokens.train_token_classifier(METHODS.get(name)(), train, val, cfg, 4, (1, 2), (32, 32), cache,
+                                              encoder, "enc", progress=False, decode=decode_pools, tables=tables)[0]
+                for name in ("kcenter", "tokens-uniform")]
+
+    shared = train_both(tokens.PatchTables(), tmp_path / "shared")
+    assert computed == [len(train.records), len(val.records)]  # once each, for both ViTs
+    computed.clear()
+    alone = train_both(None, tmp_path / "alone")
+    assert computed == [len(train.records), len(val.records)] * 2
+    for a, b in zip(shared, alone, strict=True):
+        for (k, v), w in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(v, w), k
+    computed.clear()
+    train_both(tokens.PatchTables(cap_bytes=1), tmp_path / "tight")
+    assert len(computed) == 4

@@ -7,10 +7,24 @@ import numpy as np
 import pytest
 import torch
 
+from samplerbench.data.parallel import in_order
 from samplerbench.data.synth import load_split
 from samplerbench.features.extract import Extraction, fill
 from samplerbench.features.store import ShardedStore
-from samplerbench.kernels.threads import cores, encode_threads, set_threads, thread_counts, threads
+from samplerbench.kernels import farthest
+from samplerbench.kernels.threads import (
+    SMALL_BLAS_MACS,
+    blas_threads_for,
+    cores,
+    encode_threads,
+    set_threads,
+    thread_counts,
+    threads,
+)
+
+
+def _blas_threads() -> int:
+    return max(v for k, v in thread_counts().items() if k.startswith("blas:"))
 
 
 @pytest.mark.parametrize("n,workers,want", [(2, 1, 1), (8, 3, 5), (1, 4, 1), (4, 0, 4)])
@@ -56,3 +70,52 @@ def test_extraction_workers_encode_with_one_thread_each_and_the_main_thread_coun
     assert set(feats[:, 0]) == {1.0}  # one thread per worker
     assert os.getpid() not in set(feats[:, 1].astype(int))  # encoded in the workers
     assert torch.get_num_threads() == before
+
+
+def test_small_blas_work_runs_on_one_thread_and_large_keeps_the_runs_count():
+    with threads(2):
+        with blas_threads_for(SMALL_BLAS_MACS - 1):
+            assert _blas_threads() == 1
+        assert _blas_threads() == 2  # restored
+        with blas_threads_for(SMALL_BLAS_MACS):
+            assert _blas_threads() == 2
+
+
+@pytest.mark.parametrize("algorithm,k", [("full", 200), ("incremental", 40), ("incremental", 120)])
+def test_farthest_point_kernels_run_small_problems_on_one_blas_thread_with_the_same_selection(monkeypatch, algorithm, k):
+    """Beside torch's pool a second BLAS thread made K-center on 512 tokens 2x slower (its
+    spin-wait after each call takes the core torch needs): the numpy kernels of a small problem
+    run BLAS on one thread, and select what they select with two (BLAS splits the output)."""
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(512, 771)).astype(np.float32))
+    seen = []
+    init = farthest._Columns.__init__
+
+    def spy(self, *a, **kw):
+        seen.append(_blas_threads())
+        init(self, *a, **kw)
+
+    monkeypatch.setattr(farthest._Columns, "__init__", spy)
+    with threads(2):
+        ours = farthest.farthest_point_sampling(x, k, 3, algorithm=algorithm)
+        monkeypatch.setattr("samplerbench.kernels.threads.SMALL_BLAS_MACS", 0)  # no cap: the run's two threads
+        two = farthest.farthest_point_sampling(x, k, 3, algorithm=algorithm)
+    assert seen == [1, 2]
+    assert torch.equal(ours, two)
+
+
+class _PoolThreads(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.tensor([torch.get_num_threads(), _blas_threads(), os.getpid()])
+
+
+def test_worker_processes_run_one_thread_in_every_pool():
+    """Two workers with the parent's two OpenBLAS threads each doubled an epoch's K-center
+    selections on 2 cores: each worker runs one thread in torch's pool and in BLAS's."""
+    with threads(2):
+        items = list(in_order(_PoolThreads(), workers=2))
+        assert _blas_threads() == 2  # the parent's count is its own
+    assert {int(t[0]) for t in items} == {1} and {int(t[1]) for t in items} == {1}
+    assert os.getpid() not in {int(t[2]) for t in items}

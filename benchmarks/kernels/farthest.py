@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from samplerbench.kernels.threads import blas_threads_for
+
 METRICS = ("euclidean", "cosine", "manhattan", "minkowski")
 ALGORITHMS = ("auto", "incremental", "full", "torch")
 FULL_MATRIX_BYTES = 256 << 20
@@ -161,8 +163,10 @@ def farthest_point_sampling(x: torch.Tensor, k: int, start, metric: str = "eucli
         if not numpy_ok:
             raise ValueError(f"the {algorithm} kernel takes CPU points in euclidean or cosine distance")
         layout = "gram" if algorithm == "full" else "columns" if k >= TRANSPOSE_MIN_K else "rows"
-        cols = _Columns(x.detach().numpy(), metric, layout)
-        return torch.from_numpy(_greedy(cols.distances, n, k, starts, np.minimum, np.argmax))
+        macs = n * n * x.shape[1] if layout == "gram" else farthest_point_macs(n, k, x.shape[1])
+        with blas_threads_for(macs):
+            cols = _Columns(x.detach().numpy(), metric, layout)
+            return torch.from_numpy(_greedy(cols.distances, n, k, starts, np.minimum, np.argmax))
     pts = Points.prepare(x, metric, p)
     dist = distance or distances_to
     order = _greedy(lambda i: dist(pts, i), n, k, starts, lambda a, b, out: torch.minimum(a, b, out=out),

@@ -9,6 +9,14 @@ with more threads than with one.
   on CPU the workers decode and encode, one per core, and the main process only writes the
   stores. (Before that, on this 2-core machine, the encoder with 2 threads beside a busy decode
   worker ran 40 -> 66 ms a video, slower than with 1.)
+- Small BLAS calls inside a run (the K-center kernels' Gram matrix and matrix-vector products on
+  a 64x64 video's 512 tokens): one BLAS thread (:func:`blas_threads_for`). Beside torch's pool,
+  a second BLAS thread cost more than it saved: after each call OpenBLAS's worker spins for
+  about 2^28 cycles (its THREAD_TIMEOUT), on the core torch's next parallel region needs
+  (K-center on 512 tokens: 23-32 ms a video with both pools at 2 threads, 9-11 with either at 1;
+  at the paper's 6272 tokens two BLAS threads win, 680 vs 1040 ms).
+- Decode/selection worker processes (:func:`samplerbench.data.parallel.in_order`): one thread in
+  every pool, as torch gives them one (:func:`samplerbench.data.parallel.single_thread_worker`).
 - Benchmarks (``nox -s throughput``): one thread in every pool, unless a benchmark states
   otherwise; each benchmark records the counts it ran with.
 """
@@ -17,10 +25,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from functools import cache
 
 import torch
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
+
+#: below this many multiply-adds in one kernel call (about 0.1 s on one core), its BLAS calls
+#: run on one thread (see the module docstring)
+SMALL_BLAS_MACS = 1 << 30
 
 
 def cores() -> int:
@@ -61,3 +74,19 @@ def threads(n: int) -> Iterator[None]:
             yield
         finally:
             torch.set_num_threads(before)
+
+
+@cache
+def _controller() -> ThreadpoolController:
+    """The process's native thread pools, found once (a scan of the loaded libraries takes about
+    4 ms; a limit through the found controller, 30 us)."""
+    return ThreadpoolController()
+
+
+def blas_threads_for(macs: float):
+    """A context that runs a kernel's BLAS calls on one thread when its work (``macs``
+    multiply-adds in all) is small: a second thread's wake-up and spin cost more than it saves
+    there. Large work keeps the run's count. The results are the same either way (BLAS splits
+    the output, not the sums)."""
+    return _controller().limit(limits=1, user_api="blas") if macs < SMALL_BLAS_MACS else nullcontext()
+

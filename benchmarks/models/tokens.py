@@ -289,16 +289,36 @@ def patch_table(pools: torch.Tensor, patch_features, patch: int) -> torch.Tensor
     return feats.clone()
 
 
+@dataclass
+class PatchTables:
+    """Training splits' patch tables (:func:`patch_table`) kept for the run's next token ViT
+    that embeds the same patches with the same frozen weights (K-center's and the uniform
+    baseline's ViTs: the second computed both splits' tables again, 21 s of its 116 on 2 cores),
+    while they fit ``cap_bytes`` (``[eval] patch_cache_mib``)."""
+
+    cap_bytes: int = 1024 << 20
+    table: dict = field(default_factory=dict)
+
+    def __call__(self, key: tuple, pools: torch.Tensor, patch_features, patch: int) -> torch.Tensor:
+        if key not in self.table:
+            feats = patch_table(pools, patch_features, patch)
+            if sum(t.nbytes for t in self.table.values()) + feats.nbytes > self.cap_bytes:
+                return feats
+            self.table[key] = feats
+        return self.table[key]
+
+
 def token_top1(sampler: Sampler, pools: torch.Tensor, split: VideoSplit, budgets, patch_features,
-               patch: int, seed: int = 0, batch: int = 64):
+               patch: int, seed: int = 0, batch: int = 64, feats: torch.Tensor | None = None):
     """``score(model)``: the token ViT's top-1 on the sampler's selections of ``split``, averaged
     over the budgets (a multi-label video counts when its top class is one of its labels).
 
     The selections (seeded: the same at every call) and every patch's frozen features are
     computed here, once; each call runs only the ViT, ``batch`` videos at a time. (Computing them
     per call, a video at a time, was most of a token ViT's training: 8 validations x 5 budgets.)
+    ``feats``: the patch table when the caller has it.
     """
-    feats = patch_table(pools, patch_features, patch)
+    feats = patch_table(pools, patch_features, patch) if feats is None else feats
     chunks: dict[int, list[tuple[list[int], torch.Tensor]]] = {}  # per budget: (videos, their tokens)
     for n in budgets:
         picks = selections(sampler, pools, split, [n] * len(pools), seed)
@@ -335,14 +355,16 @@ def video_label_loss(logits: torch.Tensor, split: VideoSplit, ids) -> torch.Tens
 def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit, cfg: TokenModelConfig,
                            candidates: int, budgets, size, cache_dir: Path, encoder: nn.Module | None = None,
                            encoder_key: str = "", progress: bool = True,
-                           decode=decode_pools, device: torch.device | str = "cpu") -> tuple[TokenClassifier, dict]:
+                           decode=decode_pools, device: torch.device | str = "cpu",
+                           tables: PatchTables | None = None) -> tuple[TokenClassifier, dict]:
     """The token ViT trained on ``sampler``'s token selections (or loaded from the cache).
 
     Each batch draws one budget from ``budgets`` (frame-equivalents; seeded) and trains on the
     sampler's selections at it, K-center's start seeded per (epoch, video): one model serves
     every budget of the suite. The frozen encoder's patch features are computed once per
     training video. Early stopping on the validation split's top-1 averaged over the budgets.
-    ``decode`` gives the candidate pools (a caller training several ViTs passes a memoised one).
+    ``decode`` gives the candidate pools and ``tables`` keeps the splits' patch tables (a caller
+    training several ViTs passes memoised ones).
     """
     grid = TokenGrid(candidates, size[0] // cfg.patch, size[1] // cfg.patch)
     parts = [cfg.identity(), {"sampler": sampler.name, **sampler.config()}, train.manifest_hash, val.manifest_hash,
@@ -354,13 +376,18 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
 
         w = Path(cfg.vit_weights) if cfg.vit_weights else default_weights(cfg.vit)
         parts.append(weights_digest(w) if w is not None and w.is_file() else "missing")  # build() names the file
+    # what a patch's features depend on: the patch size and the frozen weights that embed it
+    embedding = (cfg.patch, cfg.embed, encoder_key if cfg.embed == "encoder" else "",
+                 (cfg.vit, parts[-1]) if cfg.embed == "vit" else "")
 
     def build():
         return TokenClassifier(cfg, grid, train.num_classes, encoder)
 
+    tables = tables or PatchTables(cap_bytes=0)
+
     def run(model):
         pools, vpools = decode(train, candidates, size), decode(val, candidates, size)
-        feats = patch_table(pools, model.patch_features, cfg.patch)
+        feats = tables((train.manifest_hash, candidates, tuple(size), *embedding), pools, model.patch_features, cfg.patch)
         fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
         order_rng = default_order_rng(fcfg)
 
@@ -387,7 +414,9 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
             x = feats[torch.from_numpy(ids)[:, None], toks]
             return video_label_loss(m.vit(x.to(device_of(m)), toks.to(device_of(m))), train, ids)
 
-        validate = token_top1(sampler, vpools, val, budgets, model.patch_features, cfg.patch)
+        validate = token_top1(sampler, vpools, val, budgets, model.patch_features, cfg.patch,
+                              feats=tables((val.manifest_hash, candidates, tuple(size), *embedding), vpools,
+                                           model.patch_features, cfg.patch))
         return fit(model, fcfg, len(train), video_loss, validate, f"token ViT ({sampler.name})", progress,
                    initial_score=False, order_rng=order_rng)
 

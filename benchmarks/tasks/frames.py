@@ -33,6 +33,7 @@ from samplerbench.models.encoders import FrameClassifier, ModelConfig
 from samplerbench.models.protocols import probe_classifier, zero_shot_classifier
 from samplerbench.models.tokens import (
     PatchFeatureMemo,
+    PatchTables,
     TokenClassifier,
     TokenModelConfig,
     train_token_classifier,
@@ -161,6 +162,8 @@ class FrameContext:
     #: token methods' cells: each test video's patch features, computed once per method
     #: (``eval.patch_cache_mib``, default 1024: what the current method may keep)
     patch_memo: PatchFeatureMemo = field(default_factory=PatchFeatureMemo)
+    #: the training splits' patch tables, for the run's next token ViT (same cap)
+    patch_tables: PatchTables = field(default_factory=PatchTables)
     #: every cell's test videos: features, the fc's frame logits and candidates read once per run
     #: (``eval.video_cache_mib``, default 256; past it a video is read from the store at each cell)
     video_memo: VideoMemo = field(default_factory=lambda: VideoMemo())
@@ -207,10 +210,11 @@ class FrameContext:
                              int(suite.eval.get("store_shard_videos", 64)))
         env.stores = stores
         run.env = env
+        patch_cap = int(suite.eval.get("patch_cache_mib", PatchFeatureMemo.cap_bytes >> 20)) << 20
         ctx = cls(suite, split, train, val, model, record, PipelineCost(model, (3, *frame_size)), run.device,
                   frame_size, candidates, run.cache_dir, env, run.prov, run.progress, stores,
                   run.ranks.part(len(split.records)),
-                  patch_memo=PatchFeatureMemo(int(suite.eval.get("patch_cache_mib", PatchFeatureMemo.cap_bytes >> 20)) << 20),
+                  patch_memo=PatchFeatureMemo(patch_cap), patch_tables=PatchTables(patch_cap),
                   video_memo=VideoMemo(int(suite.eval.get("video_cache_mib", VideoMemo.cap_bytes >> 20)) << 20))
         run.state["frames"] = ctx
         return ctx
@@ -242,7 +246,8 @@ class FrameContext:
                 model, record = train_token_classifier(sampler, self.train, self.val, cfg, self.num_candidates,
                                                        self.suite.budgets, self.frame_size, self.cache_dir,
                                                        self.model.encoder, self.classifier_record["content_key"],
-                                                       self.progress, decode=self.candidate_pools, device=self.device)
+                                                       self.progress, decode=self.candidate_pools, device=self.device,
+                                                       tables=self.patch_tables)
             self.token_models[spec_key] = (model, record)
             self.prov.setdefault("token_models", {})[spec_key] = record
         return self.token_models[spec_key][0]

@@ -13,7 +13,9 @@ rounds in one run, medians), each checked to give the same output:
   authors' full ``torch.cdist`` matrix then greedy, reimplemented from their description;
 - the frame encoder over 16 videos through the extraction's ``encode_videos`` against a bare loop;
 - a training step of the frame encoder (channels_last on the CPU) against the same layers in NCHW;
-- the token ViT reading a cell's videos in one batch against one call a video.
+- the token ViT reading a cell's videos in one batch against one call a video;
+- K-center selections on 64x64 videos (512 tokens) at the run's threads (every core), its small
+  BLAS calls on one thread, against the same with BLAS on every core beside torch's pool.
 
 One thread in every pool (``conftest.pytest_configure``); the table is printed at the end.
 """
@@ -299,3 +301,30 @@ def test_token_reader_batched_vs_per_video(versus):
 
     ours, theirs = versus("token ViT, 32 videos x 64 tokens", batched, {"one call a video": alone})
     torch.testing.assert_close(ours, theirs["one call a video"], rtol=1e-4, atol=1e-5)
+
+
+def test_kcenter_small_blas_one_thread_vs_every_core(versus, monkeypatch):
+    """K-center on 16 videos of 32 frames 64x64 (512 tokens, budgets 1-16 frames) with the run's
+    threads in torch's and BLAS's pools (every core, as ``samplerbench run``): the kernels' small
+    BLAS calls on one thread (:func:`samplerbench.kernels.threads.blas_threads_for`) against
+    BLAS on every core beside torch's pool, whose spin-waits took the cores torch needed."""
+    from samplerbench.kernels import threads as pools
+    from samplerbench.methods.kcenter import KCenterPatches
+    from samplerbench.models.tokens import _selected
+
+    sampler = KCenterPatches()
+    g = torch.Generator().manual_seed(1)
+    videos = [torch.randint(0, 256, (32, 3, 64, 64), dtype=torch.uint8, generator=g) for _ in range(16)]
+
+    def select_all():
+        return [_selected(sampler, v, f"v{i}", (1, 2, 4, 8, 16)[i % 5], 0).tolist() for i, v in enumerate(videos)]
+
+    def uncapped():
+        with monkeypatch.context() as m:
+            m.setattr(pools, "SMALL_BLAS_MACS", 0)
+            return select_all()
+
+    with threads(cores()):
+        ours, theirs = versus(f"K-center selections, 16 videos x 512 tokens, {cores()} threads", select_all,
+                              {"BLAS on every core": uncapped})
+    assert ours == theirs["BLAS on every core"]
