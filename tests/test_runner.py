@@ -676,3 +676,31 @@ def test_each_test_videos_features_are_read_once_per_run_not_once_per_cell(tiny_
     quality = rows[256][rows[256].index.get_level_values("metric").isin(QUALITY)]
     stored = pd.read_csv(first / "rows.csv").set_index(["method", "budget", "seed", "metric"])["value"]
     pd.testing.assert_series_equal(quality, stored.loc[quality.index])
+
+
+def test_the_token_vits_patch_tables_are_let_go_after_the_runs_last_token_vit(tmp_path, monkeypatch):
+    """The run keeps the training splits' patch tables between its token ViTs (computed once
+    for both) and lets them go once the last one is trained: they are 2 of the run's tables, not
+    its memory for the rest of the cells."""
+    from samplerbench.models import tokens
+    from samplerbench.tasks.frames import FrameContext
+
+    computed, kept = [], []
+    table = tokens.patch_table
+    monkeypatch.setattr(tokens, "patch_table", lambda pools, *a: computed.append(len(pools)) or table(pools, *a))
+    train_vit = FrameContext.token_model
+
+    def spy(self, key, sampler):
+        out = train_vit(self, key, sampler)
+        kept.append(len(self.patch_tables.table))
+        return out
+
+    monkeypatch.setattr(FrameContext, "token_model", spy)
+    path = write_suite(tmp_path / "tok.toml", name="tiny-tok-tables")
+    text = path.read_text().split("[[methods]]")[0].replace("seeds = [0, 1]", "seeds = [0]")
+    text = text.replace("[eval]", "[token_model]\nepochs = 1\nwidth = 16\ndepth = 1\nheads = 2\nbatch = 8\n[eval]")
+    path.write_text(text + '[[methods]]\nname = "kcenter"\n[[methods]]\nname = "tokens-uniform"\n')
+    run_suite(suite_mod.load(path), tmp_path / "results", tmp_path / "cache", progress=False, timing=False)
+    assert computed[:2] == [TINY["splits"]["train"], TINY["splits"]["val"]]
+    assert len([n for n in computed if n == TINY["splits"]["train"]]) == 1  # once, for both ViTs
+    assert kept[0] == 2 and kept[-1] == 0

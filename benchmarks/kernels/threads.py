@@ -86,7 +86,10 @@ def _controller() -> ThreadpoolController:
 def blas_threads_for(macs: float):
     """A context that runs a kernel's BLAS calls on one thread when its work (``macs``
     multiply-adds in all) is small: a second thread's wake-up and spin cost more than it saves
-    there. Large work keeps the run's count. The results are the same either way (BLAS splits
-    the output, not the sums)."""
+    there. Large work keeps the run's count. OpenBLAS's sgemm rounds differently with another
+    thread count (up to 3e-4 in a 512 x 771 Gram matrix here, its matrix-vector products not at
+    all), so a near-tie may select differently; with the count fixed, a small problem's
+    selection no longer depends on ``--threads``. (In the default suite this moved the K-center
+    ViT's training at one near-tie: its 15 mAP values by at most 6e-5, top-1 and top-5 not.)"""
     return _controller().limit(limits=1, user_api="blas") if macs < SMALL_BLAS_MACS else nullcontext()
 

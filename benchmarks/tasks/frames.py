@@ -162,7 +162,7 @@ class FrameContext:
     #: token methods' cells: each test video's patch features, computed once per method
     #: (``eval.patch_cache_mib``, default 1024: what the current method may keep)
     patch_memo: PatchFeatureMemo = field(default_factory=PatchFeatureMemo)
-    #: the training splits' patch tables, for the run's next token ViT (same cap)
+    #: the training splits' patch tables, for the run's next token ViT (same cap; let go after the last)
     patch_tables: PatchTables = field(default_factory=PatchTables)
     #: every cell's test videos: features, the fc's frame logits and candidates read once per run
     #: (``eval.video_cache_mib``, default 256; past it a video is read from the store at each cell)
@@ -250,6 +250,9 @@ class FrameContext:
                                                        tables=self.patch_tables)
             self.token_models[spec_key] = (model, record)
             self.prov.setdefault("token_models", {})[spec_key] = record
+            untrained = {m.key for m in self.suite.methods if METHODS.get(m.name)(**m.params).reader == "tokens"}
+            if not untrained - set(self.token_models):  # the last token ViT of the run: its tables are done with
+                self.patch_tables.table.clear()
         return self.token_models[spec_key][0]
 
     def token_flops(self, spec_key: str, model: TokenClassifier, k: int) -> FlopCount:

@@ -327,4 +327,7 @@ def test_kcenter_small_blas_one_thread_vs_every_core(versus, monkeypatch):
     with threads(cores()):
         ours, theirs = versus(f"K-center selections, 16 videos x 512 tokens, {cores()} threads", select_all,
                               {"BLAS on every core": uncapped})
-    assert ours == theirs["BLAS on every core"]
+    # another BLAS thread count rounds the Gram matrix differently (threads.blas_threads_for): a
+    # near-tie may go the other way, so most tokens agree, not necessarily all
+    same = sum(len(set(a) & set(b)) for a, b in zip(ours, theirs["BLAS on every core"], strict=True))
+    assert same >= 0.9 * sum(len(a) for a in ours)
