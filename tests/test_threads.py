@@ -1,7 +1,9 @@
 """The intra-op thread policy: the pools' counts, the context's restore, ``threads - workers`` for
 the main process while extraction workers run, and one thread in each of them."""
 
+import json
 import os
+import textwrap
 
 import numpy as np
 import pytest
@@ -79,6 +81,32 @@ def test_small_blas_work_runs_on_one_thread_and_large_keeps_the_runs_count():
         assert _blas_threads() == 2  # restored
         with blas_threads_for(SMALL_BLAS_MACS):
             assert _blas_threads() == 2
+
+
+def test_the_cap_reaches_a_blas_library_loaded_after_its_first_use():
+    """scipy brings its own OpenBLAS beside numpy's; loaded (with scikit-learn) after the cap's
+    first use, it was outside the cap and ran the kernels' neighbours on the run's count (a fresh
+    process, so that scipy is not loaded yet). Each library is its own entry in thread_counts."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import json, sys
+        assert "scipy.linalg" not in sys.modules
+        from samplerbench.kernels.threads import blas_threads_for, thread_counts, threads
+        with threads(2):
+            with blas_threads_for(1):
+                pass
+            import scipy.linalg  # noqa: F401  (loads libscipy_openblas)
+            with blas_threads_for(1):
+                inside = thread_counts()
+            print(json.dumps([inside, thread_counts()]))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    inside, after = json.loads(out)
+    blas = [k for k in inside if k.startswith("blas:")]
+    assert len(blas) == 2 and any("scipy" in k for k in blas)  # numpy's and scipy's, both listed
+    assert all(inside[k] == 1 for k in blas) and all(after[k] == 2 for k in blas)
 
 
 @pytest.mark.parametrize("algorithm,k", [("full", 200), ("incremental", 40), ("incremental", 120)])

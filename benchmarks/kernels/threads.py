@@ -24,9 +24,10 @@ with more threads than with one.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from functools import cache
+from functools import lru_cache
 
 import torch
 from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
@@ -57,10 +58,12 @@ def set_threads(n: int) -> None:
 
 
 def thread_counts() -> dict:
-    """What the pools are set to now (recorded with every timing and benchmark)."""
-    pools = {}
-    for info in threadpool_info():
-        pools[f"{info['user_api']}:{info['internal_api']}"] = info["num_threads"]
+    """What the pools are set to now (recorded with every timing and benchmark), one entry per
+    loaded library: numpy and scipy each bring their own OpenBLAS, and a key of the API alone
+    (``blas:openblas``) kept whichever was listed last; their prefixes are the same too, so the
+    key ends with the library's file name."""
+    pools = {f"{info['user_api']}:{info['internal_api']}:{os.path.basename(info['filepath'])}": info["num_threads"]
+             for info in threadpool_info()}
     return {"torch": torch.get_num_threads(), **dict(sorted(pools.items()))}
 
 
@@ -76,10 +79,12 @@ def threads(n: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-@cache
-def _controller() -> ThreadpoolController:
-    """The process's native thread pools, found once (a scan of the loaded libraries takes about
-    4 ms; a limit through the found controller, 30 us)."""
+@lru_cache(maxsize=1)
+def _controller(modules: int) -> ThreadpoolController:
+    """The process's native thread pools, found once per count of imported modules (a scan of the
+    loaded libraries takes about 4 ms; a limit through the found controller, 30 us). A library
+    loaded after the scan (scipy's OpenBLAS, imported with scikit-learn) comes with new modules
+    and a new scan; found once for the process, it was left at the run's count."""
     return ThreadpoolController()
 
 
@@ -91,5 +96,5 @@ def blas_threads_for(macs: float):
     all), so a near-tie may select differently; with the count fixed, a small problem's
     selection no longer depends on ``--threads``. (In the default suite this moved the K-center
     ViT's training at one near-tie: its 15 mAP values by at most 6e-5, top-1 and top-5 not.)"""
-    return _controller().limit(limits=1, user_api="blas") if macs < SMALL_BLAS_MACS else nullcontext()
+    return _controller(len(sys.modules)).limit(limits=1, user_api="blas") if macs < SMALL_BLAS_MACS else nullcontext()
 
