@@ -143,6 +143,51 @@ def test_the_cpu_encoders_run_channels_last_with_the_contiguous_layouts_numbers(
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_second_encoder_reads_the_stored_pixels_and_decodes_nothing(tmp_path, split, monkeypatch, workers):
+    """Once a split's pixel store is whole, the features of another encoder (or of a retrained
+    reader) are encoded from it, here or in 2 worker processes: no video is decoded (seen in
+    this process with 0 workers), and the features are those of a decode, bit for bit; a decode
+    failure stays a failure. A pixel shard that fails its sha256 is decoded again, and only it."""
+    ids = [r.video_id for r in split.records]
+    ex = Extraction(8, (32, 32), None, _encoder().features, workers=0)
+    pixels = ShardedStore.open(tmp_path, "pixels", {"k": 1}, ids, shard_size=5)
+    first = ShardedStore.open(tmp_path, "features", {"encoder": "a"}, ids, shard_size=5)
+    assert fill(split, ex, first, pixels, progress=False) == len(ids)
+    failed = ids[3]
+    done = json.loads(pixels.done_path(0).read_text())  # as if video 3 had not decoded
+    pixels.done_path(0).write_text(json.dumps({**done, "failures": {failed: f"{failed}.mp4: cannot decode"}}))
+    pixels.forget(0)
+    torch.manual_seed(1)
+    other = FrameClassifier(ModelConfig(encoder="cnn-small"), 5).eval()  # another encoder's weights
+    ex2 = Extraction(8, (32, 32), None, other.features, workers=workers)
+    calls = []
+    real = extract.read_record
+    monkeypatch.setattr(extract, "read_record", lambda *a, **k: calls.append(a) or real(*a, **k))
+    second = ShardedStore.open(tmp_path, "features", {"encoder": "b"}, ids, shard_size=5)
+    assert fill(split, ex2, second, pixels, progress=False) == 0 and calls == []
+    assert second.failures() == {failed: f"{failed}.mp4: cannot decode"} and second.get(3) is None
+    for p, rec in enumerate(split.records):
+        if p == 3:
+            continue
+        with torch.inference_mode():
+            want = other.features(real(rec, candidates_of(rec, 8), size=(32, 32)))
+        assert np.array_equal(second.get(p)["features"], want.numpy()), rec.video_id
+    # a corrupt pixel shard: found by its check, decoded again alone; the others still read
+    third = ShardedStore.open(tmp_path, "features", {"encoder": "c"}, ids, shard_size=5)
+    path = pixels.file(1, "pixels")
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    fresh = ShardedStore.open(tmp_path, "pixels", {"k": 1}, ids, shard_size=5)
+    ex3 = Extraction(8, (32, 32), None, other.features, workers=0)  # decoded here: the calls are seen
+    assert fill(split, ex3, third, fresh, progress=False) == len(fresh.shard_of(1))
+    assert [a[0].video_id for a in calls] == ids[5:10] and fresh.missing() == []
+    for p in range(len(ids)):
+        if p != 3:
+            assert np.array_equal(third.get(p)["features"], second.get(p)["features"])
+
+
 def test_features_alone_come_from_the_workers_without_their_pixels(tmp_path, split):
     """Without a pixel store the workers send back only the features (the same bits)."""
     model = _encoder()

@@ -30,7 +30,7 @@ from samplerbench.data.candidates import candidates_of
 from samplerbench.data.media import read_record
 from samplerbench.data.parallel import decode_workers, in_order
 from samplerbench.data.video import VideoDecodeError
-from samplerbench.features.store import ShardedStore
+from samplerbench.features.store import ShardedStore, StoreError
 from samplerbench.kernels.threads import encode_threads, threads
 
 log = logging.getLogger(__name__)
@@ -129,21 +129,71 @@ def fill(split: VideoSplit, ex: Extraction, features: ShardedStore | None = None
          rank: int = 0, world: int = 1, progress: bool = True) -> int:
     """Compute this rank's missing shards of a split's feature store and/or pixel store, a video
     at a time (a shard's pixels stream to disk; only its features wait for the shard's end).
-    Returns the number of videos decoded (0 when every shard was already on disk)."""
+    A shard whose pixels are stored and whose features are missing (another encoder, a retrained
+    reader) is encoded from the stored pixels: nothing is decoded for it. Returns the number of
+    videos decoded (0 when every shard was already on disk or encoded from stored pixels)."""
     stores = [s for s in (features, pixels) if s is not None]
     shards = sorted({i for s in stores for i in s.missing(rank, world)})
+    if features is not None and pixels is not None:
+        stored = [i for i in shards if pixels.done(i) is not None]
+        try:  # each stored shard's files checked against their sha256 here, before workers read them
+            for i in stored:
+                pixels.get(pixels.shard_of(i)[0], ("pixels",))
+        except StoreError as e:  # that shard is now missing: decoded below with the others
+            log.warning("%s; decoding it instead", e)
+            return fill(split, ex, features, pixels, rank, world, progress)
+        data = StoredCandidates(split, [p for i in stored for p in pixels.shard_of(i)], pixels, ex)
+        _fill_shards(split, ex, data, features, None, f"encode {split.name}/{split.split} (stored pixels)", progress)
+        shards = [i for i in shards if i not in stored]
     if not shards:
         return 0
-    ref = stores[0]
-    positions = [p for i in shards for p in ref.shard_of(i)]
-    bar = tqdm(total=len(positions), desc=f"extract {split.name}/{split.split}", unit="video",
-               disable=not progress, smoothing=0.1)
+    positions = [p for i in shards for p in stores[0].shard_of(i)]
+    if features is not None and all(features.done(i) is not None for i in shards):
+        features = None  # only pixels to store: the workers encode nothing
+    _fill_shards(split, ex, CandidateFrames(split.records, positions, ex), features, pixels,
+                 f"extract {split.name}/{split.split}", progress)
+    return len(positions)
+
+
+class StoredCandidates(Dataset):
+    """Item k: as :class:`CandidateFrames`'s, the k-th listed video's candidates read from the
+    pixel store instead of decoded (a video that failed to decode stays a failure, with its line)."""
+
+    def __init__(self, split: VideoSplit, positions: list[int], pixels: ShardedStore, ex: Extraction,
+                 encode: bool = False):
+        self.split, self.positions, self.pixels, self.ex, self.encode = split, positions, pixels, ex, encode
+        self.keep_pixels = not encode
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int):
+        p = self.positions[k]
+        got = self.pixels.get(p, ("pixels",))
+        if got is None:
+            failures = self.pixels.done(p // self.pixels.shard_size)["failures"]
+            return p, None, None, failures[self.split.records[p].video_id]
+        px = torch.from_numpy(got["pixels"])
+        if not self.encode:
+            return p, px, None, ""
+        return p, None, encode_videos(self.ex.encode, [px], self.ex.device, len(px))[0], ""
+
+
+def _fill_shards(split: VideoSplit, ex: Extraction, data: CandidateFrames | StoredCandidates,
+                 features: ShardedStore | None, pixels: ShardedStore | None, desc: str, progress: bool) -> None:
+    """Write the shards of ``data``'s videos (whole shards, in order), made ``ex.workers`` at a
+    time; on CPU the workers encode too when features are wanted (:func:`in_workers`)."""
+    if not len(data):
+        return
+    ref = features if features is not None else pixels
+    bar = tqdm(total=len(data), desc=desc, unit="video", disable=not progress, smoothing=0.1)
     shard: _Shard | None = None
-    workers = min(ex.workers, len(positions)) if len(positions) >= 2 else 0
+    workers = min(ex.workers, len(data)) if len(data) >= 2 else 0
     # the workers encode when a feature shard is missing (not for a pixel store filled alone)
-    encode = features is not None and bool(features.missing(rank, world)) and in_workers(ex, len(positions))
+    data.encode = features is not None and in_workers(ex, len(data))
+    data.keep_pixels = pixels is not None or not data.encode  # encoded there, the pixels travel only when stored
     with threads(encode_threads(torch.get_num_threads(), workers)):  # the workers hold their cores
-        for p, px, feats, err in decoded(split.records, positions, ex, encode, keep_pixels=pixels is not None):
+        for p, px, feats, err in in_order(data, workers, pin_memory=ex.device.type == "cuda"):
             if shard is None:
                 shard = _Shard(split, ex, p // ref.shard_size, features, pixels)
             shard.add(p, px, err, feats)
@@ -152,7 +202,6 @@ def fill(split: VideoSplit, ex: Extraction, features: ShardedStore | None = None
                 shard = None
             bar.update()
     bar.close()
-    return len(positions)
 
 
 class _Shard:
