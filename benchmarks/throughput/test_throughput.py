@@ -160,7 +160,7 @@ def fps_points():
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"], ids=["kcenter-euclidean", "evfr-cosine"])
 @pytest.mark.parametrize("impl", ["incremental", "full-matrix"])
-def test_farthest_point(normalised, fps_points, impl, metric):
+def test_farthest_point(normalised, benchmark, fps_points, impl, metric):
     """Greedy FPS / K-center at N = 10k points, d = 768, K = 256: the incremental running
     minimum (O(N d) memory) against the authors' full distance matrix (O(N^2)). The speed
     ratio is the pair's normalised times; both return the same selection."""
@@ -170,4 +170,11 @@ def test_farthest_point(normalised, fps_points, impl, metric):
     # incremental: K passes over the N x d points (memory bound); full matrix: one N x N x d
     # distance computation (compute bound), each beside the reference of its kind
     got = normalised(fn, fps_points, FPS_K, 0, metric, reference="stream" if impl == "incremental" else "torch")
+    if impl == "full-matrix":
+        # the authors' approach, test-only code (no run calls it), and bimodal on unchanged code:
+        # 1.5 s or 2.6-4.2 s a call for minutes at a time on the AVX2 EPYC of 2026-12-02 (two
+        # 400 MB matrices first-touched, then row gathers over them), with the in-cache
+        # reference unmoved: 763cda7 and 13e9fcd read 4180 and 4203 side by side against a
+        # baseline of 1545 recorded at 763cda7. Reported, not gated; the incremental kernel is.
+        benchmark.extra_info["time_gated"] = False
     assert got.shape == (FPS_K,) and len(set(got.tolist())) == FPS_K
