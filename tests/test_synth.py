@@ -62,3 +62,60 @@ def test_bad_annotation_names_file_and_line(tmp_path, line, msg):
     f.write_text("ok.mp4 10 1\n" + line + "\n")
     with pytest.raises(AnnotationError, match=rf"list.txt:2: {msg}"):
         parse_list(f, tmp_path, num_classes=10)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Live (not zombie) child processes of ``pid``: pid -> command line (from /proc)."""
+    from pathlib import Path
+
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="reads /proc (Linux)")
+def test_the_generation_workers_exit_when_the_run_is_killed(tmp_path):
+    """A run SIGKILLed while it generates the dataset takes its pool's workers with it: they were
+    left blocked on the call queue for good (about 550 MB each; two after every CI run)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("from samplerbench.data.synth import SynthConfig, generate\n"
+              f"generate(SynthConfig(splits={{'train': 5000}}), {str(tmp_path / 'ds')!r}, workers=2, progress=False)\n")
+    p = subprocess.Popen([sys.executable, "-c", script])
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [pid for pid, cmd in _children(p.pid).items() if "--multiprocessing-fork" in cmd]
+        assert len(workers) == 2, "the pool's two workers never started"
+        time.sleep(3)  # the workers render their first videos
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        deadline = time.monotonic() + 60
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "generation workers outlived the killed run"
+    finally:
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)

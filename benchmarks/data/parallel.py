@@ -4,6 +4,8 @@ videos at once (feature extraction, the classifier's training frames)."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 
 from threadpoolctl import threadpool_limits
@@ -23,6 +25,21 @@ def single_thread_worker(_worker_id: int) -> None:
     OpenBLAS threads each took 12-14 s for an epoch's K-center selections of 800 videos, 6-8 s
     with one."""
     threadpool_limits(1)
+
+
+def exit_with_parent() -> None:
+    """``initializer`` of the harness's process pools: the worker exits once the process that
+    started it is gone. A SIGKILLed run left its ``ProcessPoolExecutor`` workers blocked on the
+    call queue for good (every worker holds the queue's write end, so its pipe never closes), about
+    550 MB each; DataLoader workers have torch's own watchdog."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def in_order(data: Dataset, workers: int, pin_memory: bool = False) -> Iterator:

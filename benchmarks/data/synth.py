@@ -28,6 +28,7 @@ import numpy as np
 
 from samplerbench.data.annotations import VideoSplit, attach_events, file_sha256, parse_list
 from samplerbench.data.facts import FactsCache, probe_records
+from samplerbench.data.parallel import exit_with_parent
 from samplerbench.data.video import write_video
 from samplerbench.registry import DATASETS
 from samplerbench.seeding import derive_seed
@@ -301,7 +302,8 @@ def generate(cfg: SynthConfig, root: Path, workers: int | None = None, progress:
     jobs = [(cfg, split, i, tmp) for split, count in cfg.splits.items() for i in range(count)]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=exit_with_parent) as pool:
             it = pool.map(_make_one, jobs, chunksize=8)
             results = list(_progress(it, len(jobs), f"generating {root.name}", progress))
     else:

@@ -107,6 +107,8 @@ class Run:
     limit: int = 0  # the first videos of each split only (--limit: a smoke run)
     ranks: Ranks = field(default_factory=Ranks)  # this process's rank under torchrun
     timing: bool = True  # the timing runs (videos/s, peak memory); off: a quality-only run (--no-timing)
+    #: seconds spent in learned methods' ``prepare`` (training or loading), wherever a task asked for them
+    prepare_s: float = 0.0
 
     @property
     def run_id(self) -> str:
@@ -122,8 +124,10 @@ class Run:
             if sampler.learns:
                 if self.env is None:
                     raise RuntimeError(f"{spec.display}: learns, but this task gives no training environment")
+                t0 = time.perf_counter()
                 with torch.inference_mode(False), torch.enable_grad():
                     record = sampler.prepare(self.env)
+                self.prepare_s += time.perf_counter() - t0
                 if record is not None:
                     self.prov.setdefault("trained", {}).setdefault(spec.display, record)
                     keys = checkpoint_keys(record)
@@ -293,13 +297,15 @@ def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
     folder = cell_dir(run.run_dir, task)
     done: list[tuple[Cell, dict]] = []
     bar = tqdm(desc=f"{task.name} {run.run_id}", unit="cell", disable=not (run.progress and ranks.main))
-    t_train = 0.0  # learned methods train (or load) on their first cell
+    # learned methods train (or load) on their first cell, or where the task's cells ask for the
+    # sampler (retrieval asks while listing its cells): every prepare counts, wherever it ran
+    t_train, prepared = 0.0, run.prepare_s
     for cell in task.cells(run):
-        t1 = time.perf_counter()
+        t1, p1 = time.perf_counter(), run.prepare_s
         with ranks.main_first():  # what a cell's method trains, rank 0 trains, the others load
             sampler = run.sampler(cell.method) if cell.method is not None else None
-            fp = fingerprint(task, run, cell, sampler, task_config)
-        t_train += time.perf_counter() - t1
+            fp = fingerprint(task, run, cell, sampler, task_config)  # a token reader's ViT trains here
+        t_train += time.perf_counter() - t1 - (run.prepare_s - p1)
         record = load_cell(folder, cell.key, fp)
         if record is None:
             record = _compute(task, run, cell, sampler, fp, folder)
@@ -312,6 +318,7 @@ def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
         done.append((cell, record))
         bar.update()
     bar.close()
+    t_train += run.prepare_s - prepared
     t_cells = time.perf_counter() - t0 - t_setup - t_extract
     if ranks.main:
         task.finish(run, done)
