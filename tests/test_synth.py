@@ -89,9 +89,11 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="reads /proc (Linux)")
-def test_the_generation_workers_exit_when_the_run_is_killed(tmp_path):
+@pytest.mark.parametrize("after_s", [0, 3], ids=["while-they-start", "while-they-render"])
+def test_the_generation_workers_exit_when_the_run_is_killed(tmp_path, after_s):
     """A run SIGKILLed while it generates the dataset takes its pool's workers with it: they were
-    left blocked on the call queue for good (about 550 MB each; two after every CI run)."""
+    left blocked on the call queue for good (about 550 MB each; two after every CI run), also
+    when it died while they were still starting (they took the new parent for theirs)."""
     import os
     import signal
     import subprocess
@@ -108,7 +110,7 @@ def test_the_generation_workers_exit_when_the_run_is_killed(tmp_path):
             time.sleep(0.2)
             workers = [pid for pid, cmd in _children(p.pid).items() if "--multiprocessing-fork" in cmd]
         assert len(workers) == 2, "the pool's two workers never started"
-        time.sleep(3)  # the workers render their first videos
+        time.sleep(after_s)  # 0: still importing; 3: rendering their first videos
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         deadline = time.monotonic() + 60

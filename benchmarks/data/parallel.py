@@ -27,12 +27,13 @@ def single_thread_worker(_worker_id: int) -> None:
     threadpool_limits(1)
 
 
-def exit_with_parent() -> None:
-    """``initializer`` of the harness's process pools: the worker exits once the process that
-    started it is gone. A SIGKILLed run left its ``ProcessPoolExecutor`` workers blocked on the
-    call queue for good (every worker holds the queue's write end, so its pipe never closes), about
-    550 MB each; DataLoader workers have torch's own watchdog."""
-    parent = os.getppid()
+def exit_with_parent(parent: int) -> None:
+    """``initializer`` of the harness's process pools (``initargs=(os.getpid(),)``): the worker
+    exits once ``parent``, the process that started it, is gone. A SIGKILLed run left its
+    ``ProcessPoolExecutor`` workers blocked on the call queue for good (every worker holds the
+    queue's write end, so its pipe never closes), about 550 MB each; DataLoader workers have torch's
+    own watchdog. The parent's pid comes from the parent: a worker still importing when the run
+    died is already another process's child when this runs."""
 
     def watch() -> None:
         while os.getppid() == parent:

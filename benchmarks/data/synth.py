@@ -303,7 +303,7 @@ def generate(cfg: SynthConfig, root: Path, workers: int | None = None, progress:
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=exit_with_parent) as pool:
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             it = pool.map(_make_one, jobs, chunksize=8)
             results = list(_progress(it, len(jobs), f"generating {root.name}", progress))
     else:
