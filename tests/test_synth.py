@@ -1,6 +1,8 @@
 """The embedded dataset: deterministic, event ground truth consistent, loader errors name file:line."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,37 +66,38 @@ def test_bad_annotation_names_file_and_line(tmp_path, line, msg):
         parse_list(f, tmp_path, num_classes=10)
 
 
-def _children(pid: int) -> dict[int, str]:
-    """Live (not zombie) child processes of ``pid``: pid -> command line (from /proc)."""
-    from pathlib import Path
-
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
+def _stat(pid: int) -> list[str]:
+    """A process's /proc stat fields after its name (state, ppid, ...); empty when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
 
 
 def _alive(pid: int) -> bool:
-    from pathlib import Path
+    """Running, not a zombie."""
+    return _stat(pid)[:1] not in ([], ["Z"])
 
+
+def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # gone meanwhile
+        return ""
 
 
-@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="reads /proc (Linux)")
+def _children(pid: int) -> dict[int, str]:
+    """Live child processes of ``pid``: pid -> command line."""
+    kids = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()]
+    return {k: _cmdline(k) for k in kids if _alive(k) and _stat(k)[1:2] == [str(pid)]}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc (Linux)")
 @pytest.mark.parametrize("after_s", [0, 3], ids=["while-they-start", "while-they-render"])
 def test_the_generation_workers_exit_when_the_run_is_killed(tmp_path, after_s):
     """A run SIGKILLed while it generates the dataset takes its pool's workers with it: they were
     left blocked on the call queue for good (about 550 MB each; two after every CI run), also
     when it died while they were still starting (they took the new parent for theirs)."""
-    import os
     import signal
     import subprocess
     import sys
