@@ -94,6 +94,64 @@ def test_extraction_equals_decoding_and_encoding_each_video_alone(tmp_path, spli
     assert fill(split, ex, feats, pixels, progress=False) == 0  # all there: nothing decoded
 
 
+@pytest.mark.parametrize("workers", [2, 0])
+def test_extraction_from_decoded_frames_is_the_decode(tmp_path, split, monkeypatch, workers):
+    """Given every frame of each video (what the classifier's training decoded), the stores are
+    filled from them, here or in 2 worker processes: nothing is decoded (seen here with 0
+    workers), and the pixels and features are those of decoding the candidates, bit for bit."""
+    from samplerbench.models.classifier import decode_all
+
+    readable = split.readable_only()
+    frames = decode_all(readable, (32, 32), False, workers=0)
+    model = _encoder()
+    ids = [r.video_id for r in readable.records]
+    ex = Extraction(8, (32, 32), None, model.features, workers=workers)
+    calls = []
+    real = extract.read_record
+    monkeypatch.setattr(extract, "read_record", lambda *a, **k: calls.append(a) or real(*a, **k))
+    feats = ShardedStore.open(tmp_path, "features", {"k": 1}, ids, shard_size=5)
+    pixels = ShardedStore.open(tmp_path, "pixels", {"k": 1}, ids, shard_size=5)
+    assert fill(readable, ex, feats, pixels, progress=False, frames=frames) == 0 and calls == []
+    assert feats.missing() == [] and pixels.missing() == []
+    for p, rec in enumerate(readable.records):
+        px = real(rec, candidates_of(rec, 8), size=(32, 32))
+        with torch.inference_mode():
+            alone = model.features(px)
+        assert np.array_equal(pixels.get(p)["pixels"], px.numpy()), rec.video_id
+        assert np.array_equal(feats.get(p)["features"], alone.numpy()), rec.video_id
+
+
+def test_a_cold_run_decodes_the_training_candidates_only_once(tmp_path, monkeypatch):
+    """When the run trains its classifier, the training splits' stores are filled from the
+    frames that training decoded: the extraction decodes only the test split's videos, and the
+    stored training candidates are those of a decode."""
+    from samplerbench import suite as suite_mod
+    from samplerbench.tasks.run import run_suite
+
+    path = write_suite(tmp_path / "tok.toml", name="tiny-tok")
+    text = path.read_text().split("[[methods]]")[0].replace("seeds = [0, 1]", "seeds = [0]")
+    text = text.replace("[eval]", "[token_model]\nepochs = 1\nwidth = 32\ndepth = 1\nheads = 2\nbatch = 8\n"
+                                  "[eval]\ndecode_workers = 0")
+    path.write_text(text + '[[methods]]\nname = "kcenter"\n')
+    calls = []
+    real = extract.read_record
+    monkeypatch.setattr(extract, "read_record", lambda *a, **k: calls.append(a[0].video_id) or real(*a, **k))
+    s = suite_mod.load(path)
+    run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False, timing=False)
+    test, train, val = (load_split(next((tmp_path / "cache" / "datasets").glob("synth-events-*")), k)
+                        for k in ("test", "train", "val"))
+    assert sorted(calls) == sorted(r.video_id for r in test.records)
+    metas = {m["key"]["manifest"]: m for m in (json.loads(f.read_text())
+                                                for f in (tmp_path / "cache" / "store").glob("pixels-*/meta.json"))}
+    for split in (train, val):
+        meta = metas[split.manifest_hash]
+        store = ShardedStore.open(tmp_path / "cache", "pixels", meta["key"], meta["videos"], meta["shard_size"])
+        assert store.missing() == [] and meta["videos"] == [r.video_id for r in split.records]
+        for p, rec in enumerate(split.records):
+            want = real(rec, candidates_of(rec, 8), size=(32, 32))
+            assert np.array_equal(store.get(p)["pixels"], want.numpy()), (split.split, rec.video_id)
+
+
 def test_the_fast_pool_is_max_pool2d_bit_for_bit_and_trains_as_it():
     """MaxPool2x2 (the encoder's pooling, a max of strided views without autograd) gives
     max_pool2d's numbers on even and odd sizes with ties (ReLU zeros, repeated values), and with

@@ -66,11 +66,13 @@ class Extraction:
 
 class CandidateFrames(Dataset):
     """Item k: (position, uint8 (T, 3, H, W) or None, features (T, D) or None, error line) of the
-    k-th listed video; the features when the item is made in a worker on CPU (``encode``)."""
+    k-th listed video; the features when the item is made in a worker on CPU (``encode``).
+    ``frames``: every frame of each record (by position) already decoded at the extraction's
+    size: the candidates are taken from them instead of decoded."""
 
     def __init__(self, records: list[VideoRecord], positions: list[int], ex: Extraction, encode: bool = False,
-                 keep_pixels: bool = True):
-        self.records, self.positions, self.ex, self.encode = records, positions, ex, encode
+                 keep_pixels: bool = True, frames: list[torch.Tensor] | None = None):
+        self.records, self.positions, self.ex, self.encode, self.frames = records, positions, ex, encode, frames
         self.keep_pixels = keep_pixels or not encode  # encoded here, the pixels travel only when stored
 
     def __len__(self) -> int:
@@ -80,9 +82,11 @@ class CandidateFrames(Dataset):
         p = self.positions[k]
         rec = self.records[p]
         try:
-            # in a worker process, one FFmpeg thread: the parallelism is across videos (thread policy)
-            px = read_record(rec, candidates_of(rec, self.ex.candidates), size=self.ex.size,
-                             resize=self.ex.resize, threads=1 if self.ex.workers > 0 else 0)
+            if self.frames is not None:
+                px = self.frames[p][torch.from_numpy(candidates_of(rec, self.ex.candidates))]
+            else:  # in a worker process, one FFmpeg thread: the parallelism is across videos (thread policy)
+                px = read_record(rec, candidates_of(rec, self.ex.candidates), size=self.ex.size,
+                                 resize=self.ex.resize, threads=1 if self.ex.workers > 0 else 0)
         except (VideoDecodeError, AnnotationError) as e:
             return p, None, None, str(e).splitlines()[0]
         if not self.encode:
@@ -126,12 +130,14 @@ def encode_videos(encode: Encode, pixels: list[torch.Tensor], device: torch.devi
 
 
 def fill(split: VideoSplit, ex: Extraction, features: ShardedStore | None = None, pixels: ShardedStore | None = None,
-         rank: int = 0, world: int = 1, progress: bool = True) -> int:
+         rank: int = 0, world: int = 1, progress: bool = True, frames: list[torch.Tensor] | None = None) -> int:
     """Compute this rank's missing shards of a split's feature store and/or pixel store, a video
     at a time (a shard's pixels stream to disk; only its features wait for the shard's end).
     A shard whose pixels are stored and whose features are missing (another encoder, a retrained
     reader) is encoded from the stored pixels: nothing is decoded for it. Returns the number of
-    videos decoded (0 when every shard was already on disk or encoded from stored pixels)."""
+    videos decoded (0 when every shard was already on disk or encoded from stored pixels).
+    ``frames``: every frame of every video of the split, decoded at ``ex.size`` (the candidates
+    are taken from them: nothing is decoded, and 0 is returned)."""
     stores = [s for s in (features, pixels) if s is not None]
     shards = sorted({i for s in stores for i in s.missing(rank, world)})
     if features is not None and pixels is not None:
@@ -141,7 +147,7 @@ def fill(split: VideoSplit, ex: Extraction, features: ShardedStore | None = None
                 pixels.get(pixels.shard_of(i)[0], ("pixels",))
         except StoreError as e:  # that shard is now missing: decoded below with the others
             log.warning("%s; decoding it instead", e)
-            return fill(split, ex, features, pixels, rank, world, progress)
+            return fill(split, ex, features, pixels, rank, world, progress, frames)
         data = StoredCandidates(split, [p for i in stored for p in pixels.shard_of(i)], pixels, ex)
         _fill_shards(split, ex, data, features, None, f"encode {split.name}/{split.split} (stored pixels)", progress)
         shards = [i for i in shards if i not in stored]
@@ -150,9 +156,10 @@ def fill(split: VideoSplit, ex: Extraction, features: ShardedStore | None = None
     positions = [p for i in shards for p in stores[0].shard_of(i)]
     if features is not None and all(features.done(i) is not None for i in shards):
         features = None  # only pixels to store: the workers encode nothing
-    _fill_shards(split, ex, CandidateFrames(split.records, positions, ex), features, pixels,
-                 f"extract {split.name}/{split.split}", progress)
-    return len(positions)
+    source = "" if frames is None else " (decoded frames)"
+    _fill_shards(split, ex, CandidateFrames(split.records, positions, ex, frames=frames), features, pixels,
+                 f"extract {split.name}/{split.split}{source}", progress)
+    return len(positions) if frames is None else 0
 
 
 class StoredCandidates(Dataset):
@@ -296,11 +303,13 @@ class SplitStores:
             self._open[split.manifest_hash] = (feats, px)
         return self._open[split.manifest_hash]
 
-    def ensure(self, split: VideoSplit, sharded: bool = False) -> int:
+    def ensure(self, split: VideoSplit, sharded: bool = False, frames: list[torch.Tensor] | None = None) -> int:
         """Fill the split's missing shards: this rank's share, then wait for the others
-        (``sharded``), or all of them here (a split only one rank reads first). Returns videos decoded."""
+        (``sharded``), or all of them here (a split only one rank reads first). Returns videos
+        decoded. ``frames``: every frame of the split's videos, already decoded (:func:`fill`)."""
         feats, px = self.stores(split)
-        n = fill(split, self.ex, feats, px, *((self.rank, self.world) if sharded else (0, 1)), progress=self.progress)
+        n = fill(split, self.ex, feats, px, *((self.rank, self.world) if sharded else (0, 1)), progress=self.progress,
+                 frames=frames)
         if sharded:
             self.sync()
         return n

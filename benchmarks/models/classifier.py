@@ -111,10 +111,12 @@ def evaluate(model: FrameClassifier, frames: list[torch.Tensor], split: VideoSpl
 
 def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig, cfg: TrainConfig,
                      size: tuple[int, int], cache_dir: Path, progress: bool = True,
-                     device: torch.device | str = "cpu") -> tuple[FrameClassifier, dict]:
+                     device: torch.device | str = "cpu", decoded: dict | None = None) -> tuple[FrameClassifier, dict]:
     """Train (or load from the cache) the classifier on ``device``; returns it there, frozen in
     eval mode, and its record. Both stages go through the one training loop
-    (:func:`samplerbench.training.fit.fit`); the decoded frames stay on the CPU, each batch moves."""
+    (:func:`samplerbench.training.fit.fit`); the decoded frames stay on the CPU, each batch moves.
+    ``decoded``: when it trains, every frame it decoded is left there, per split's manifest hash
+    (the caller can fill the splits' stores from them instead of decoding again)."""
     parts = [model_cfg.identity(), asdict(cfg), train.manifest_hash, val.manifest_hash, list(size), train.num_classes,
              2]  # 2: frame pretraining, epoch 0
 
@@ -136,6 +138,8 @@ def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig,
                      "training classifier", progress, initial_score=bool(pretrain),
                      order_rng=lambda epoch: np.random.Generator(np.random.PCG64(derive_seed("train-order", cfg.seed,
                                                                                               epoch))))
+        if decoded is not None:
+            decoded.update({train.manifest_hash: train_frames, val.manifest_hash: val_frames})
         return {**record, "model": model_cfg.identity(), "train": asdict(cfg), "train_manifest": train.manifest_hash,
                 "val_manifest": val.manifest_hash, "val_top1": record["val"], "pretrain": pretrain,
                 "train_wall_s": time.perf_counter() - t0}

@@ -89,10 +89,11 @@ def throughput_config(suite: Suite) -> ThroughputConfig:
 
 
 def reader(suite: Suite, train: VideoSplit, val: VideoSplit, frame_size, candidates: int, cache_dir: Path,
-           progress: bool, device: torch.device | str = "cpu"):
+           progress: bool, device: torch.device | str = "cpu", decoded: dict | None = None):
     """The classifier every selection is read by, by the suite's ``[model] protocol``: trained
     by the harness, a pretrained encoder with a probe head, or CLIP zero-shot; on ``device``
-    (where it trains, if it does)."""
+    (where it trains, if it does). ``decoded``: the training frames the harness's classifier
+    decoded, when it trained (:func:`train_classifier`)."""
     cfg = ModelConfig(**suite.model)
     tcfg = TrainConfig(**suite.train)
     if cfg.protocol == "frozen-probe":
@@ -101,7 +102,14 @@ def reader(suite: Suite, train: VideoSplit, val: VideoSplit, frame_size, candida
     if cfg.protocol in ("zero-shot", "retrieval-clip"):  # retrieval-clip: classification is CLIP zero-shot
         model, record = zero_shot_classifier(train.classes, cfg)
         return model.to(device), record
-    return train_classifier(train, val, cfg, tcfg, frame_size, cache_dir, progress, device)
+    return train_classifier(train, val, cfg, tcfg, frame_size, cache_dir, progress, device, decoded)
+
+
+def trains_on_splits(suite: Suite) -> bool:
+    """Whether a method of the suite trains on the training splits' candidates (a learned
+    sampler, or a token sampler, whose ViT the runner trains) and so reads their stores."""
+    specs = [*suite.methods, *(r.method for r in suite.retrieval_methods)]
+    return any(METHODS.get(spec.name).learns or METHODS.get(spec.name).reader == "tokens" for spec in specs)
 
 
 def frame_size_of(suite: Suite) -> tuple[int, int]:
@@ -182,7 +190,9 @@ class FrameContext:
         split, train, val = load_splits(suite, run.cache_dir, run.progress, data_root=run.data_root, limit=run.limit)
         frame_size = frame_size_of(suite)
         candidates = int(suite.eval.get("candidates", 32))
-        model, record = reader(suite, train, val, frame_size, candidates, run.cache_dir, run.progress, run.device)
+        decoded: dict[str, list[torch.Tensor]] = {}  # every frame of train and val, when the reader trains here
+        model, record = reader(suite, train, val, frame_size, candidates, run.cache_dir, run.progress, run.device,
+                               decoded)
         unreadable = {**train.meta.get("unreadable", {}), **val.meta.get("unreadable", {})}
         if unreadable:  # left out of training, named in the provenance
             run.prov["training_videos_unreadable"] = unreadable
@@ -209,6 +219,13 @@ class FrameContext:
                              observes_pixels(suite), run.ranks.rank, run.ranks.world, run.progress, run.ranks.barrier,
                              int(suite.eval.get("store_shard_videos", 64)))
         env.stores = stores
+        if decoded and ex.resize is None and trains_on_splits(suite):
+            # the training splits' stores filled now, from the frames the reader just decoded at
+            # this size (the same pixels as decoding the candidates, tested): the learned
+            # methods read them later, and decoding train and val again took 25 s of a cold run
+            for s in (train, val):
+                stores.ensure(s, frames=decoded[s.manifest_hash])
+        decoded.clear()
         run.env = env
         patch_cap = int(suite.eval.get("patch_cache_mib", PatchFeatureMemo.cap_bytes >> 20)) << 20
         ctx = cls(suite, split, train, val, model, record, PipelineCost(model, (3, *frame_size)), run.device,
