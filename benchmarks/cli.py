@@ -27,9 +27,11 @@ def _list(args) -> int:
 
 def _run(args) -> int:
     from samplerbench import suite as suite_mod
+    from samplerbench.kernels.allocator import tune_malloc
     from samplerbench.kernels.threads import cores, set_threads
     from samplerbench.tasks.run import run_suite
 
+    tune_malloc()
     set_threads(args.threads or cores())
     s = suite_mod.load(args.suite)
     run_id = args.run_id
@@ -66,9 +68,11 @@ def _finish_ranks() -> bool:
 
 def _features(args) -> int:
     from samplerbench import suite as suite_mod
+    from samplerbench.kernels.allocator import tune_malloc
     from samplerbench.kernels.threads import cores, set_threads
     from samplerbench.tasks.run import extract_suite
 
+    tune_malloc()
     set_threads(args.threads or cores())
     out = extract_suite(suite_mod.load(args.suite), Path(args.cache) if args.cache else None, args.device,
                         progress=not args.quiet, data_root=_data_root(args), limit=args.limit,
