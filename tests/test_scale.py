@@ -415,3 +415,18 @@ def test_two_gloo_ranks_give_the_single_process_rows_and_resume_after_a_kill(tin
     assert sb.groupby("cell")["video"].apply(lambda v: v.is_unique).all()  # no padded duplicates
     shards = sorted((cache / "store").glob("features-*/*.done.json"))
     assert len(shards) >= 3  # the test split (12 videos, 3 shards) and the training splits
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux's /proc")
+def test_the_memory_probe_reports_its_own_peak_not_its_parents():
+    """The memory benchmark's probe runs in a subprocess, whose ``ru_maxrss`` on Linux starts at
+    its parent's peak (carried across exec): with 2 GiB held here, that reads over 2 GiB while
+    the probe's own peak (``VmHWM``) stays that of a process that imported torch."""
+    held = np.ones(1 << 29, dtype=np.float32)  # 2 GiB, touched
+    code = ("import resource; from samplerbench.throughput.memory_probe import peak_rss_mib; "
+            "print(peak_rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    own, inherited = map(float, out.stdout.split())
+    del held
+    assert inherited > 2048  # the trap
+    assert 0 < own < 1024
