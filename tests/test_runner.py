@@ -42,6 +42,18 @@ def write_suite(path: Path, name="tiny") -> Path:
     return path
 
 
+def write_token_suite(path: Path, name: str, methods=("kcenter", "tokens-uniform"), width: int = 32,
+                      eval_extra: str = "") -> Path:
+    """The tiny suite with one seed, a one-epoch token ViT of ``width`` and ``methods`` only;
+    ``eval_extra``: more ``[eval]`` lines."""
+    write_suite(path, name=name)
+    text = path.read_text().split("[[methods]]")[0].replace("seeds = [0, 1]", "seeds = [0]")
+    text = text.replace("[eval]", f"[token_model]\nepochs = 1\nwidth = {width}\ndepth = 1\nheads = 2\nbatch = 8\n"
+                                  f"[eval]{eval_extra}")
+    path.write_text(text + "".join(f'[[methods]]\nname = "{m}"\n' for m in methods))
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
@@ -159,10 +171,7 @@ def test_token_samplers_run_with_their_own_trained_vit(tmp_path):
     """kcenter and tokens-uniform through the runner: a token ViT is trained per method on its
     own selections (recorded in the provenance), budgets are frame-equivalents, the ViT's
     FLOPs grow with the tokens, and a second run reuses the cached ViT."""
-    path = write_suite(tmp_path / "tok.toml", name="tiny-tok")
-    text = path.read_text().split("[[methods]]")[0].replace("seeds = [0, 1]", "seeds = [0]")
-    text = text.replace("[eval]", "[token_model]\nepochs = 1\nwidth = 32\ndepth = 1\nheads = 2\nbatch = 8\n[eval]")
-    path.write_text(text + '[[methods]]\nname = "kcenter"\n[[methods]]\nname = "tokens-uniform"\n')
+    path = write_token_suite(tmp_path / "tok.toml", "tiny-tok")
     s = suite_mod.load(path)
     run_dir = run_suite(s, tmp_path / "results", tmp_path / "cache", progress=False)
     rows = pd.read_csv(run_dir / "rows.csv").set_index(["method", "budget", "metric"])["value"]
@@ -700,10 +709,7 @@ def test_the_token_vits_patch_tables_are_let_go_after_the_runs_last_token_vit(tm
         return out
 
     monkeypatch.setattr(FrameContext, "token_model", spy)
-    path = write_suite(tmp_path / "tok.toml", name="tiny-tok-tables")
-    text = path.read_text().split("[[methods]]")[0].replace("seeds = [0, 1]", "seeds = [0]")
-    text = text.replace("[eval]", "[token_model]\nepochs = 1\nwidth = 16\ndepth = 1\nheads = 2\nbatch = 8\n[eval]")
-    path.write_text(text + '[[methods]]\nname = "kcenter"\n[[methods]]\nname = "tokens-uniform"\n')
+    path = write_token_suite(tmp_path / "tok.toml", "tiny-tok-tables", width=16)
     run_suite(suite_mod.load(path), tmp_path / "results", tmp_path / "cache", progress=False, timing=False)
     assert computed[:2] == [TINY["splits"]["train"], TINY["splits"]["val"]]
     assert len([n for n in computed if n == TINY["splits"]["train"]]) == 1  # once, for both ViTs

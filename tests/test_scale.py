@@ -22,7 +22,7 @@ from samplerbench.features.extract import Extraction, encode_videos, fill
 from samplerbench.features.store import ShardedStore, StoreError
 from samplerbench.models.encoders import FrameClassifier, ModelConfig
 from samplerbench.tasks.dist import Ranks
-from tests.test_runner import tiny_run, write_suite  # noqa: F401  (the module's fixture)
+from tests.test_runner import tiny_run, write_suite, write_token_suite  # noqa: F401  (the module's fixture)
 
 
 def test_store_roundtrip_missing_shards_and_failures(tmp_path):
@@ -128,11 +128,7 @@ def test_a_cold_run_decodes_the_training_candidates_only_once(tmp_path, monkeypa
     from samplerbench import suite as suite_mod
     from samplerbench.tasks.run import run_suite
 
-    path = write_suite(tmp_path / "tok.toml", name="tiny-tok")
-    text = path.read_text().split("[[methods]]")[0].replace("seeds = [0, 1]", "seeds = [0]")
-    text = text.replace("[eval]", "[token_model]\nepochs = 1\nwidth = 32\ndepth = 1\nheads = 2\nbatch = 8\n"
-                                  "[eval]\ndecode_workers = 0")
-    path.write_text(text + '[[methods]]\nname = "kcenter"\n')
+    path = write_token_suite(tmp_path / "tok.toml", "tiny-tok", methods=("kcenter",), eval_extra="\ndecode_workers = 0")
     calls = []
     real = extract.read_record
     monkeypatch.setattr(extract, "read_record", lambda *a, **k: calls.append(a[0].video_id) or real(*a, **k))
