@@ -225,9 +225,18 @@ def quality(session: nox.Session) -> None:
     with tempfile.TemporaryDirectory(prefix="samplerbench-quality-cache-") as cache:
         # two threads on any machine: torch's reductions split by thread count, and the baseline
         # (recorded on the 2-core CI machine) must be reproducible bit for bit
-        session.run(str(BIN / "samplerbench"), "run", "quick", "--results", str(out), "--cache", cache, "--no-timing",
-                    "--threads", "2", "--quiet", env=env, external=True)
-    (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+        run = [str(BIN / "samplerbench"), "run", "quick", "--results", str(out), "--cache", cache, "--no-timing",
+               "--threads", "2", "--quiet"]
+        session.run(*run, env=env, external=True)
+        (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+        # a narrowed run into the full run's folder must leave every rows file as it was
+        tables = sorted(run_dir.glob("*.csv")) + sorted(run_dir.glob("*_selections.jsonl"))
+        before = {p.name: p.read_bytes() for p in tables}
+        session.run(*run, "--methods", "uniform", "--budgets", "4", env=env, external=True)
+        changed = [name for name, data in before.items() if (run_dir / name).read_bytes() != data]
+        if changed:
+            session.error(f"a narrowed run (--methods uniform --budgets 4) changed {changed} of {run_dir}")
+        session.log(f"a narrowed run left the {len(before)} rows, statistics and selection files unchanged")
     extra = [a for a in ("--update-baseline", "--drop-other-platforms") if a in session.posargs]
     session.run(str(BIN / "samplerbench"), "quality", str(run_dir), *extra, env=env, external=True)
 

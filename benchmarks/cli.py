@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -35,12 +36,13 @@ def _run(args) -> int:
     set_threads(args.threads or cores())
     s = suite_mod.load(args.suite)
     run_id = args.run_id
-    if args.methods or args.budgets or args.seeds:  # a steered sweep shares the full suite's run folder and cells
+    narrowed = bool(args.methods or args.budgets or args.seeds)
+    if narrowed:  # a steered sweep shares the full suite's run folder and cells
         run_id = run_id or f"{s.name}-{s.digest()[:8]}" + (f"-limit{args.limit}" if args.limit else "")
         s = s.narrowed(_csv(args.methods, str), _csv(args.budgets, int), _csv(args.seeds, int))
     run_dir = run_suite(s, Path(args.results), Path(args.cache) if args.cache else None, run_id,
                         args.device, progress=not args.quiet, data_root=_data_root(args), limit=args.limit,
-                        timing=not args.no_timing)
+                        timing=not args.no_timing, narrowed=narrowed)
     if _finish_ranks():  # under torchrun, rank 0 reports
         return 0
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -306,10 +308,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.fn(args)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except OSError as e:  # the environment: read-only or full folder, permissions, a missing volume
+        print(f"samplerbench: error: {os_error_line(e)}", file=sys.stderr)
+        return 2 if isinstance(e, FileNotFoundError) else 1
+    except (ValueError, KeyError) as e:
         for line in str(e).splitlines() or [type(e).__name__]:  # a suite's problems: one line each
             print(f"samplerbench: error: {line}", file=sys.stderr)
         return 2
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an environment fault: the path and the fault (``[Errno 30] Read-only file
+    system``); an error raised with its own message keeps it."""
+    if e.strerror is None:  # raised with a message of our own (it names its file)
+        return (str(e).splitlines() or [type(e).__name__])[0]
+    where = e.filename if e.filename is not None else "?"
+    if e.filename2 is not None:
+        where = f"{where} -> {e.filename2}"
+    return f"{where}: {e.strerror} [Errno {e.errno}, {errno.errorcode.get(e.errno, '?')}]"
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ LAYERS = [
     ["kernels"],
     ["sampling"],
     ["metrics"],
+    ["store"],  # atomic files, quarantine, cells, provenance: below training, whose checkpoints use them
     ["training"],
     ["models"],
     ["cost"],
-    ["store"],
     ["features"],
     ["tasks"],
     ["reports"],

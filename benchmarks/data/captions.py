@@ -12,6 +12,7 @@ the project (:data:`VOCAB`), so the text encoder needs no downloaded tokenizer.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def write_captions(root: Path, split: str, video_ids: list[str], cfg: SynthConfi
     for vid in video_ids:
         for i, c in enumerate(captions_for(cfg, vid, per_video)):
             sentences.append({"video_id": vid, "caption": c, "sen_id": len(sentences), "index": i})
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({"per_video": per_video, "sentences": sentences}, indent=0))
     tmp.replace(path)
     return path

@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset
 
 from samplerbench.data.video import resolve_backend
+from samplerbench.seeding import torch_generator
 
 
 def decode_workers() -> int:
@@ -53,6 +54,8 @@ def in_order(data: Dataset, workers: int, pin_memory: bool = False) -> Iterator:
         yield from (data[k] for k in range(n))
         return
     resolve_backend()
+    # its own generator: a DataLoader otherwise draws its workers' base seed from torch's global
+    # RNG, and a store filled inside a training shifted that training's dropout
     yield from DataLoader(data, batch_size=None, shuffle=False, num_workers=min(workers, n), pin_memory=pin_memory,
                           prefetch_factor=4, persistent_workers=False,
-                          worker_init_fn=single_thread_worker)
+                          worker_init_fn=single_thread_worker, generator=torch_generator("in-order"))

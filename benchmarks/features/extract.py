@@ -30,7 +30,7 @@ from samplerbench.data.candidates import candidates_of
 from samplerbench.data.media import read_record
 from samplerbench.data.parallel import decode_workers, in_order
 from samplerbench.data.video import VideoDecodeError
-from samplerbench.features.store import ShardedStore, StoreError
+from samplerbench.features.store import ShardedStore
 from samplerbench.kernels.threads import encode_threads, threads
 
 log = logging.getLogger(__name__)
@@ -139,15 +139,11 @@ def fill(split: VideoSplit, ex: Extraction, features: ShardedStore | None = None
     ``frames``: every frame of every video of the split, decoded at ``ex.size`` (the candidates
     are taken from them: nothing is decoded, and 0 is returned)."""
     stores = [s for s in (features, pixels) if s is not None]
+    for s in stores:  # a damaged shard is set aside here and recomputed below, in this run
+        s.heal(rank, world)
     shards = sorted({i for s in stores for i in s.missing(rank, world)})
     if features is not None and pixels is not None:
-        stored = [i for i in shards if pixels.done(i) is not None]
-        try:  # each stored shard's files checked against their sha256 here, before workers read them
-            for i in stored:
-                pixels.get(pixels.shard_of(i)[0], ("pixels",))
-        except StoreError as e:  # that shard is now missing: decoded below with the others
-            log.warning("%s; decoding it instead", e)
-            return fill(split, ex, features, pixels, rank, world, progress, frames)
+        stored = [i for i in shards if pixels.done(i) is not None]  # checked by heal: workers read them
         data = StoredCandidates(split, [p for i in stored for p in pixels.shard_of(i)], pixels, ex)
         _fill_shards(split, ex, data, features, None, f"encode {split.name}/{split.split} (stored pixels)", progress)
         shards = [i for i in shards if i not in stored]
@@ -308,8 +304,11 @@ class SplitStores:
         (``sharded``), or all of them here (a split only one rank reads first). Returns videos
         decoded. ``frames``: every frame of the split's videos, already decoded (:func:`fill`)."""
         feats, px = self.stores(split)
-        n = fill(split, self.ex, feats, px, *((self.rank, self.world) if sharded else (0, 1)), progress=self.progress,
-                 frames=frames)
+        # filling a store may happen inside a training (a shard healed on first read): whatever
+        # it draws, the training's RNG continues as if the store had been there
+        with torch.random.fork_rng(devices=[]):
+            n = fill(split, self.ex, feats, px, *((self.rank, self.world) if sharded else (0, 1)),
+                     progress=self.progress, frames=frames)
         if sharded:
             self.sync()
         return n

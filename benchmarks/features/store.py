@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from samplerbench.data.annotations import file_sha256
-from samplerbench.store.files import write_json
+from samplerbench.store.files import quarantine, write_json
 
 #: bump when the layout changes: every store is then rebuilt
 STORE_VERSION = 1
@@ -113,20 +113,59 @@ class ShardedStore:
                 out.update(d["failures"])
         return out
 
+    def _damage(self, i: int) -> str | None:
+        """What is wrong with written shard ``i`` (a file missing or not matching its sha256, a
+        done record of another layout), or None when it is sound."""
+        d = self.done(i)
+        if not isinstance(d, dict) or not isinstance(d.get("files"), dict) or not isinstance(d.get("failures"), dict):
+            return f"{self.done_path(i)}: not a done record"
+        for name, sha in d["files"].items():
+            path = self.file(i, name)
+            if not path.is_file():
+                return f"{path}: missing (its done record names it)"
+            if file_sha256(path) != sha:
+                return f"{path}: content does not match its sha256 in the done record"
+        return None
+
+    def _set_aside(self, i: int, why: str) -> None:
+        """Move shard ``i``'s files and done record to ``<cache>/quarantine/``: it is missing now."""
+        cache = self.root.parent.parent  # <cache>/store/<kind-id>/
+        for f in sorted(self.root.glob(f"{i:05d}.*")):
+            if f.is_file() and not f.name.endswith(".done.json"):
+                quarantine(f, cache, why)
+        if self.done_path(i).is_file():
+            quarantine(self.done_path(i), cache, why)
+        self.forget(i)
+        self._layout = {k: v for k, v in self._layout.items() if k[0] != i}
+
+    def heal(self, rank: int = 0, world: int = 1) -> list[int]:
+        """Check every written shard of this rank against its done record (once per process) and
+        set aside the damaged ones (:meth:`_set_aside`), so that the extraction that follows
+        recomputes them in this run. Returns the shards set aside."""
+        bad = []
+        for i in range(rank, self.num_shards, world):
+            if i in self._verified or self.done(i) is None and not self.done_path(i).is_file():
+                continue
+            why = self._damage(i) if self.done(i) is not None else f"{self.done_path(i)}: unreadable done record"
+            if why is None:
+                self._verified.add(i)
+                continue
+            self._set_aside(i, why.partition(": ")[2])
+            bad.append(i)
+        return bad
+
     def _verify(self, i: int) -> dict:
-        """Shard ``i``'s done record after checking each file's sha256 (once per process); a
-        mismatch removes the done record, so the next extraction recomputes the shard."""
+        """Shard ``i``'s done record after checking each file's sha256 (once per process). A shard
+        damaged after this run filled its stores (they are healed first, :meth:`heal`) is set
+        aside, and this read fails in one line: the next run recomputes it."""
         d = self.done(i)
         if d is None:
             raise StoreError(f"{self.done_path(i)}: shard {i} is not written (run `samplerbench features` or the suite)")
         if i not in self._verified:
-            for name, sha in d["files"].items():
-                path = self.file(i, name)
-                if not path.is_file() or file_sha256(path) != sha:
-                    self.done_path(i).unlink(missing_ok=True)
-                    self._done.pop(i, None)
-                    raise StoreError(f"{path}: content does not match its sha256 in the done record; "
-                                     "the shard was marked missing and will be recomputed on the next run")
+            why = self._damage(i)
+            if why is not None:
+                self._set_aside(i, why.partition(": ")[2])
+                raise StoreError(f"{why}; set aside: the next run recomputes it")
             self._verified.add(i)
         return d
 

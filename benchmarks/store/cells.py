@@ -1,9 +1,10 @@
 """A cell on disk: ``<key>.npz`` (its prediction arrays) and ``<key>.json`` (its record: values,
-per-video selections, failures, fingerprint, and the predictions file's hash).
+per-video selections, failures, fingerprint, the predictions file's hash and its own hash).
 
 The arrays are written first and the record last, each atomically, so a run killed at any point
-leaves either a complete cell or one that is recomputed; a record whose fingerprint differs, or
-whose predictions file is missing or altered, counts as not done."""
+leaves either a complete cell or one that is recomputed. A record whose fingerprint differs is
+recomputed; a record or predictions file that fails its hash (a flipped byte, a truncation) is
+set aside in the run's ``quarantine/`` with a one-line warning and recomputed in the same run."""
 
 from __future__ import annotations
 
@@ -15,15 +16,26 @@ from pathlib import Path
 
 import numpy as np
 
-from samplerbench.store.files import write_json
+from samplerbench.store.files import quarantine, write_json
+
+
+class CellError(ValueError):
+    """A stored cell that fails its checks (names the file and what is wrong)."""
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_cell(folder: Path, key: str, record: dict, predictions: dict[str, np.ndarray]) -> None:
-    """Store a cell's predictions, then its record (which names the predictions and their hash)."""
+def _record_hash(record: dict) -> str:
+    """sha256 of the record's canonical JSON, without its own hash."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return _sha256(json.dumps(body, sort_keys=True, default=str).encode())
+
+
+def write_cell(folder: Path, key: str, record: dict, predictions: dict[str, np.ndarray]) -> dict:
+    """Store a cell's predictions, then its record (which names the predictions and their hash,
+    and carries its own hash); returns the record as stored (what a later run reads back)."""
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez_compressed(buf, **predictions)
@@ -33,20 +45,67 @@ def write_cell(folder: Path, key: str, record: dict, predictions: dict[str, np.n
     tmp.write_bytes(data)
     os.replace(tmp, path)
     record["predictions"] = {"file": path.name, "sha256": _sha256(data), "arrays": sorted(predictions)}
-    write_json(folder / f"{key}.json", record)
+    # a round trip through JSON first: the hash is of what a reader will parse (numpy scalars as numbers)
+    record = json.loads(json.dumps(record, default=_plain))
+    return write_record(folder, key, record)
 
 
-def load_cell(folder: Path, key: str, fingerprint: str) -> dict | None:
-    """The stored record of a finished cell with this fingerprint, else None (to recompute)."""
-    path = folder / f"{key}.json"
+def write_record(folder: Path, key: str, record: dict) -> dict:
+    """(Re)write a cell's record with its hash (a rescore changes its values); returns it."""
+    record = {k: v for k, v in record.items() if k != "record_sha256"}
+    record["record_sha256"] = _record_hash(record)
+    write_json(Path(folder) / f"{key}.json", record)
+    return record
+
+
+def _plain(o):
+    if isinstance(o, np.integer | np.floating):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def check_cell(folder: Path, key: str) -> dict:
+    """The stored record of cell ``key`` after checking it and its predictions file against their
+    hashes; :class:`CellError` naming the damaged file otherwise."""
+    path = Path(folder) / f"{key}.json"
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CellError(f"{path}: unreadable cell record ({type(e).__name__})") from None
+    if not isinstance(record, dict):
+        raise CellError(f"{path}: not a cell record")
+    if "record_sha256" in record and _record_hash(record) != record["record_sha256"]:
+        raise CellError(f"{path}: the record does not match its hash (altered or corrupt)")
+    meta = record.get("predictions")
+    if not isinstance(meta, dict) or "file" not in meta or "sha256" not in meta:
+        raise CellError(f"{path}: the record names no predictions file")
+    pred = Path(folder) / meta["file"]
+    if not pred.is_file():
+        raise CellError(f"{pred}: the predictions file is missing")
+    if _sha256(pred.read_bytes()) != meta["sha256"]:
+        raise CellError(f"{pred}: predictions do not match the hash in {path.name}")
+    return record
+
+
+def load_cell(folder: Path, key: str, fingerprint: str, quarantine_root: Path | None = None) -> dict | None:
+    """The stored record of a finished cell with this fingerprint, else None (to recompute). A
+    cell that fails its checks is moved to ``<quarantine_root>/quarantine/`` (default: the run
+    folder, two levels above ``folder``) with a one-line warning, and None returned."""
+    path = Path(folder) / f"{key}.json"
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = check_cell(folder, key)
+    except CellError as e:
+        root = Path(quarantine_root) if quarantine_root is not None else Path(folder).parent.parent
+        why = str(e).partition(": ")[2]
+        for f in (path, Path(folder) / f"{key}.npz"):
+            if f.is_file():
+                quarantine(f, root, why)
         return None
-    pred = folder / record.get("predictions", {}).get("file", f"{key}.npz")
-    if record.get("fingerprint") != fingerprint or not pred.is_file():
+    if record.get("fingerprint") != fingerprint:
         return None
     return record
 

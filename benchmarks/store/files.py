@@ -1,10 +1,15 @@
 """Atomic writes for a run's files: a temporary file beside the target, then ``os.replace``, so
-a run killed mid-write leaves the previous file or the new one, never half of one."""
+a run killed mid-write leaves the previous file or the new one, never half of one. Damaged files
+are set aside in a ``quarantine/`` folder (never deleted), and a killed writer's temporary files
+are swept (:func:`clean_tmp`)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +37,56 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     df.to_csv(tmp, index=False)
     os.replace(tmp, path)
+
+
+log = logging.getLogger(__name__)
+
+#: a temporary file of the atomic writers: ``<name>.tmp<pid>`` (``.npz`` may follow)
+_TMP = re.compile(r"\.tmp(\d+)(\.npz)?$")
+
+
+def quarantine(path: Path, root: Path, why: str, then: str = "recomputing it") -> Path:
+    """Move a damaged ``path`` (below ``root``) to ``root/quarantine/<its relative path>``, with a
+    time stamp when one is already there; warn in one line naming it and ``why``. Returns the new
+    place. The caller then recomputes the file (``then`` says so in the warning): the damaged copy
+    stays for a post-mortem."""
+    path, root = Path(path), Path(root)
+    try:
+        rel = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        rel = Path(path.name)
+    dest = root / "quarantine" / rel
+    if dest.exists():
+        dest = dest.with_name(f"{dest.name}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, dest)
+    log.warning("%s: %s; moved to %s, %s", path, why, dest, then)
+    return dest
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours: called at start or exit, when this process writes nothing
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_tmp(folder: Path) -> int:
+    """Remove the temporary files that a killed or failed writer left below ``folder`` (outside
+    ``quarantine/``): those of processes no longer alive, and this process's own (it calls this
+    at start and exit), so another run or rank writing beside it keeps its files. Returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for f in folder.rglob("*.tmp*"):
+        m = _TMP.search(f.name)
+        if m and f.is_file() and "quarantine" not in f.relative_to(folder).parts and not _alive(int(m.group(1))):
+            f.unlink(missing_ok=True)
+            n += 1
+    return n

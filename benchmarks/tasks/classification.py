@@ -13,6 +13,7 @@ the selection (candidate frames and hash), the labelled events and the cost.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,7 +254,7 @@ def write_strips(ctx: FrameContext, path: Path, videos: int, size: int = 40) -> 
             if np.array_equal(z["videos"], ids) and np.array_equal(z["candidates"], cands):
                 return
     thumbs = np.stack([fit_frames(vc.pixels, (size, size)).numpy() for _, vc in picked])
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
     np.savez_compressed(tmp, thumbs=thumbs, candidates=cands, videos=ids)
     tmp.replace(path)
 

@@ -21,6 +21,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -40,7 +41,14 @@ from tqdm import tqdm
 from samplerbench.metrics.stats import BootstrapConfig
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Sampler
-from samplerbench.store.cells import load_cell, load_predictions, write_cell
+from samplerbench.store.cells import (
+    CellError,
+    check_cell,
+    load_cell,
+    load_predictions,
+    write_cell,
+    write_record,
+)
 from samplerbench.store.files import write_csv, write_json
 from samplerbench.suite import MethodSpec, Suite
 from samplerbench.tasks.dist import Ranks
@@ -109,6 +117,9 @@ class Run:
     timing: bool = True  # the timing runs (videos/s, peak memory); off: a quality-only run (--no-timing)
     #: seconds spent in learned methods' ``prepare`` (training or loading), wherever a task asked for them
     prepare_s: float = 0.0
+    #: a subset of the suite (``--methods``/``--budgets``/``--seeds``) run into the full suite's
+    #: folder: its rows files keep the folder's other stored cells
+    narrowed: bool = False
 
     @property
     def run_id(self) -> str:
@@ -324,7 +335,8 @@ def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
         task.finish(run, done)
     t_finish = time.perf_counter() - t0 - t_setup - t_extract - t_cells
     if ranks.main:
-        consolidate(task, run.run_dir, done, BootstrapConfig.of(run.suite.eval))
+        consolidate(task, run.run_dir, with_stored(task, run.run_dir, done) if run.narrowed else done,
+                    BootstrapConfig.of(run.suite.eval))
     ranks.barrier()
     run.prov.setdefault("phases_s", {})[task.name] = {  # where the time went, per task
         "setup (data, trained pieces)": round(t_setup, 2), "extract (feature store)": round(t_extract, 2),
@@ -367,8 +379,7 @@ def _write(task: Task, run: Run, cell: Cell, sampler: Sampler | None, fp: str, f
         "values": task.score(out.videos, out.predictions), "videos": out.videos, "failures": out.failures,
         "n_videos": len(out.videos), **out.info,
     }
-    write_cell(folder, cell.key, record, out.predictions)
-    return record
+    return write_cell(folder, cell.key, record, out.predictions)
 
 
 def _provenances(run_dir: Path) -> dict[str, dict]:
@@ -404,7 +415,7 @@ def consolidate(task: Task, run_dir: Path, cells: list[tuple[Cell, dict]],
     common, restricted = _compared(task, cell_dir(run_dir, task), cells)
     rows, failures = [], []
     sel_path = Path(run_dir) / f"{task.name}_selections.jsonl"
-    tmp = sel_path.with_name(sel_path.name + ".tmp")
+    tmp = sel_path.with_name(sel_path.name + f".tmp{os.getpid()}")
     with open(tmp, "w") as sel_out:
         for cell, rec in cells:
             prov = provs.get(rec["provenance_id"], {})
@@ -456,21 +467,43 @@ def rescore(task: Task, run_dir: Path) -> int:
     folder = cell_dir(run_dir, task)
     records = []
     for path in sorted(folder.glob("*.json")):
-        rec = json.loads(path.read_text())
+        rec = check_cell(folder, path.stem)  # a damaged cell: one line naming it (rescoring it would bless it)
         rec["values"] = task.score(rec["videos"], load_predictions(folder, rec))
-        write_json(path, rec)
-        records.append(rec)
+        records.append(write_record(folder, path.stem, rec))
     if not records:
         return 0
     order = _stored_order(run_dir, task)
     if order:  # the suite's grid of the last run; cells of an earlier grid stay on disk, unused
         records = [r for r in records if r["cell"] in order]
     records.sort(key=lambda r: order.get(r["cell"], len(order)))
-    cells = [(Cell(r["cell"], MethodSpec(r["method_name"] or r["method"], r.get("params", {}), r["label"])
-                   if r["method_name"] else None, r["budget"], r["seed"], label=r["label"],
-                   columns=tuple(r.get("columns", {}).items())), r) for r in records]
-    consolidate(task, run_dir, cells)
+    consolidate(task, run_dir, [(cell_of(r), r) for r in records])
     return len(records)
+
+
+def cell_of(record: dict) -> Cell:
+    """The cell a stored record was computed for (enough to consolidate it again)."""
+    r = record
+    spec = MethodSpec(r["method_name"] or r["method"], r.get("params", {}), r["label"]) if r["method_name"] else None
+    return Cell(r["cell"], spec, r["budget"], r["seed"], label=r["label"], columns=tuple(r.get("columns", {}).items()))
+
+
+def with_stored(task: Task, run_dir: Path, done: list[tuple[Cell, dict]]) -> list[tuple[Cell, dict]]:
+    """A narrowed run's cells (``--methods``/``--budgets``/``--seeds``) among the others its run
+    folder's rows listed before, each stored one that passes its checks kept in its place: a
+    narrowed run updates the run's rows and never shrinks them. Cells new to the folder follow."""
+    folder = cell_dir(run_dir, task)
+    mine = {c.key: (c, r) for c, r in done}
+    merged = []
+    for key in _stored_order(run_dir, task):
+        if key in mine:
+            merged.append(mine.pop(key))
+            continue
+        try:
+            record = check_cell(folder, key)
+        except (CellError, OSError):  # gone or damaged since: the full run recomputes it
+            continue
+        merged.append((cell_of(record), record))
+    return merged + [cr for cr in done if cr[0].key in mine]
 
 
 def _stored_order(run_dir: Path, task: Task) -> dict[str, int]:

@@ -238,8 +238,13 @@ class FrameContext:
 
     def extract(self) -> None:
         """Fill the test split's stores (each rank its shards, then all wait) and read which of its
-        videos cannot be decoded: every cell after reads the stores and decodes nothing."""
+        videos cannot be decoded: every cell after reads the stores and decodes nothing. When a
+        method trains on the training splits, their stores are checked and completed here too, so
+        a damaged shard is recomputed in this run and outside any training."""
         t0 = time.perf_counter()
+        if trains_on_splits(self.suite):
+            for s in (self.train, self.val):
+                self.stores.ensure(s, sharded=True)
         n = self.stores.ensure(self.split, sharded=True)
         self.failures = self.stores.stores(self.split)[0].failures()
         if n:

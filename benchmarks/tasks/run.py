@@ -11,6 +11,7 @@ whose fingerprint changed.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ from samplerbench.models.encoders import ModelConfig
 from samplerbench.models.tokens import TokenModelConfig
 from samplerbench.registry import DATASETS, METHODS
 from samplerbench.store import provenance
-from samplerbench.store.files import write_json
+from samplerbench.store.files import clean_tmp, write_json
 from samplerbench.suite import MethodSpec, Suite, reference_problems
 from samplerbench.tasks.classification import Classification
 from samplerbench.tasks.core import Run, Task, rescore, run_task
@@ -117,18 +118,65 @@ def validate(suite: Suite) -> list[str]:
 
 def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, run_id: str | None = None,
               device: str = "cpu", progress: bool = True, data_root: Path | None = None, limit: int = 0,
-              timing: bool = True) -> Path:
+              timing: bool = True, narrowed: bool = False) -> Path:
     """Evaluate a suite into ``results_dir/<run-id>``; cells stored with the same fingerprint are
     reused. Raises :class:`SuiteError` before any work when the suite cannot run. ``data_root``:
     where relative dataset roots live; ``limit``: the first videos of each split (its own run id);
-    ``timing=False``: no timing runs (the quality metrics only; a later run with timing adds them)."""
+    ``timing=False``: no timing runs (the quality metrics only; a later run with timing adds them);
+    ``narrowed``: the suite is a subset of the one whose folder ``run_id`` names (its rows keep
+    the folder's other cells)."""
     problems = validate(suite)
     if problems:
         raise SuiteError("\n".join(problems))
+    cache_given = cache_dir is not None
     cache_dir = Path(cache_dir or default_cache_dir())
     run_id = run_id or f"{suite.name}-{suite.digest()[:8]}" + (f"-limit{limit}" if limit else "")
     run_dir = Path(results_dir) / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    new_folder = not run_dir.exists()
+    try:
+        return _run_suite(suite, run_dir, cache_dir, cache_given, device, progress, data_root, limit, timing, narrowed)
+    except BaseException:
+        if new_folder:  # a failed start leaves no results folder behind
+            _remove_if_empty(run_dir)
+        raise
+    finally:  # what this process left half-written (a full disk, an error)
+        clean_tmp(run_dir)
+        clean_tmp(cache_dir)
+
+
+def writable(folder: Path, what: str, parent_must_exist: bool = False) -> None:
+    """Create ``folder`` if needed and check that a file can be written there, before any work:
+    an ``OSError`` naming the folder otherwise (read-only, no permission, no space). With
+    ``parent_must_exist``, a folder whose parent is missing (a volume that is not mounted) is an
+    error too, rather than created on whatever disk holds that path."""
+    folder = Path(folder)
+    if parent_must_exist and not folder.exists() and not folder.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"the {what}'s parent folder does not exist (a volume not mounted?)",
+                                str(folder.parent))
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-probe.tmp{os.getpid()}"
+    try:
+        probe.write_bytes(b"x" * 4096)
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` and its empty subfolders, if nothing but empty folders is in it."""
+    if not folder.is_dir() or any(p.is_file() for p in folder.rglob("*")):
+        return
+    for p in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        p.rmdir()
+    folder.rmdir()
+
+
+def _run_suite(suite: Suite, run_dir: Path, cache_dir: Path, cache_given: bool, device: str, progress: bool,
+               data_root: Path | None, limit: int, timing: bool, narrowed: bool) -> Path:
+    run_id = run_dir.name
+    writable(cache_dir, "cache folder", parent_must_exist=cache_given)
+    writable(run_dir, "results folder")
+    clean_tmp(run_dir)  # a killed run's leftovers (processes no longer alive)
+    clean_tmp(cache_dir)
     dev = torch.device(device)
     ranks = Ranks.from_env(dev)
     if ranks.world > 1 and dev.type == "cuda":  # one GPU per rank (torchrun's LOCAL_RANK)
@@ -142,7 +190,7 @@ def run_suite(suite: Suite, results_dir: Path, cache_dir: Path | None = None, ru
     if ranks.world > 1:
         prov["ranks"] = ranks.world
     run = Run(suite, run_dir, cache_dir, dev, progress, prov, data_root=data_root, limit=limit, ranks=ranks,
-              timing=timing)
+              timing=timing, narrowed=narrowed)
     for task in tasks_of(suite):
         run_task(task, run)
     if not ranks.main:  # rank 0 writes the run's provenance and summary

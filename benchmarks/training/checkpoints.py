@@ -10,12 +10,15 @@ weights do not match their hash is reported with its path and retrained (:func:`
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 from pathlib import Path
 
 import torch
+
+from samplerbench.store.files import quarantine, write_json
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +53,47 @@ def state_hash(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+#: training-record keys that are wall-clock times: kept in the timing file beside the checkpoint
+TIMING_KEYS = ("wall_s", "fit_wall_s", "train_wall_s")
+
+
+def split_timing(meta: dict) -> tuple[dict, dict]:
+    """(the record without wall-clock times, at any depth; those times by their path)."""
+    times: dict[str, float] = {}
+
+    def strip(d: dict, prefix: str) -> dict:
+        out = {}
+        for k, v in d.items():
+            if k in TIMING_KEYS:
+                times[prefix + k] = v
+            elif isinstance(v, dict):
+                out[k] = strip(v, f"{prefix}{k}.")
+            else:
+                out[k] = v
+        return out
+
+    return strip(meta, ""), times
+
+
+def timing_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".timing.json")
+
+
 def save(path: Path, state: dict, meta: dict) -> None:
-    """Weights, record and hash as one file, atomically."""
+    """Weights, record and hash as one file, atomically; the record's wall-clock times in the
+    timing file beside it. Serialised in memory first: ``torch.save`` to a path names its archive
+    after the (temporary, per-process) file name, which made identical weights differ in bytes."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in state.items()}  # loads on any machine, GPU or not
+    meta, times = split_timing(meta)
     blob = {"format": FORMAT, "version": CACHE_VERSION, "state": state, "sha256": state_hash(state),
             "meta": json.dumps(meta, sort_keys=True, default=str)}
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    write_json(timing_path(path), times)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(blob, tmp)
+    tmp.write_bytes(buf.getvalue())
     os.replace(tmp, path)
 
 
@@ -77,17 +113,30 @@ def load(path: Path) -> tuple[dict, dict]:
         meta = json.loads(blob["meta"])
     except (TypeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: unreadable training record ({e})") from None
+    try:  # the wall-clock times, when their file is there (they identify nothing)
+        meta = {**json.loads(timing_path(path).read_text()), **meta}
+    except (OSError, ValueError):
+        pass
     return blob["state"], meta
 
 
+def set_aside(path: Path, why: str) -> None:
+    """Move an unusable checkpoint (and its timing file) to ``<cache>/quarantine/models/``, with
+    a one-line warning: the caller retrains it."""
+    path = Path(path)
+    root = path.parent.parent  # <cache>/models/<file>
+    quarantine(path, root, why, then="retraining it")
+    if timing_path(path).is_file():
+        os.replace(timing_path(path), root / "quarantine" / "models" / timing_path(path).name)
+
+
 def load_or_none(path: Path) -> tuple[dict, dict] | None:
-    """:func:`load`, or None when the file is missing or unusable; an unusable file is reported
-    (warning, with its path and why) and removed, so that the caller retrains it."""
+    """:func:`load`, or None when the file is missing or unusable; an unusable file is set aside
+    (:func:`set_aside`), so that the caller retrains it."""
     if not path.is_file():
         return None
     try:
         return load(path)
     except CheckpointError as e:
-        log.warning("%s; retraining it", e)
-        path.unlink(missing_ok=True)
+        set_aside(path, str(e).partition(": ")[2])
         return None

@@ -153,13 +153,20 @@ def cached_fit(kind: str, key_parts: list, build: Callable[[], nn.Module],
     key = checkpoints.key_of(kind, *key_parts)
     path = Path(cache_dir) / "models" / f"{kind}-{key}.pt"
     stored = checkpoints.load_or_none(path)
+    content = checkpoints.content_key(kind, *key_parts)
     if stored is not None:
         state, meta = stored
-        model = build()
-        model.load_state_dict(state)
-        model.to(device).eval().requires_grad_(False)
-        return model, {**meta, "content_key": checkpoints.content_key(kind, *key_parts), "checkpoint": str(path),
-                       "cached": True}
+        with torch.random.fork_rng(devices=rng_devices(device)):  # building draws init weights: not the caller's RNG
+            model = build()
+        try:  # a well-formed file of another model (or another key's weights) is retrained, not loaded
+            if meta.get("content_key", content) != content:
+                raise ValueError(f"it holds the weights of key {meta.get('content_key')}, not {content}")
+            model.load_state_dict(state)
+        except (RuntimeError, ValueError) as e:
+            checkpoints.set_aside(path, f"does not fit its model ({(str(e).splitlines() or [''])[0][:160]})")
+        else:
+            model.to(device).eval().requires_grad_(False)
+            return model, {**meta, "content_key": content, "checkpoint": str(path), "cached": True}
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=rng_devices(device)):
         seed = derive_seed("init", kind, checkpoints.content_key(kind, *key_parts)) if init_seed is None else init_seed
