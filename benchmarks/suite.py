@@ -118,6 +118,9 @@ def reference_problems(reference: dict, where: str) -> list[str]:
     out = []
     if reference and not reference.get("source"):
         out.append(f"{where}: reference.source is missing (the paper and table the numbers come from)")
+    videos = reference.get("videos") if reference else None
+    if videos is not None and (not isinstance(videos, int) or videos < 1):
+        out.append(f"{where}: reference.videos must be the paper's number of evaluated videos, not {videos!r}")
     for i, row in enumerate(reference.get("rows", [])):
         if "label" not in row:
             out.append(f"{where}: reference.rows[{i}] has no label")

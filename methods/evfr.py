@@ -21,9 +21,11 @@ Computer Vision and Pattern Recognition (CVPR) Workshops, 2023, pp. 3308-3317 (s
     * ``weighted``: N frames drawn without replacement with probability proportional to the
       weight, from the per-(seed, video, method) generator.
   The default was chosen on the validation split of synth-events (100 videos, 2 frames of
-  32), measured with ``direction = "previous"``: event hit rate top 0.88 / quantile 0.40 /
-  weighted 0.38 with SSIM, 0.83 / 0.60 / 0.40 with features, 0.75 / 0.72 / 0.58 with flow;
-  uniform 0.33.
+  32) and re-checked under ``direction = "next"`` (``samplerbench run evfr-afs-rules
+  --no-timing``): event hit rate top 0.88 / quantile 0.39 / weighted 0.29 with SSIM, 0.84 /
+  0.45 / 0.43 with features, 0.73 / 0.73 / 0.51 with flow; uniform 0.33. At 4 frames top still
+  leads with SSIM and features (0.98, 0.92) and trails quantile with flow (0.91 against 0.94);
+  at 8 the rules meet (0.94-1.00).
 - UFS (S1..S10, a stride) is the ``stride`` baseline and RFS the ``random`` baseline.
 
 Deviations:

@@ -1,6 +1,6 @@
-"""mmSampler: "mmSampler: Efficient Frame Sampler for Multimodal Video Retrieval", MLSys 2022.
-The seed README gives the title and its contacts (Angela Ye, Zhiming Hu; Samsung) but no
-BibTeX, so no author list is claimed here. For text-video retrieval.
+"""mmSampler: Zhiming Hu, Ning Ye and Iqbal Mohomed, "mmSampler: Efficient Frame Sampler for
+Multimodal Video Retrieval", Proceedings of Machine Learning and Systems (MLSys 2022), pp. 153-171
+(seed BibTeX ``hu2022mmsampler``). For text-video retrieval.
 
 A policy looks at light features of all T candidates and decides keep or skip per frame; the
 retrieval model (CLIP4Clip mean pooling, :mod:`samplerbench.models.clip4clip`) encodes the kept frames

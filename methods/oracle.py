@@ -4,7 +4,8 @@ Approach with Reduced Search Space", arXiv:2409.05260, 2024; BMVC 2024), compute
 
 Each candidate alone goes through the frozen classifier; its importance is the probability of
 the true class; the top N by importance are kept, sorted by time (SOSampler's selection rule).
-For a multi-label video the importance is the largest probability over its true classes.
+For a multi-label video the importance is the largest probability over its true classes, each
+class's probability a sigmoid as the reader computes it (softmax on single-label data).
 
 Cost: the classifier on every candidate is charged to the sampler (it is work the policy does).
 Deviations: none; the paper's softmax over frames with a temperature does not change a top-N.

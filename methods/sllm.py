@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samplerbench.cost.flops import count_flops
-from samplerbench.features.train_env import TrainEnv, top1_in_labels
+from samplerbench.features.train_env import TrainEnv, chance_of, top1_in_labels
 from samplerbench.models.archs import SLLM_MODES, SLLMHead, SLLMRestorer, sllm_layout
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView, segment_centres
@@ -166,7 +166,7 @@ class SLLM(Sampler):
 
         self._model, head = cached_fit(f"sllm-{self.mode}", [head_cfg, *env.key_parts(), list(env.budgets), 1],
                                        build, lambda m: self._fit(m, env), env.cache_dir, device=env.device)
-        return {**head, **record}
+        return {**head, **chance_of(env.val), **record}
 
     def random_init(self, frames: int, num_classes: int, seed: int = 0, dim: int = 128) -> None:
         """Untrained weights (throughput benchmarks: timing does not depend on the weights)."""

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samplerbench.cost.flops import count_flops
-from samplerbench.features.train_env import TrainEnv, top1_in_labels
+from samplerbench.features.train_env import TrainEnv, chance_of, top1_in_labels
 from samplerbench.models.encoders import _conv, normalise
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoMemo, VideoView, per_video, top_n_sorted
@@ -170,11 +170,12 @@ def frame_distribution(logits: torch.Tensor) -> torch.Tensor:
 
 
 def semi_optimal_targets(frame_logits: torch.Tensor, multi_hot: torch.Tensor, target: str = "true",
-                         temperature: float = 1.0) -> torch.Tensor:
+                         temperature: float = 1.0, multilabel: bool = False) -> torch.Tensor:
     """(B, T, C) frozen-classifier logits of each candidate alone -> (B, T) target distribution:
     the probability of the true class (the largest over a multi-label video's classes) or the
-    maximum class probability, softmaxed over frames at ``temperature``."""
-    probs = torch.softmax(frame_logits, dim=-1)
+    maximum class probability, softmaxed over frames at ``temperature``. Class probabilities as
+    the reader computes them: softmax, or a sigmoid per class on ``multilabel`` data."""
+    probs = torch.sigmoid(frame_logits) if multilabel else torch.softmax(frame_logits, dim=-1)
     if target == "true":
         imp = (probs * multi_hot[:, None, :]).amax(dim=-1)
     elif target == "max":
@@ -228,16 +229,18 @@ class SOSampler(Sampler):
                               self.weights)
             return SOTrainee(scorer, env.train.num_classes)
 
-        trainee, record = cached_fit("sosampler", [self.config(), *env.key_parts(), 1], build,
+        # multi-label targets are sigmoid probabilities (softmax before): their own key
+        parts = [self.config(), *env.key_parts(), 1] + (["sigmoid-targets"] if env.train.multilabel else [])
+        trainee, record = cached_fit("sosampler", parts, build,
                                      lambda m: self._fit(m, env), env.cache_dir, device=env.device)
         self._model = trainee.scorer
-        return record
+        return {**record, **chance_of(env.val)}  # its score: the classifier's top-1 on its selections
 
     def _fit(self, model: SOTrainee, env: TrainEnv) -> dict:
         with torch.no_grad():  # the scorer's inputs, resized and normalised once (kept on the CPU)
             inputs = torch.cat([model.scorer.inputs(c.to(env.device)).cpu() for c in env.pools(env.train).split(64)])
         targets = semi_optimal_targets(env.frame_logits(env.train), env.multi_hot(env.train), self.target,
-                                       self.temperature)
+                                       self.temperature, multilabel=env.train.multilabel)
         labels = env.multi_hot(env.train) if env.train.multilabel else env.first_labels(env.train)
 
         def batch_loss(m, ids, epoch, step, _rng):

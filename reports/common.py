@@ -1,4 +1,5 @@
-"""What every table of the report shares: the upper-bound mark and the same-videos note."""
+"""What every table of the report shares: the upper-bound and did-not-learn marks and the
+same-videos note."""
 
 from __future__ import annotations
 
@@ -15,6 +16,28 @@ def mark_upper_bounds(df: pd.DataFrame, column: str = "label") -> pd.DataFrame:
     if "upper_bound" in df:
         df[column] = df[column].astype(str) + np.where(df["upper_bound"].astype(bool), UPPER, "")
     return df
+
+
+#: rows' ``reader`` value of a cell whose trained reader (or the method's own piece) is at chance
+NOT_LEARNED = "did not learn"
+UNLEARNED = "⊘"
+UNLEARNED_NOTE = (f" {UNLEARNED} its reader (or the method's own trained piece) did not learn: validation score "
+                  "within 3 binomial standard errors of chance. Those numbers are no comparison.")
+
+
+def mark_unlearned(df: pd.DataFrame, column: str = "label") -> pd.DataFrame:
+    """``column`` with ⊘ appended on every row of a method any of whose cells has a reader that
+    did not learn (rows carry ``reader``)."""
+    df = df.copy()
+    if "reader" in df:
+        bad = set(df.loc[df["reader"].astype("string").fillna("") == NOT_LEARNED, "label"])
+        df[column] = df[column].astype(str) + np.where(df["label"].isin(bad), UNLEARNED, "")
+    return df
+
+
+def plain(label: str) -> str:
+    """A table's method name without its marks (the rows' label)."""
+    return label.removesuffix(UNLEARNED).removesuffix(UPPER).removesuffix(UNLEARNED).strip()
 
 
 def same_videos_note(df: pd.DataFrame) -> str:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from samplerbench.reports.common import UPPER  # noqa: E402
+from samplerbench.reports.common import UNLEARNED, UPPER  # noqa: E402
 
 SIGNIFICANT = "*"
 STYLES = ("pm", "range")
@@ -73,12 +73,13 @@ def pareto_front(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
 
 def pareto(intervals: pd.DataFrame, costs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per (method, budget): the metric with its interval, GFLOPs per video, and whether
-    it is on the front (upper bounds, which see labels, are drawn but never on it)."""
+    it is on the front (upper bounds, which see labels, and methods whose reader did not learn are
+    drawn but never on it)."""
     q = intervals[intervals["metric"] == metric][["label", "budget", "value", "lo", "hi"]]
     df = q.merge(costs, on=["label", "budget"], how="inner").dropna(subset=["gflops", "value"])
-    df["upper_bound"] = df["label"].str.endswith(UPPER)
+    df["upper_bound"] = df["label"].str.removesuffix(UNLEARNED).str.endswith(UPPER)
     df["on_front"] = False
-    eligible = df[~df["upper_bound"]]
+    eligible = df[~df["upper_bound"] & ~df["label"].str.endswith(UNLEARNED)]
     if len(eligible):
         front = eligible.index[pareto_front(eligible["gflops"].to_numpy(), eligible["value"].to_numpy())]
         df.loc[front, "on_front"] = True

@@ -34,10 +34,19 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from samplerbench.reports import intervals as iv  # noqa: E402
-from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, mean_std, same_videos_note  # noqa: E402
+from samplerbench.reports.common import (  # noqa: E402
+    UNLEARNED,
+    UNLEARNED_NOTE,
+    UPPER,
+    UPPER_NOTE,
+    mark_unlearned,
+    mark_upper_bounds,
+    mean_std,
+    same_videos_note,
+)
 from samplerbench.reports.html import render_page  # noqa: E402
 from samplerbench.reports.reduction_tables import render_reduction  # noqa: E402
-from samplerbench.reports.reference import reference_points, render_reference  # noqa: E402
+from samplerbench.reports.reference import reference_points, render_reference, without_cost  # noqa: E402
 from samplerbench.reports.retrieval_tables import render_retrieval  # noqa: E402
 
 UNITS = ("GFLOPs follow fvcore's convention: one multiply-add counts as one FLOP, per video, "
@@ -62,7 +71,8 @@ def load_rows(run_dir: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{path}: no result rows (run the suite first)")
     df = pd.read_csv(path)
     df.loc[df["metric"].isin(PCT), "value"] *= 100
-    df["name"] = mark_upper_bounds(df)["label"]
+    marked = mark_upper_bounds(df)
+    df["name"] = mark_unlearned(marked.assign(label=df["label"], name=marked["label"]), "name")["name"]
     return df
 
 
@@ -78,7 +88,8 @@ def _fmt(mean: float, std: float, seeds: int, fmt: str) -> str:
 
 def _method_order(df: pd.DataFrame) -> list[str]:
     names = list(dict.fromkeys(df["name"]))
-    return [n for n in names if not n.endswith(UPPER)] + [n for n in names if n.endswith(UPPER)]
+    upper = [n for n in names if n.removesuffix(UNLEARNED).endswith(UPPER)]
+    return [n for n in names if n not in upper] + upper
 
 
 def _write(table: pd.DataFrame, out: Path, stem: str, caption: str) -> None:
@@ -87,14 +98,15 @@ def _write(table: pd.DataFrame, out: Path, stem: str, caption: str) -> None:
     md = table.to_markdown(index=False)
     (out / f"{stem}.md").write_text(f"{caption}\n\n{md}\n")
     latex = table.to_latex(index=False, escape=True, column_format="l" + "r" * (table.shape[1] - 1))
-    latex = latex.replace(UPPER, "$^\\dagger$")
+    latex = latex.replace(UPPER, "$^\\dagger$").replace(UNLEARNED, "$^\\oslash$")
     (out / f"{stem}.tex").write_text(
         "% requires \\usepackage{booktabs}\n\\begin{table}\n\\centering\n\\small\n" + latex
         + f"\\caption{{{_latex_escape(caption)}}}\n\\end{{table}}\n")
 
 
 def _latex_escape(s: str) -> str:
-    return s.replace("%", "\\%").replace("_", "\\_").replace("†", "$^\\dagger$").replace("&", "\\&")
+    return (s.replace("%", "\\%").replace("_", "\\_").replace("†", "$^\\dagger$").replace("&", "\\&")
+            .replace(UNLEARNED, "$^\\oslash$"))
 
 
 def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = "pm") -> Path:
@@ -130,7 +142,9 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
     if uncounted:  # surfaced, never silently dropped
         where += ("Ops fvcore does not count (elementwise and pooling, negligible next to the convolutions): "
                   + ", ".join(sorted(k.removeprefix("aten::") for k in uncounted)) + ". ")
-    upper = UPPER_NOTE if any(n.endswith(UPPER) for n in order) else ""
+    upper = UPPER_NOTE if any(n.removesuffix(UNLEARNED).endswith(UPPER) for n in order) else ""
+    if any(n.endswith(UNLEARNED) for n in order):
+        upper += UNLEARNED_NOTE
     where += same_videos_note(df.query("kind != 'timing'"))
 
     tokens = p0.get("token_models") or {}
@@ -237,11 +251,18 @@ def _pareto(df: pd.DataFrame, intervals: pd.DataFrame, headline: str, head_name:
                           head_name: [iv.with_interval(r.value, r.lo, r.hi, style, scale=100) for r in front.itertuples()]})
     _write(table.set_index("Method"), out, "table_pareto",
            f"The cost-quality Pareto front: the (method, budget) cells no other cell beats in both {head_name} and "
-           "GFLOPs per video (methods that see labels excluded). Every cell is in pareto_"
+           "GFLOPs per video (methods that see labels, and ⊘ methods whose reader did not learn, excluded). Every cell is in pareto_"
            f"{headline}.png with its interval" + (f"; the papers' published points ({reference.get('source')}) as "
-                                                  "hollow stars, at the GFLOPs this run measured for the same "
-                                                  "configuration unless the reference gives its own"
-                                                  if len(refs) else "") + ". " + iv.caption(intervals[intervals["metric"] == headline], None, style))
+                                                  "hollow stars, at the paper's own GFLOPs per video"
+                                                  if len(refs) else "") + _no_cost_note(reference) + ". "
+           + iv.caption(intervals[intervals["metric"] == headline], None, style))
+
+
+def _no_cost_note(reference: dict) -> str:
+    """Names the reference rows left off the cost plot (the paper gives no GFLOPs for them)."""
+    missing = without_cost(reference or {}, "classification")
+    return (f"; left off (the paper gives no GFLOPs per video): {', '.join(dict.fromkeys(missing))}"
+            if missing else "")
 
 
 def _training_table(prov: dict) -> pd.DataFrame:

@@ -18,12 +18,29 @@ import pandas as pd
 import seaborn as sns
 
 from samplerbench.reports import intervals as iv
-from samplerbench.reports.common import UPPER, UPPER_NOTE, mark_upper_bounds, mean_std, same_videos_note
+from samplerbench.reports.common import (
+    UNLEARNED,
+    UNLEARNED_NOTE,
+    UPPER,
+    UPPER_NOTE,
+    mark_unlearned,
+    mark_upper_bounds,
+    mean_std,
+    plain,
+    same_videos_note,
+)
 from samplerbench.reports.reference import reference_points
 
 COLUMNS = (("R@1", "{:.1f}"), ("R@5", "{:.1f}"), ("R@10", "{:.1f}"), ("MdR", "{:.1f}"), ("MnR", "{:.1f}"))
+#: how video-to-text ranks, by the rows' ``v2t`` column (samplerbench.metrics.ranking)
+V2T_NOTES = {
+    "clip4clip": "video-to-text as CLIP4Clip's tensor_video_to_text_sim: a video's best caption ranked among "
+                 "the other videos' best captions (one per video)",
+    "all-captions": "video-to-text ranks a video's best caption among every caption of the other videos "
+                    "(not CLIP4Clip's definition)",
+}
 NOTE = ("R@k in %. Ranks are 1-based; ties count against the query (pessimistic rank). Text-to-video ranks each caption's "
-        "video; video-to-text ranks a video's best caption among the other videos' captions. GFLOPs per video: "
+        "video; {v2t}. GFLOPs per video: "
         "the sampler's own work on every candidate (mmSampler: light encoder + policy) + the frame encoder and "
         "projection on the frames kept; the text encoder is excluded, as in mmSampler's tables. "
         "'(= X)': at the mean frame count that X kept.")
@@ -54,9 +71,14 @@ def render_retrieval(run_dir: Path, out: Path, write, caption_prefix: str = "", 
     df = pd.read_csv(path)
     if df.empty:
         return []
-    df = mark_upper_bounds(df)
+    df = mark_unlearned(mark_upper_bounds(df))
     order = list(dict.fromkeys(df["label"]))
-    caption_prefix += same_videos_note(df) + (UPPER_NOTE.strip() + " " if df["label"].str.endswith(UPPER).any() else "")
+    upper = df["label"].str.removesuffix(UNLEARNED).str.endswith(UPPER).any()
+    caption_prefix += same_videos_note(df) + (UPPER_NOTE.strip() + " " if upper else "")
+    if df["label"].str.endswith(UNLEARNED).any():
+        caption_prefix += UNLEARNED_NOTE.strip() + " "
+    defs = sorted(set(df["v2t"].fillna("all-captions"))) if "v2t" in df else ["all-captions"]
+    note = NOTE.format(v2t="; ".join(V2T_NOTES.get(d, d) for d in defs))
     written = []
     cis = _interval_cells(run_dir)
     stats_note = ""
@@ -77,7 +99,7 @@ def render_retrieval(run_dir: Path, out: Path, write, caption_prefix: str = "", 
                  "Frames used": f"{frames.mean():.1f}" + (f" (sd {spread:.1f})" if spread > 0 else ""),
                  "GFLOPs/video": f"{by['gflops_total'].mean():.4f}"}
             for metric, fmt in COLUMNS:
-                ci = cis.get((label.removesuffix(UPPER).strip(), f"{direction}_{metric}"))
+                ci = cis.get((plain(label), f"{direction}_{metric}"))
                 r[metric] = (_fmt(by[f"{direction}_{metric}"], fmt) if ci is None else
                              iv.with_interval(by[f"{direction}_{metric}"].mean(), ci[1], ci[2], style, fmt)
                              + (f" {iv.SIGNIFICANT}" if ci[3] else ""))
@@ -85,11 +107,11 @@ def render_retrieval(run_dir: Path, out: Path, write, caption_prefix: str = "", 
         table = pd.DataFrame(rows).set_index("Method")
         seeds = df["seed"].nunique()
         write(table, out, f"table_retrieval_{direction}", f"{title} retrieval (mean{'' if cis else ' ± std'} over {seeds} seed(s)). {stats_note}"
-              f"{caption_prefix}{NOTE}")
+              f"{caption_prefix}{note}")
         written.append(out / f"table_retrieval_{direction}.md")
     wide = df[df["metric"].isin(["t2v_R@1", "v2t_R@1", "gflops_total"])].pivot_table(
         index=["label", "seed"], columns="metric", values="value").reset_index()
-    costs = (df[df["metric"] == "gflops_total"].assign(label=df["label"].str.removesuffix(UPPER))
+    costs = (df[df["metric"] == "gflops_total"].assign(label=df["label"].map(plain))
              .groupby(["label", "budget"])["value"].mean().rename("gflops").reset_index())
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
     palette = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order)), strict=False))

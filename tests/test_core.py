@@ -199,6 +199,8 @@ def _suite(tmp_path: Path, body: str, name="bad") -> Path:
     ('[[methods]]\nname = "evfr-afs"\nparams = { index = "nope" }\n', "methods[0] (evfr-afs-"),
     ('[train]\nepochz = 3\n[[methods]]\nname = "uniform"\n', "train: unknown key(s) ['epochz']"),
     ('[eval]\nseeds = []\n[[methods]]\nname = "uniform"\n', "eval.seeds must be a non-empty list"),
+    ('[[methods]]\nname = "uniform"\n[retrieval]\nv2t = "clip"\n[[retrieval.methods]]\nname = "uniform"\n',
+     "retrieval.v2t must be one of ['clip4clip', 'all-captions'], not 'clip'"),
 ])
 def test_suite_problems_are_one_line_each_before_any_work(tmp_path, body, expect):
     from samplerbench import suite as suite_mod
@@ -489,7 +491,7 @@ def test_only_an_upper_bounds_view_holds_the_labels():
             return 107.0
 
     ctx = FrameContext.__new__(FrameContext)
-    ctx.cost, ctx.split, ctx.frame_size = Cost(), SimpleNamespace(num_classes=3), (8, 8)
+    ctx.cost, ctx.split, ctx.frame_size = Cost(), SimpleNamespace(num_classes=3, multilabel=False), (8, 8)
     rec = SimpleNamespace(video_id="v", num_frames=10, labels=[2])
     vc = VideoCache(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.ones(4, 5), np.zeros((4, 3)), np.arange(4))
     for name, sees in (("uniform", False), ("evfr-fps", False), ("oracle", True)):

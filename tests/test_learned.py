@@ -234,3 +234,20 @@ def test_cached_fit_round_trips_and_a_changed_config_retrains(tmp_path):
     assert r2["val"] == 0.5 and r2["checkpoint"] == r1["checkpoint"]
     _, r3 = cached_fit("toy", [{"lr": 2e-3}], _Lin, train, tmp_path)
     assert len(calls) == 2 and r3["cached"] is False and r3["checkpoint"] != r1["checkpoint"]
+
+
+def test_multilabel_frame_probabilities_are_the_readers_sigmoid():
+    """Frame A's logits (2, 2, 2), frame B's (1, -5, -5), true class 0. Softmax: A 1/3, B 0.995,
+    so B ranks first; the multi-label reader's sigmoid: A 0.881, B 0.731, so A does. The oracle's
+    view and SOSampler's targets follow the reader."""
+    from samplerbench.tasks.frames import frame_probabilities
+
+    logits = np.array([[2.0, 2.0, 2.0], [1.0, -5.0, -5.0]], dtype=np.float32)
+    single, multi = frame_probabilities(logits, False), frame_probabilities(logits, True)
+    assert single[:, 0].argmax() == 1 and multi[:, 0].argmax() == 0
+    assert multi[:, 0] == pytest.approx([1 / (1 + np.exp(-2)), 1 / (1 + np.exp(-1))], rel=1e-6)
+    assert multi.dtype == np.float32
+    t = torch.from_numpy(logits)[None]
+    hot = torch.tensor([[1.0, 0.0, 0.0]])
+    assert semi_optimal_targets(t, hot, multilabel=True)[0].argmax() == 0
+    assert semi_optimal_targets(t, hot, multilabel=False)[0].argmax() == 1

@@ -138,7 +138,8 @@ SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 
 
 @pytest.mark.parametrize("seed,modules", [("evfr.md", ["evfr"]), ("kcenter-patch-sampling.md", ["kcenter"]),
-                                          ("sllm.md", ["sllm"]), ("sosampler.md", ["sosampler", "oracle"])])
+                                          ("sllm.md", ["sllm"]), ("sosampler.md", ["sosampler", "oracle"]),
+                                          ("mmsampler.md", ["mmsampler"])])
 def test_method_modules_cite_the_seed_bibtex_authors_and_title(seed, modules):
     """Each method module opens with its paper's citation, taken from the seed README's BibTeX:
     every author's surname and the title appear in the module's first paragraph."""
@@ -149,7 +150,7 @@ def test_method_modules_cite_the_seed_bibtex_authors_and_title(seed, modules):
     if not path.is_file():
         pytest.skip(f"{path}: the seed READMEs are not beside this checkout")
     bib = path.read_text()
-    entry = bib[bib.index("@"):]
+    entry = bib[re.search(r"@\w+\{", bib).start():]  # the first BibTeX entry (not an e-mail address)
     authors = re.search(r"author\s*=\s*\{(.*?)\},\s*\n", entry, re.S).group(1)
     title = " ".join(re.search(r"title\s*=\s*\{(.*?)\},\s*\n", entry, re.S).group(1).split())
     surnames = [a.split(",")[0].strip() if "," in a else a.split()[-1] for a in re.split(r"\s+and\s+", " ".join(authors.split()))]

@@ -242,3 +242,25 @@ def test_the_cpu_platform_names_the_vendor_and_torchs_kernel_set():
     p = cpu_platform()
     assert p["capability"] == torch.backends.cpu.get_cpu_capability()
     assert hardware("cpu")["cpu_platform"] == p
+
+
+# --- readers that did not learn -----------------------------------------------------------------
+
+
+def test_a_reader_that_learned_in_the_baseline_and_not_now_fails_and_is_named():
+    from dataclasses import replace
+
+    from samplerbench.tasks.quality import gate
+
+    e = replace(_e("t2v_R@1", 0.30), reader="did not learn")
+    learned = _section(AMD, **{e.key: 0.30})
+    verdicts, _, _ = gate({e.key: e}, _file(learned), AMD)
+    assert [v.status for v in verdicts] == ["unlearned"] and verdicts[0].fails
+    text = report(verdicts, "interval", unlearned=["retrieval | uniform"])
+    assert "UNLEARNED" in text and "READER DID NOT LEARN" in text and "retrieval | uniform" in text and "FAIL" in text
+    # at chance in the baseline too: the value is gated as usual, and the report still names it
+    was = _section(AMD, **{e.key: 0.30})
+    was["entries"][e.key]["reader"] = "did not learn"
+    verdicts, _, _ = gate({e.key: e}, _file(was), AMD)
+    assert [v.status for v in verdicts] == ["same"]
+    assert "READER DID NOT LEARN" in report(verdicts, "interval", unlearned=["retrieval | uniform"])

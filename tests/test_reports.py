@@ -37,20 +37,45 @@ def test_pareto_front_is_the_brute_force_set_of_undominated_points():
         assert len(got) == len({(cost[i], quality[i]) for i in got})
 
 
-def test_reference_points_take_the_papers_cost_or_the_measured_one():
-    from samplerbench.reports.reference import reference_points
+def test_reference_points_sit_at_the_papers_own_cost():
+    """A paper's point is drawn at the paper's GFLOPs per video; a row without one has no place
+    on a cost axis (it was drawn at this run's cost) and is named as left off."""
+    from samplerbench.reports.reference import reference_points, without_cost
 
     reference = {"rows": [
-        {"task": "classification", "label": "sllm", "budget": 16, "top1": 81.55},  # measured cost of sllm N=16
+        {"task": "classification", "label": "sllm", "budget": 16, "top1": 81.55},  # no paper cost: left off
         {"task": "classification", "label": "sosampler", "budget": 8, "top1": 70.0, "gflops_total": 12.5},
-        {"task": "classification", "label": "missing", "budget": 8, "top1": 60.0},  # no cost anywhere: left out
-        {"task": "retrieval", "label": "sllm", "t2v_R@1": 40.0},  # another task
-        {"task": "classification", "label": "sllm", "budget": 4, "mAP": 50.0}]}  # another metric
-    costs = pd.DataFrame({"label": ["sllm", "sllm", "sosampler"], "budget": [16, 8, 8], "gflops": [3.0, 1.5, 9.0]})
-    pts = reference_points(reference, "classification", "top1", costs).set_index("label")
-    assert list(pts.index) == ["sllm", "sosampler"]
-    assert pts.loc["sllm", "gflops"] == 3.0 and pts.loc["sllm", "value"] == pytest.approx(0.8155)
-    assert pts.loc["sllm", "cost_from"] == "measured"
-    assert pts.loc["sosampler", "gflops"] == 12.5 and pts.loc["sosampler", "cost_from"] == "paper"
-    r = reference_points(reference, "retrieval", "t2v_R@1", costs)
-    assert r["value"].tolist() == [40.0] and r["gflops"].tolist() == [pytest.approx(2.25)]  # R@k stays percent
+        {"task": "retrieval", "label": "no policy", "frames": 16, "gflops_total": 70.56, "t2v_R@1": 42.1},
+        {"task": "classification", "label": "sosampler", "budget": 4, "mAP": 50.0, "gflops_total": 6.0}]}
+    pts = reference_points(reference, "classification", "top1").set_index("label")
+    assert list(pts.index) == ["sosampler"]
+    assert pts.loc["sosampler", "gflops"] == 12.5 and pts.loc["sosampler", "value"] == pytest.approx(0.70)
+    r = reference_points(reference, "retrieval", "t2v_R@1")
+    assert r["value"].tolist() == [42.1] and r["gflops"].tolist() == [70.56]  # R@k stays percent
+    assert without_cost(reference, "classification") == ["sllm"]
+
+
+def test_the_reference_table_shows_the_papers_cost_beside_ours_and_the_videos_evaluated(tmp_path):
+    """mmSampler's MSRVTT 'no policy' row: 16 frames and 70.56 GFLOPs per video in the paper,
+    beside this run's frames and GFLOPs; a run on 6 of the paper's 1000 videos says so."""
+    from samplerbench.reports.reference import comparison, render_reference
+    from samplerbench.reports.render import _write
+
+    rows = [{"task": "retrieval", "label": "no policy", "budget": "all", "seed": s, "metric": m, "value": v,
+             "n_videos": 6} for s in (0, 1) for m, v in (("t2v_R@1", 40.0 + s), ("frames", 16.0), ("gflops_total", 4.4))]
+    pd.DataFrame(rows).to_csv(tmp_path / "retrieval_rows.csv", index=False)
+    reference = {"source": "mmSampler (MLSys 2022)", "videos": 1000, "rows": [
+        {"task": "retrieval", "label": "no policy", "frames": 16, "gflops_total": 70.56, "t2v_R@1": 42.1}]}
+    t = comparison(reference, tmp_path)
+    assert t["Metric"].tolist() == ["t2v_R@1"]  # the cost is not compared as a metric
+    r = t.iloc[0]
+    assert r["Measured"] == pytest.approx(40.5) and r["Difference"] == pytest.approx(-1.6)
+    assert r["Frames (paper)"] == 16 and r["Frames (measured)"] == 16.0
+    assert r["GFLOPs/video (paper)"] == 70.56 and r["GFLOPs/video (measured)"] == pytest.approx(4.4)
+    assert r["Videos"] == "6 of 1000"
+    md = render_reference(reference, tmp_path, tmp_path, _write).read_text()
+    assert "evaluated 6 of the paper's 1000 videos" in md.split("\n\n")[0]
+    csv = pd.read_csv(tmp_path / "table_reference.csv")
+    assert {"GFLOPs/video (paper)", "GFLOPs/video (measured)", "Videos"} <= set(csv.columns)
+
+

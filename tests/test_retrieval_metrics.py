@@ -20,6 +20,40 @@ def brute_t2v(sim, cv, ties):
     return np.array(ranks)
 
 
+def brute_v2t_clip4clip(sim, cv, ties):
+    """A loop: a video's best own caption against each other video's best caption."""
+    ranks = []
+    for v in range(sim.shape[1]):
+        best = max(sim[q, v] for q in range(sim.shape[0]) if cv[q] == v)
+        r = 1
+        for g in range(sim.shape[1]):
+            if g == v or not (cv == g).any():
+                continue
+            other = max(sim[q, v] for q in range(sim.shape[0]) if cv[q] == g)
+            if other > best or (ties == "pessimistic" and other == best):
+                r += 1
+        ranks.append(r)
+    return np.array(ranks)
+
+
+def clip4clip_v2t_metrics(sim, cv):
+    """CLIP4Clip's own code path (ArrowLuo/CLIP4Clip, metrics.py: tensor_video_to_text_sim and
+    compute_metrics; main_task_retrieval.py pads each video's captions with -inf to a
+    (videos, max captions, videos) tensor), in numpy. Its ranks are optimistic under ties."""
+    videos = sim.shape[1]
+    longest = np.bincount(cv, minlength=videos).max()
+    padded = np.full((videos, longest, videos), -np.inf)
+    for g in range(videos):
+        mine = sim[cv == g]
+        padded[g, :len(mine)] = mine
+    x = padded.max(axis=1).T  # tensor_video_to_text_sim: (videos, caption groups)
+    sx = np.sort(-x, axis=1)
+    d = np.diag(-x)[:, None]
+    ind = np.where(sx - d == 0)[1]
+    return {"R@1": float(np.sum(ind == 0)) * 100 / len(ind), "R@5": float(np.sum(ind < 5)) * 100 / len(ind),
+            "R@10": float(np.sum(ind < 10)) * 100 / len(ind), "MdR": np.median(ind) + 1, "MnR": np.mean(ind) + 1}
+
+
 def brute_v2t(sim, cv, ties):
     ranks = []
     for v in range(sim.shape[1]):
@@ -51,14 +85,51 @@ def test_ranks_equal_a_brute_force_loop(ties, levels, per_video):
     sim = rng.normal(size=(len(cv), videos))
     if levels:  # few distinct values: many ties
         sim = rng.integers(0, levels, size=sim.shape).astype(float)
-    t2v, v2t = t2v_ranks(sim, cv, ties), v2t_ranks(sim, cv, ties)
+    t2v = t2v_ranks(sim, cv, ties)
     assert np.array_equal(t2v, brute_t2v(sim, cv, ties))
-    assert np.array_equal(v2t, brute_v2t(sim, cv, ties))
-    m = retrieval_metrics(sim, cv, ties)
-    for k, v in brute_summary(list(brute_t2v(sim, cv, ties))).items():
-        assert m[f"t2v_{k}"] == pytest.approx(v)
-    for k, v in brute_summary(list(brute_v2t(sim, cv, ties))).items():
+    assert np.array_equal(v2t_ranks(sim, cv, ties, "all-captions"), brute_v2t(sim, cv, ties))
+    assert np.array_equal(v2t_ranks(sim, cv, ties), brute_v2t_clip4clip(sim, cv, ties))
+    for v2t, brute in (("clip4clip", brute_v2t_clip4clip), ("all-captions", brute_v2t)):
+        m = retrieval_metrics(sim, cv, ties, v2t)
+        for k, v in brute_summary(list(brute_t2v(sim, cv, ties))).items():
+            assert m[f"t2v_{k}"] == pytest.approx(v)
+        for k, v in brute_summary(list(brute(sim, cv, ties))).items():
+            assert m[f"v2t_{k}"] == pytest.approx(v)
+
+
+@pytest.mark.parametrize("per_video", [1, 3, 5])
+def test_video_to_text_equals_clip4clips_own_code(per_video):
+    """Continuous similarities (no ties, where CLIP4Clip's compute_metrics counts a row twice)."""
+    rng = np.random.default_rng(per_video)
+    cv = np.repeat(np.arange(40), per_video)
+    rng.shuffle(cv)
+    sim = rng.normal(size=(len(cv), 40)) + 0.8 * (cv[:, None] == np.arange(40))
+    m = retrieval_metrics(sim, cv)
+    for k, v in clip4clip_v2t_metrics(sim, cv).items():
         assert m[f"v2t_{k}"] == pytest.approx(v)
+
+
+def test_video_to_text_by_hand_with_several_captions():
+    """Three videos, two captions each (rows: captions a0 a1 b0 b1 c0 c1; columns: videos a b c).
+    Video a's best own caption scores 0.5. Every other caption: b0 0.9, b1 0.1, c0 0.6, c1 0.7.
+    CLIP4Clip's gallery is b's best (0.9) and c's best (0.7): rank 3. Among all captions, b0, c0 and
+    c1 beat it: rank 4."""
+    sim = np.array([[0.5, 0.0, 0.0], [0.2, 0.0, 0.0], [0.9, 0.8, 0.0],
+                    [0.1, 0.0, 0.0], [0.6, 0.0, 0.9], [0.7, 0.0, 0.0]])
+    cv = np.array([0, 0, 1, 1, 2, 2])
+    assert v2t_ranks(sim, cv)[0] == 3
+    assert v2t_ranks(sim, cv, v2t="all-captions")[0] == 4
+    assert v2t_ranks(sim, cv).tolist() == [3, 1, 1]
+
+
+def test_r_at_1_is_the_same_under_both_video_to_text_definitions():
+    """Another video's caption beats a video's best own caption exactly when that video's best
+    caption does: R@1 (what the learned pieces validate on) does not depend on the definition."""
+    rng = np.random.default_rng(3)
+    cv = np.repeat(np.arange(30), 4)
+    sim = rng.normal(size=(120, 30)) + (cv[:, None] == np.arange(30))
+    a, b = v2t_ranks(sim, cv), v2t_ranks(sim, cv, v2t="all-captions")
+    assert np.array_equal(a == 1, b == 1) and (a <= b).all() and (a < b).any()
 
 
 def test_a_constant_matrix_is_last_or_first_by_the_tie_rule():

@@ -311,6 +311,16 @@ def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
     out = render(run_dir, tmp_path / "report")
     t = pd.read_csv(out / "table_retrieval_t2v.csv")
     assert list(t.columns) == ["Method", "Frames used", "GFLOPs/video", "R@1", "R@5", "R@10", "MdR", "MnR"]
+    # video-to-text is CLIP4Clip's by default: rows say so, the caption names it, the values are it
+    assert set(df["v2t"]) == {"clip4clip"}
+    assert "CLIP4Clip's tensor_video_to_text_sim" in (out / "table_retrieval_v2t.md").read_text().split("\n\n")[0]
+    from samplerbench.metrics.ranking import retrieval_metrics
+    from samplerbench.store.cells import load_predictions
+
+    preds = load_predictions(run_dir / "cells" / "retrieval", cell)
+    assert str(preds["v2t"]) == "clip4clip"
+    assert cell["values"]["v2t_MnR"] == pytest.approx(
+        retrieval_metrics(preds["sim"], preds["caption_video"], v2t="clip4clip")["v2t_MnR"])
     # intervals over the query videos for R@k and MnR, the means over seeds of the rows; random
     # tested against uniform at the count mmSampler kept; the table shows them
     ivs = pd.read_csv(run_dir / "retrieval_intervals.csv").set_index(["label", "metric"])
@@ -321,7 +331,9 @@ def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
                                          "v2t_R@10", "v2t_MnR"}
     tests = pd.read_csv(run_dir / "retrieval_tests.csv")
     assert set(tests["label"]) == {"random (= mm)"} and (tests["baseline"] == "uniform").all()
-    assert t.set_index("Method").loc["random (= mm)", "R@5"].count("±") == 1
+    from samplerbench.reports.common import plain
+
+    assert t.assign(Method=t["Method"].map(plain)).set_index("Method").loc["random (= mm)", "R@5"].count("±") == 1
     assert "query videos" in (out / "table_retrieval_t2v.md").read_text()
     assert (out / "retrieval_r1_vs_gflops.png").stat().st_size > 0
     # a test video that cannot be decoded: every retrieval cell records it in failures.csv
@@ -714,3 +726,59 @@ def test_the_token_vits_patch_tables_are_let_go_after_the_runs_last_token_vit(tm
     assert computed[:2] == [TINY["splits"]["train"], TINY["splits"]["val"]]
     assert len([n for n in computed if n == TINY["splits"]["train"]]) == 1  # once, for both ViTs
     assert kept[0] == 2 and kept[-1] == 0
+
+
+def test_a_feature_observers_timing_encodes_each_candidate_once(tiny_run, tmp_path, monkeypatch):
+    """The oracle observes the classifier's frame probabilities, so its timed videos encode all T
+    candidates; the head then reads the selected frames' features from those, as its cells do
+    (they were encoded again: T + N frames a video)."""
+    import dataclasses
+
+    import samplerbench.tasks.classification as classification
+    from samplerbench.models.encoders import FrameClassifier
+
+    frames = []
+    real = FrameClassifier.features
+
+    def counting(self, x):
+        frames.append(len(x))
+        return real(self, x)
+
+    monkeypatch.setattr(FrameClassifier, "features", counting)
+    monkeypatch.setattr(classification, "model_videos_per_s", lambda *a, **k: {"videos_per_s": 1.0})
+    s, tmp, _ = tiny_run
+    oracle = dataclasses.replace(s, methods=tuple(m for m in s.methods if m.name == "oracle"))
+    run_dir = run_suite(oracle, tmp_path / "results", tmp / "cache", progress=False)
+    timed = [json.loads(p.read_text()) for p in (run_dir / "timing").glob("*.json")]
+    videos = sum(t["timed_videos"] + 1 for t in timed)  # each timing run warms up on one more video
+    assert len(timed) == 2 and sum(frames) == videos * s.eval["candidates"]
+
+
+def test_cells_whose_reader_did_not_learn_are_marked_in_rows_tables_and_page(tmp_path):
+    """Every cell's ``reader`` follows its readers' validation scores against chance (here: one
+    epoch of a token ViT on 24 videos, read against 8 validation videos, stays within the margin);
+    the tables mark those methods with ⊘ and say why; the HTML page shows the mark."""
+    from samplerbench.metrics.stats import above_chance
+    from samplerbench.reports.render import render
+
+    path = write_token_suite(tmp_path / "tok.toml", "tiny-unlearned", methods=("tokens-uniform", "uniform"))
+    run_dir = run_suite(suite_mod.load(path), tmp_path / "results", tmp_path / "cache", progress=False, timing=False)
+    prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
+
+    def verdict(*records):
+        return "learned" if all(above_chance(r["val"], r["chance"], r["n_val"]) for r in records) else "did not learn"
+
+    rows = pd.read_csv(run_dir / "rows.csv")
+    got = rows.groupby("label")["reader"].agg(set).to_dict()
+    token_rec = prov["token_models"]["tokens-uniform"]
+    assert token_rec["n_val"] == TINY["splits"]["val"] and 0 < token_rec["chance"] < 1
+    assert got == {"tokens-uniform": {verdict(token_rec)}, "uniform": {verdict(prov["classifier"])}}
+    assert got["tokens-uniform"] == {"did not learn"}
+    out = render(run_dir, tmp_path / "report")
+    table = pd.read_csv(out / "table_top1.csv")
+    assert "tokens-uniform⊘" in set(table["Method"])
+    assert "did not learn" in (out / "table_top1.md").read_text().split("\n\n")[0]
+    assert "tokens-uniform⊘" in (out / "index.html").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["classification cells whose reader did not learn"] == len(rows[rows.reader == "did not learn"]
+                                                                              .groupby(["label", "budget", "seed"]))

@@ -78,3 +78,26 @@ def test_resampled_mean_class_accuracy_equals_the_metric_on_each_resample():
     got = resampled_mean_class_accuracy(pred, labels, idx, 7)
     for r, rows in enumerate(idx):
         assert got[r] == pytest.approx(mean_class_accuracy(np.eye(7)[pred[rows]], labels[rows])), r
+
+
+def test_chance_and_its_margin_by_hand():
+    """Four videos, labels 0, 0, 1, 2 of 3 classes: always predicting class 0 scores 1/2. On 100
+    validation videos at chance 0.1, three standard errors are 3 * sqrt(0.1 * 0.9 / 100) = 0.09."""
+    from samplerbench.metrics.stats import above_chance, chance_margin, chance_top1
+
+    assert chance_top1([[0], [0], [1], [2]], 3) == 0.5
+    assert chance_top1([[0, 1], [1], [1, 2], [2]], 3) == 0.75  # multi-label: class 1 is in three of four
+    assert chance_margin(0.1, 100) == pytest.approx(0.09)
+    assert not above_chance(0.19, 0.1, 100) and above_chance(0.191, 0.1, 100)
+    assert not above_chance(0.132, 0.1, 100)  # the default suite's tokens-uniform ViT (best val 0.132)
+
+
+def test_reader_status_reads_every_trained_piece_and_its_parts():
+    from samplerbench.tasks.core import reader_status
+
+    good = {"val": 0.43, "chance": 0.1, "n_val": 100}
+    bad = {"val": 0.13, "chance": 0.1, "n_val": 100}
+    assert reader_status([good]) == "learned"
+    assert reader_status([good, bad]) == "did not learn"
+    assert reader_status([{**good, "base": bad}]) == "did not learn"  # a composed method's base
+    assert reader_status([{"val": 0.9}, {}]) == ""  # nothing with a chance level: not judged

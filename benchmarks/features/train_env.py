@@ -19,6 +19,7 @@ import torch
 from samplerbench.data.annotations import VideoSplit
 from samplerbench.data.candidates import decode_pools
 from samplerbench.metrics.classification import one_hot
+from samplerbench.metrics.stats import chance_top1
 from samplerbench.models.encoders import FrameClassifier
 
 
@@ -136,7 +137,7 @@ class TrainEnv:
                     self.captions(self.val), self.classifier.encoder.dim, len(self.train), self.num_candidates, cfg,
                     [*self.key_parts(), self.captions_per_video], self.cache_dir, self.progress,
                     vocab_size=len(self.tokenizer()), device=self.device)
-            self._retrieval = (model.eval().requires_grad_(False), record)
+            self._retrieval = (model.eval().requires_grad_(False), {**record, **chance_of(self.val, retrieval=True)})
         return self._retrieval
 
     def key_parts(self) -> list:
@@ -149,3 +150,12 @@ def top1_in_labels(logits: torch.Tensor, split: VideoSplit) -> float:
     """Share of videos whose top-scoring class is one of their labels."""
     pred = logits.argmax(-1).tolist()
     return float(np.mean([p in r.labels for p, r in zip(pred, split.records, strict=True)]))
+
+
+def chance_of(split: VideoSplit, retrieval: bool = False) -> dict:
+    """A trained piece's validation chance level, for its record: ``chance`` (a classifier's
+    top-1 of the majority class; a retrieval model's R@1 of a random ranking, 1 / videos) and
+    ``n_val`` (validation videos), from which the run tells whether the piece learned."""
+    n = len(split.records)
+    chance = 1.0 / max(n, 1) if retrieval else chance_top1([r.labels for r in split.records], split.num_classes)
+    return {"chance": chance, "n_val": n}

@@ -102,3 +102,30 @@ def resampled_mean_class_accuracy(pred: np.ndarray, labels: np.ndarray, idx: np.
     present = (den > 0) | (counts @ np.eye(num_classes)[pred] > 0)
     recall = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
     return (recall * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+
+
+#: how far above chance a validation score must be for its piece to count as having learned:
+#: this many binomial standard errors of a score at chance on the validation videos
+CHANCE_MARGIN_SE = 3.0
+
+
+def chance_top1(labels: list[list[int]], num_classes: int) -> float:
+    """The top-1 of the best constant prediction: the largest share of videos that have one
+    class among their labels (a reader that always predicts the majority class scores this)."""
+    if not labels:
+        return float("nan")
+    counts = np.zeros(num_classes)
+    for lab in labels:
+        counts[list(set(lab))] += 1
+    return float(counts.max() / len(labels))
+
+
+def chance_margin(chance: float, n: int, z: float = CHANCE_MARGIN_SE) -> float:
+    """``z`` binomial standard errors of a score at ``chance`` measured on ``n`` videos."""
+    return z * float(np.sqrt(chance * (1 - chance) / max(n, 1)))
+
+
+def above_chance(score: float, chance: float, n: int, z: float = CHANCE_MARGIN_SE) -> bool:
+    """Whether a validation score is more than :func:`chance_margin` above chance: a piece that
+    is not has not learned, and what it reads is no comparison."""
+    return bool(score > chance + chance_margin(chance, n, z))

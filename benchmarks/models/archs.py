@@ -93,6 +93,10 @@ class TokenViT(nn.Module):
         super().__init__()
         self.embed = nn.Linear(3 * patch * patch, width)
         self.pos = nn.Embedding(positions, width)
+        # ViT's initialisation (truncated normal, std 0.02; timm's trunc_normal_): nn.Embedding's
+        # N(0, 1) made positions about 20 times a token's content, so a reader whose positions
+        # carry nothing (every token of uniform frames) stayed at chance
+        nn.init.trunc_normal_(self.pos.weight, std=0.02)
         self.cls = nn.Parameter(torch.zeros(width))
         self.transformer, self.norm = Transformer(width, depth, heads), nn.LayerNorm(width)
         self.fc = nn.Linear(width, num_classes)

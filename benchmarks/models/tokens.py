@@ -368,7 +368,7 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
     """
     grid = TokenGrid(candidates, size[0] // cfg.patch, size[1] // cfg.patch)
     parts = [cfg.identity(), {"sampler": sampler.name, **sampler.config()}, train.manifest_hash, val.manifest_hash,
-             candidates, list(budgets), list(size), train.num_classes, encoder_key, 2]
+             candidates, list(budgets), list(size), train.num_classes, encoder_key, 3]  # 3: ViT's position init
     if train.multilabel:  # trained on every label since this version (single-label keys unchanged)
         parts.append("multi-label bce")
     if cfg.embed == "vit":  # the pretrained ViT's weights are part of the model

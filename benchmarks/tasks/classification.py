@@ -58,7 +58,10 @@ class Classification(Task):
         FrameContext.of(run).extract()
 
     def config(self, run: Run) -> dict:
-        return {"token_model": run.suite.token_model}
+        out = {"token_model": run.suite.token_model}
+        if FrameContext.of(run).split.multilabel:  # frame probabilities by sigmoid, as the reader's
+            out["frame_probs"] = "sigmoid"
+        return out
 
     def cells(self, run: Run) -> Iterator[Cell]:
         ctx = FrameContext.of(run)
@@ -74,6 +77,17 @@ class Classification(Task):
             ctx.token_model(cell.method.key, sampler)
             return [ctx.token_models[cell.method.key][1]["key"]]
         return []
+
+    def readers(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[dict]:
+        """The method's own pieces, and what reads its selections: its token ViT, the frame
+        classifier (a method with its own head reads the classifier's frozen features only)."""
+        ctx = FrameContext.of(run)
+        own = super().readers(run, cell, sampler)
+        if sampler is not None and sampler.reader == "tokens":
+            return own + [ctx.token_models[cell.method.key][1]]
+        if sampler is not None and sampler.reader == "head":
+            return own
+        return own + [ctx.classifier_record]
 
     def evaluate(self, run: Run, cell: Cell, sampler: Sampler) -> CellOutput:
         """Select, predict and record every video of the split for one cell. A token ViT reads
@@ -304,17 +318,22 @@ def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed
         vc = VideoCache(pixels, feats, logits, cands)
         view = ctx.view(rec, vc, sampler)
         sel = sampler.select(view, budget, generator(seed, rec.video_id, key))
-        clip = pixels[sel.indices] if pixels is not None else read_record(rec, cands[sel.indices], size=ctx.frame_size, resize=ctx.resize)
-        if tokens:  # the touched frames' patches, then the selected tokens among them
-            p = token_model.cfg.patch
-            per_frame = token_model.grid.per_frame
-            local = np.searchsorted(sel.indices, sel.tokens // per_frame) * per_frame + sel.tokens % per_frame
-            patches = patchify(clip, p)[torch.from_numpy(local)]
-            token_model(patches[None].to(ctx.device), torch.from_numpy(sel.tokens)[None].to(ctx.device))
-        elif sampler.reader == "head":
-            sampler.head_logits(ctx.model.features(clip.to(ctx.device))[None])
+        if feats is not None and not tokens:  # the selected frames were encoded with every candidate: the head reads them
+            x = feats[torch.from_numpy(sel.indices)][None].to(ctx.device)
+            sampler.head_logits(x) if sampler.reader == "head" else ctx.model.head(x)
         else:
-            ctx.model(clip[None].to(ctx.device))
+            clip = (pixels[sel.indices] if pixels is not None else
+                    read_record(rec, cands[sel.indices], size=ctx.frame_size, resize=ctx.resize))
+            if tokens:  # the touched frames' patches, then the selected tokens among them
+                p = token_model.cfg.patch
+                per_frame = token_model.grid.per_frame
+                local = np.searchsorted(sel.indices, sel.tokens // per_frame) * per_frame + sel.tokens % per_frame
+                patches = patchify(clip, p)[torch.from_numpy(local)]
+                token_model(patches[None].to(ctx.device), torch.from_numpy(sel.tokens)[None].to(ctx.device))
+            elif sampler.reader == "head":
+                sampler.head_logits(ctx.model.features(clip.to(ctx.device))[None])
+            else:
+                ctx.model(clip[None].to(ctx.device))
         sync(ctx.device)
         if i > 0:  # the first video warms up
             elapsed += time.perf_counter() - t0

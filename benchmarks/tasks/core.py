@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from samplerbench.metrics.stats import BootstrapConfig
+from samplerbench.metrics.stats import BootstrapConfig, above_chance
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Sampler
 from samplerbench.store.cells import (
@@ -208,6 +208,14 @@ class Task(ABC):
         """Checkpoint keys of the trained pieces that read this cell's selections."""
         return []
 
+    def readers(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[dict]:
+        """The training records of the pieces whose learning a cell's numbers rest on: the
+        method's own (a learned sampler, SLLM's head); a task adds the reader of its selections."""
+        if cell.method is None:
+            return []
+        own = run.prov.get("trained", {}).get(cell.method.display)
+        return [own] if own else []
+
     def finish(self, run: Run, cells: list[tuple[Cell, dict]]) -> None:  # noqa: B027  (an optional hook)
         """After every cell: work that needs them all (timing)."""
 
@@ -246,6 +254,32 @@ class Task(ABC):
     def timing_rows(self, run_dir: Path, cell: Cell, record: dict) -> list[dict]:
         """Timing rows of a cell (metric, value, provenance_id), if the task times cells."""
         return []
+
+
+#: a cell's ``reader`` column: what its trained pieces' validation scores say
+LEARNED, NOT_LEARNED = "learned", "did not learn"
+
+
+def reader_status(records: list[dict]) -> str:
+    """``did not learn`` when a trained piece (or a part of it, such as a composed method's base)
+    scored on validation within :func:`~samplerbench.metrics.stats.chance_margin` of chance:
+    its cells are no comparison; ``learned`` when every piece with a chance level is above it;
+    empty when no piece has one (nothing trained: zero-shot, training-free samplers on a
+    pretrained reader without a probe)."""
+    judged = []
+
+    def walk(r: Any) -> None:
+        if isinstance(r, dict):
+            if {"val", "chance", "n_val"} <= set(r):
+                judged.append(above_chance(float(r["val"]), float(r["chance"]), int(r["n_val"])))
+            for v in r.values():
+                walk(v)
+
+    for r in records:
+        walk(r)
+    if not judged:
+        return ""
+    return LEARNED if all(judged) else NOT_LEARNED
 
 
 def checkpoint_keys(record: Any) -> list[str]:
@@ -317,12 +351,16 @@ def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
             sampler = run.sampler(cell.method) if cell.method is not None else None
             fp = fingerprint(task, run, cell, sampler, task_config)  # a token reader's ViT trains here
         t_train += time.perf_counter() - t1 - (run.prepare_s - p1)
+        status = reader_status(task.readers(run, cell, sampler))
         record = load_cell(folder, cell.key, fp)
         if record is None:
-            record = _compute(task, run, cell, sampler, fp, folder)
+            record = _compute(task, run, cell, sampler, fp, folder, status)
             run.counts[f"{task.name} computed"] += 1
-        else:
+        else:  # the same trained pieces (the fingerprint says so): the same verdict, kept in memory
+            record = {**record, "reader": status}
             run.counts[f"{task.name} reused"] += 1
+        if status == NOT_LEARNED:
+            run.counts[f"{task.name} cells whose reader did not learn"] += 1
         if record["failures"]:
             run.counts[f"{task.name} video failures"] += len(record["failures"])
         run.results[(task.name, cell.key)] = record
@@ -348,14 +386,15 @@ def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
     return done
 
 
-def _compute(task: Task, run: Run, cell: Cell, sampler: Sampler | None, fp: str, folder: Path) -> dict:
+def _compute(task: Task, run: Run, cell: Cell, sampler: Sampler | None, fp: str, folder: Path,
+             status: str = "") -> dict:
     """Evaluate one cell (sharded: each rank its part, rank 0 merges and writes; the others then
     read what it wrote) and return its stored record."""
     ranks = run.ranks
     mine = task.evaluate(run, cell, sampler) if task.shardable or ranks.main else None
     parts = ranks.gather(mine) if task.shardable else [mine]
     if ranks.main:
-        record = _write(task, run, cell, sampler, fp, folder, task.merge(run, parts))
+        record = _write(task, run, cell, sampler, fp, folder, task.merge(run, parts), status)
         if ranks.world == 1:
             return record
     ranks.barrier()
@@ -367,7 +406,7 @@ def _compute(task: Task, run: Run, cell: Cell, sampler: Sampler | None, fp: str,
 
 
 def _write(task: Task, run: Run, cell: Cell, sampler: Sampler | None, fp: str, folder: Path,
-           out: CellOutput) -> dict:
+           out: CellOutput, status: str = "") -> dict:
     record = {
         "cell": cell.key, "task": task.name, "method": cell.method.key if cell.method else cell.key.split("__")[0],
         "method_name": cell.method.name if cell.method else None, "label": cell.display,
@@ -377,7 +416,7 @@ def _write(task: Task, run: Run, cell: Cell, sampler: Sampler | None, fp: str, f
         "fingerprint": fp, "provenance_id": run.prov["provenance_id"],
         "config": sampler.config() if sampler is not None else {},
         "values": task.score(out.videos, out.predictions), "videos": out.videos, "failures": out.failures,
-        "n_videos": len(out.videos), **out.info,
+        "n_videos": len(out.videos), "reader": status, **out.info,
     }
     return write_cell(folder, cell.key, record, out.predictions)
 
@@ -429,6 +468,7 @@ def consolidate(task: Task, run_dir: Path, cells: list[tuple[Cell, dict]],
                     "git_commit": prov.get("git_commit"), "dataset_hash": prov.get("manifest_hash"),
                     "n_excluded": rec["n_videos"] - n, "dataset": prov.get("dataset"), "split": prov.get("split"),
                     "git_dirty": prov.get("git_dirty"), "device": prov.get("hardware", {}).get("device"),
+                    "reader": rec.get("reader", ""),
                     **dict(cell.columns), **task.row_extras(cell, rec)}
             for metric, value in restricted.get(cell.key, rec["values"]).items():
                 if isinstance(value, list):  # distributions (frames_hist) stay in the cell file

@@ -26,7 +26,7 @@ from samplerbench.data.annotations import VideoRecord, VideoSplit
 from samplerbench.data.candidates import candidates_of, decode_pools
 from samplerbench.data.media import read_record
 from samplerbench.features.extract import Extraction, SplitStores, default_workers
-from samplerbench.features.train_env import TrainEnv
+from samplerbench.features.train_env import TrainEnv, chance_of
 from samplerbench.metrics import classification as metrics
 from samplerbench.models.classifier import TrainConfig, train_classifier
 from samplerbench.models.encoders import FrameClassifier, ModelConfig
@@ -193,6 +193,8 @@ class FrameContext:
         decoded: dict[str, list[torch.Tensor]] = {}  # every frame of train and val, when the reader trains here
         model, record = reader(suite, train, val, frame_size, candidates, run.cache_dir, run.progress, run.device,
                                decoded)
+        if "val" in record:  # trained here (not zero-shot): whether it learned is read against chance
+            record = {**record, **chance_of(val)}
         unreadable = {**train.meta.get("unreadable", {}), **val.meta.get("unreadable", {})}
         if unreadable:  # left out of training, named in the provenance
             run.prov["training_videos_unreadable"] = unreadable
@@ -270,6 +272,7 @@ class FrameContext:
                                                        self.model.encoder, self.classifier_record["content_key"],
                                                        self.progress, decode=self.candidate_pools, device=self.device,
                                                        tables=self.patch_tables)
+            record = {**record, **chance_of(self.val)}
             self.token_models[spec_key] = (model, record)
             self.prov.setdefault("token_models", {})[spec_key] = record
             untrained = {m.key for m in self.suite.methods if METHODS.get(m.name)(**m.params).reader == "tokens"}
@@ -313,7 +316,7 @@ class FrameContext:
         providers = {
             "pixels": lambda: vc.pixels,
             "features": lambda: vc.feats.float().numpy(),
-            "frame_probs": lambda: _softmax(vc.logits),
+            "frame_probs": lambda: frame_probabilities(vc.logits, self.split.multilabel),
         }
         if sampler.upper_bound:  # the labels exist in the view of an upper bound only
             providers["label"] = lambda: metrics.one_hot([rec.labels], self.split.num_classes)[0]
@@ -376,6 +379,14 @@ class VideoMemo:
         if self.used + size <= self.cap_bytes:
             self.table[position], self.used = entry, self.used + size
         return entry
+
+
+def frame_probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
+    """The classifier's per-frame class probabilities as the reader computes them: softmax on
+    single-label data, a sigmoid per class on multi-label data (what ``frame_probs`` observes)."""
+    if multilabel:
+        return (1.0 / (1.0 + np.exp(-logits))).astype(logits.dtype, copy=False)
+    return _softmax(logits)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -9,7 +9,9 @@ tolerance: by default, outside the baseline's bootstrap interval (below ``lo``, 
 for a rank where less is better); metrics without an interval (medians of ranks, the reduction
 task's) fall back to ``absolute`` (default 0: any worsening fails). A baseline entry the run lacks
 fails too (a method that stopped running hides whatever it would have shown); an entry the
-baseline lacks is reported as new.
+baseline lacks is reported as new. A value whose reader (or the method's own trained piece) did
+not learn (rows' ``reader``) is named in the report whatever its value; it fails as ``unlearned``
+when that reader learned in the baseline.
 
 Bit-reproducibility holds per *CPU platform* only (:func:`samplerbench.devices.cpu_platform`:
 vendor, family, model, torch's kernel set): MKL and oneDNN take other kernels on another CPU, the
@@ -35,6 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from samplerbench.devices import describe_platform, own_section, platform_matches
+from samplerbench.tasks.core import NOT_LEARNED
 
 DEFAULT_BASELINE = Path("results/baselines/quality.json")
 SPREAD_K = 2.0  # a third platform may differ from the envelope by twice what two platforms did
@@ -55,6 +58,7 @@ class Entry:
     lo: float | None = None
     hi: float | None = None
     lower_is_better: bool = False
+    reader: str = ""  # "did not learn" when a cell's reader is at chance (rows' reader column)
 
     @property
     def key(self) -> str:
@@ -81,9 +85,10 @@ def run_entries(run_dir: Path, tasks: dict) -> dict[str, Entry]:
             bounds = {(r.label, r.budget, r.metric): (r.lo, r.hi) for r in iv.itertuples()}
         for (label, budget, metric), g in rows.groupby(["label", "budget", "metric"], sort=True):
             lo, hi = bounds.get((label, budget, metric), (None, None))
+            unlearned = "reader" in g and (g["reader"].astype("string").fillna("") == NOT_LEARNED).any()
             e = Entry(name, label, budget, metric, float(g["value"].mean()),
                       {s: float(v) for s, v in zip(g["seed"], g["value"], strict=True)},
-                      _finite(lo), _finite(hi), metric in cls.lower_is_better)
+                      _finite(lo), _finite(hi), metric in cls.lower_is_better, NOT_LEARNED if unlearned else "")
             out[e.key] = e
     return out
 
@@ -140,7 +145,7 @@ def baseline_from(run_dir: Path, tasks: dict, absolute: float = 0.0, previous: d
                "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "provenance_id": summary.get("provenance_id"),
                "entries": {k: {"value": e.value, "seeds": e.seeds, "lo": e.lo, "hi": e.hi,
-                               "lower_is_better": e.lower_is_better} for k, e in entries.items()}}
+                               "lower_is_better": e.lower_is_better, "reader": e.reader} for k, e in entries.items()}}
     kept = [s for s in sections(previous or {"platforms": []}) if not platform_matches(s["platform"], platform)]
     secs = [*kept, section] if keep_others else [section]
     spread = platform_spread(secs) if keep_others else (previous or {}).get("platform_spread", {})
@@ -154,7 +159,7 @@ def baseline_from(run_dir: Path, tasks: dict, absolute: float = 0.0, previous: d
 @dataclass
 class Verdict:
     key: str
-    status: str  # same, changed (within tolerance), better, worse, new, missing
+    status: str  # same, changed (within tolerance), better, worse, new, missing, unlearned
     now: float | None
     baseline: float | None
     bound: float | None  # the limit a worse value crossed (or had to cross)
@@ -162,7 +167,7 @@ class Verdict:
 
     @property
     def fails(self) -> bool:
-        return self.status in ("worse", "missing")
+        return self.status in ("worse", "missing", "unlearned")
 
 
 def _limit(b: dict, tolerance: str | float, absolute: float) -> float:
@@ -234,6 +239,20 @@ def compare_across(entries: dict[str, Entry], baseline: dict) -> list[Verdict]:
     return verdicts
 
 
+def _unlearned(verdicts: list[Verdict], entries: dict[str, Entry], secs: list[dict]) -> list[Verdict]:
+    """A value whose reader did not learn, where the baseline's (any recorded section's) did:
+    ``unlearned``, which fails; a value whose reader did not learn in the baseline either keeps its
+    verdict (the report names it all the same)."""
+    for v in verdicts:
+        e = entries.get(v.key)
+        if e is None or e.reader != NOT_LEARNED:
+            continue
+        before = [sec["entries"][v.key].get("reader", "") for sec in secs if v.key in sec["entries"]]
+        if before and any(r != NOT_LEARNED for r in before):
+            v.status = "unlearned"
+    return verdicts
+
+
 def gate(entries: dict[str, Entry], baseline: dict, platform: dict | None,
          tolerance: str | float | None = None) -> tuple[list[Verdict], str, bool]:
     """The verdicts against the baseline section of the run's platform (the most specific one
@@ -241,11 +260,11 @@ def gate(entries: dict[str, Entry], baseline: dict, platform: dict | None,
     own = own_section(sections(baseline), platform)
     if own is not None:
         section = {**baseline, **own}
-        return (compare(entries, section, tolerance),
+        return (_unlearned(compare(entries, section, tolerance), entries, [own]),
                 f"this run's platform ({describe_platform(platform)}): gated exactly against its own baseline section "
                 f"(run {own.get('run')}, recorded {own.get('recorded')})", False)
     secs = sections(baseline)
-    return (compare_across(entries, baseline),
+    return (_unlearned(compare_across(entries, baseline), entries, secs),
             f"no baseline section for this run's platform ({describe_platform(platform)}); gated across the "
             f"{len(secs)} recorded platform(s) ({'; '.join(describe_platform(s['platform']) for s in secs)}): worse = beyond "
             f"their values by more than {baseline.get('spread_k', SPREAD_K):g} x the largest difference two recorded platforms showed in that metric, which "
@@ -255,9 +274,11 @@ def gate(entries: dict[str, Entry], baseline: dict, platform: dict | None,
             + f". Record this platform's section: {UPDATE_HINT}", True)
 
 
-def report(verdicts: list[Verdict], tolerance: str | float, how: str = "", across: bool = False) -> str:
+def report(verdicts: list[Verdict], tolerance: str | float, how: str = "", across: bool = False,
+           unlearned: list[str] | None = None) -> str:
     """The gate's text: counts, the rule (``how``: which baseline section ruled), then every value
-    that is not the same, worst first."""
+    that is not the same, worst first; ``unlearned``: the (task, method) pairs whose reader did
+    not learn."""
     counts = pd.Series([v.status for v in verdicts]).value_counts().to_dict() if verdicts else {}
     rule = ("worse = outside the baseline's bootstrap interval (no interval: by more than the baseline's 'absolute')"
             if tolerance == "interval" else f"worse = by more than {tolerance} (metric units)")
@@ -265,13 +286,16 @@ def report(verdicts: list[Verdict], tolerance: str | float, how: str = "", acros
              + ("" if across else f"  [{rule}]")]
     if how:
         lines.append(f"  {how}")
-    order = {"worse": 0, "missing": 1, "changed": 2, "better": 3, "new": 4}
+    order = {"unlearned": 0, "worse": 1, "missing": 2, "changed": 3, "better": 4, "new": 5}
     for v in sorted((v for v in verdicts if v.status != "same"), key=lambda v: (order[v.status], v.key)):
         now = "-" if v.now is None else f"{v.now:.4f}"
         was = "-" if v.baseline is None else f"{v.baseline:.4f}"
         limit = "" if v.bound is None else f" (limit {v.bound:.4f})"
         cells = f"; changed in seed(s) {', '.join(v.seeds)}" if v.seeds and v.status not in ("new", "missing") else ""
         lines.append(f"  {v.status.upper():8s} {v.key}: {was} -> {now}{limit}{cells}")
+    if unlearned:
+        lines.append("  READER DID NOT LEARN (validation within chance; these values are no comparison): "
+                     + ", ".join(unlearned))
     failed = [v for v in verdicts if v.fails]
     if failed:
         lines.append(f"FAIL: {len(failed)} value(s) worse than the baseline allows or missing. After an intended "
@@ -310,6 +334,8 @@ def run_gate(run_dir: Path, tasks: dict, baseline_path: Path = DEFAULT_BASELINE,
         return 2
     baseline = json.loads(baseline_path.read_text())
     tol = baseline.get("tolerance", "interval") if tolerance is None else tolerance
-    verdicts, how, across = gate(run_entries(run_dir, tasks), baseline, run_platform(run_dir), tol)
-    print(report(verdicts, tol, how, across))
+    entries = run_entries(run_dir, tasks)
+    verdicts, how, across = gate(entries, baseline, run_platform(run_dir), tol)
+    unlearned = sorted({f"{e.task} | {e.label}" for e in entries.values() if e.reader == NOT_LEARNED})
+    print(report(verdicts, tol, how, across, unlearned))
     return 1 if any(v.fails for v in verdicts) else 0

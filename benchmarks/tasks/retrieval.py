@@ -2,11 +2,14 @@
 on each test video goes through the retrieval model (CLIP4Clip mean pooling over the kept
 frames), every caption of the test split is ranked against every video, and R@1/5/10, MdR and
 MnR are stored for both directions, with the frames used (mean and per-video distribution) and
-GFLOPs per video.
+GFLOPs per video. Video-to-text follows CLIP4Clip by default (each other video's best caption;
+``[retrieval] v2t = "all-captions"``: every caption of the other videos; see
+:mod:`samplerbench.metrics.ranking`).
 
 Adaptive methods (mmSampler) run first; a ``match`` baseline then runs once per adaptive
 method, at the mean count it kept. Stored predictions per cell: ``sim`` (captions, videos), the
-cosine similarities, and ``caption_video``, each caption's video (a column of ``sim``).
+cosine similarities, ``caption_video``, each caption's video (a column of ``sim``), and ``v2t``,
+the video-to-text definition the cell is scored with.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from samplerbench.metrics.ranking import retrieval_metrics, t2v_ranks, v2t_ranks
+from samplerbench.metrics.ranking import V2T, retrieval_metrics, t2v_ranks, v2t_ranks
 from samplerbench.metrics.stats import resampled_mean
 from samplerbench.models.clip4clip import CaptionSet, caption_embeddings, similarity
 from samplerbench.sampling import Budget, Sampler
@@ -29,7 +32,7 @@ from samplerbench.tasks.frames import FrameContext
 
 class Retrieval(Task):
     name = "retrieval"
-    version = 3  # 2: the one cell loop; 3: the encoder charged once, non-finite = failure
+    version = 4  # 2: the one cell loop; 3: the encoder charged once, non-finite = failure; 4: CLIP4Clip's v2t
     rows_file = "retrieval_rows.csv"
     quality = ("t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MdR", "t2v_MnR", "v2t_R@1", "v2t_R@5", "v2t_R@10",
                "v2t_MdR", "v2t_MnR")
@@ -49,10 +52,13 @@ class Retrieval(Task):
         run.state["retrieval"] = (model, record, captions, caption_embeddings(model, captions, ctx.device))
 
     def config(self, run: Run) -> dict:
-        return {"captions_per_video": int(run.suite.retrieval.get("captions_per_video", 5))}
+        return {"captions_per_video": int(run.suite.retrieval.get("captions_per_video", 5)), "v2t": v2t_of(run.suite)}
 
     def reader_keys(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[str]:
         return [run.state["retrieval"][1]["key"]]
+
+    def readers(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[dict]:
+        return super().readers(run, cell, sampler) + [run.state["retrieval"][1]]
 
     def cells(self, run: Run) -> Iterator[Cell]:
         suite = run.suite
@@ -112,7 +118,7 @@ class Retrieval(Task):
         embs = [p.predictions["emb"] for p in parts if len(p.predictions["emb"])]
         kept = np.concatenate([p.predictions["kept"] for p in parts])
         preds = {"sim": np.zeros((0, 0), np.float32), "caption_video": np.zeros(0, np.int64),
-                 "candidates": np.array(ctx.num_candidates)}
+                 "candidates": np.array(ctx.num_candidates), "v2t": np.array(v2t_of(run.suite))}
         if per_video:
             position = {v: j for j, v in enumerate(kept)}  # the failed videos' captions leave with them
             mine = np.isin(captions.video, kept)
@@ -120,7 +126,10 @@ class Retrieval(Task):
                               np.array([position[v] for v in captions.video[mine]]), [])
             preds.update(sim=similarity(model, torch.cat(embs).to(ctx.device), caps, text[torch.from_numpy(mine)]),
                          caption_video=caps.video)
-        return CellOutput(per_video, preds, [f for p in parts for f in p.failures])
+        return CellOutput(per_video, preds, [f for p in parts for f in p.failures], {"v2t": v2t_of(run.suite)})
+
+    def row_extras(self, cell: Cell, record: dict) -> dict:
+        return {"v2t": record.get("v2t", "all-captions")}
 
     @classmethod
     def subset(cls, videos, predictions, keep):
@@ -147,7 +156,8 @@ class Retrieval(Task):
             return {}
         sim, cv = predictions["sim"], predictions["caption_video"]
         n = len(videos)
-        t2v, v2t = t2v_ranks(sim, cv).astype(np.float64), v2t_ranks(sim, cv).astype(np.float64)
+        t2v = t2v_ranks(sim, cv).astype(np.float64)
+        v2t = v2t_ranks(sim, cv, v2t=_v2t(predictions)).astype(np.float64)
         n_caps = np.bincount(cv, minlength=n).astype(np.float64)
         out = {}
         for direction, per_video, weights in (
@@ -163,7 +173,7 @@ class Retrieval(Task):
     def score(videos: list[dict], predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if not videos:
             return {}
-        values = retrieval_metrics(predictions["sim"], predictions["caption_video"])
+        values = retrieval_metrics(predictions["sim"], predictions["caption_video"], v2t=_v2t(predictions))
         pv = pd.DataFrame(videos)
         n = pv["n"].to_numpy()
         values.update(frames=float(n.mean()), frames_std=float(n.std()), frames_min=float(n.min()),
@@ -172,6 +182,17 @@ class Retrieval(Task):
         values["gflops_total"] = values["gflops_sampler"] + values["gflops_encoder"]
         values["frames_hist"] = np.bincount(n, minlength=int(predictions["candidates"]) + 1).tolist()
         return values
+
+
+def v2t_of(suite) -> str:
+    """The suite's video-to-text definition (``[retrieval] v2t``, default CLIP4Clip's)."""
+    return str(suite.retrieval.get("v2t", V2T[0]))
+
+
+def _v2t(predictions: dict[str, np.ndarray]) -> str:
+    """The definition a cell is scored with: stored with its predictions (a cell stored before
+    there was a choice used every caption of the other videos)."""
+    return str(predictions["v2t"]) if "v2t" in predictions else "all-captions"
 
 
 def _budget_of(spec: RetrievalSpec, sampler: Sampler, candidates: int) -> tuple[str, Budget]:

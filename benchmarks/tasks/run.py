@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from samplerbench.metrics.ranking import V2T
 from samplerbench.models.classifier import TrainConfig
 from samplerbench.models.encoders import ModelConfig
 from samplerbench.models.tokens import TokenModelConfig
@@ -107,6 +108,9 @@ def validate(suite: Suite) -> list[str]:
         problems += _method_problems(f"{src}: retrieval.methods[{i}] ({r.method.display})", r.method)
         if isinstance(r.budget, int) and t is not None and r.budget > t:
             problems.append(f"{src}: retrieval.methods[{i}].budget {r.budget} is above the {t} candidates")
+    v2t = suite.retrieval.get("v2t", V2T[0]) if suite.retrieval else V2T[0]
+    if v2t not in V2T:
+        problems.append(f"{src}: retrieval.v2t must be one of {list(V2T)}, not {v2t!r}")
     problems += reference_problems(suite.reference, src)
     if suite.task == "reduction":
         try:
