@@ -117,7 +117,8 @@ def pareto_plot(df: pd.DataFrame, ylabel: str, out: Path, stem: str, scale: floa
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
     ax.set_xlabel("GFLOPs per video (fvcore: 1 multiply-add = 1 FLOP)")
     ax.set_ylabel(ylabel)
-    ax.legend(title="Method († sees labels)", fontsize=7, title_fontsize=7, loc="upper left",
+    marks = "† sees labels" + (f", {UNLEARNED} reader did not learn" if any(n.endswith(UNLEARNED) for n in labels) else "")
+    ax.legend(title=f"Method ({marks})", fontsize=7, title_fontsize=7, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     for ext in ("png", "pdf"):

@@ -312,7 +312,8 @@ def _plots(df: pd.DataFrame, headline: str, head_name: str, order: list[str], ou
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
         ax.set_xlabel(xlabel)
         ax.set_ylabel(head_name)
-        ax.legend(title="Method († sees labels)", fontsize=8, title_fontsize=8, loc="upper left",
+        marks = "† sees labels" + (f", {UNLEARNED} reader did not learn" if any(n.endswith(UNLEARNED) for n in order) else "")
+        ax.legend(title=f"Method ({marks})", fontsize=8, title_fontsize=8, loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.tight_layout()
         for ext in ("png", "pdf"):

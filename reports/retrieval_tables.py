@@ -126,7 +126,8 @@ def render_retrieval(run_dir: Path, out: Path, write, caption_prefix: str = "", 
             ax.scatter([], [], marker="*", s=110, facecolors="none", edgecolors="black", label="paper (published)")
         ax.set_xlabel("GFLOPs per video (fvcore: 1 multiply-add = 1 FLOP)")
         ax.set_ylabel(title)
-    axes[1].legend(title="Method", fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    title = "Method" + (f" ({UNLEARNED} reader did not learn)" if any(n.endswith(UNLEARNED) for n in order) else "")
+    axes[1].legend(title=title, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     for ext in ("png", "pdf"):
         fig.savefig(out / f"retrieval_r1_vs_gflops.{ext}", dpi=150)

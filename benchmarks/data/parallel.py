@@ -28,6 +28,18 @@ def single_thread_worker(_worker_id: int) -> None:
     threadpool_limits(1)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (another user's live process counts): whether the
+    files a writer of that pid left may still be in use."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def exit_with_parent(parent: int) -> None:
     """``initializer`` of the harness's process pools (``initargs=(os.getpid(),)``): the worker
     exits once ``parent``, the process that started it, is gone. A SIGKILLed run left its

@@ -28,7 +28,7 @@ import numpy as np
 
 from samplerbench.data.annotations import VideoSplit, attach_events, file_sha256, parse_list
 from samplerbench.data.facts import FactsCache, probe_records
-from samplerbench.data.parallel import exit_with_parent
+from samplerbench.data.parallel import exit_with_parent, pid_alive
 from samplerbench.data.video import write_video
 from samplerbench.registry import DATASETS
 from samplerbench.seeding import derive_seed
@@ -268,23 +268,13 @@ def _make_one(args) -> tuple[str, int, list]:
     return vid, len(frames), events
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def remove_stale_partials(root: Path) -> list[Path]:
     """Remove ``<root>.partial-<pid>`` folders left by a generation that was killed (its process
     is gone); a live process's folder stays. Returns what was removed."""
     removed = []
     for p in Path(root).parent.glob(Path(root).name + ".partial-*"):
         pid = p.name.rpartition("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samplerbench.store.files import quarantine, write_json
+from samplerbench.store.files import jsonable, quarantine, write_json
 
 
 class CellError(ValueError):
@@ -46,7 +46,7 @@ def write_cell(folder: Path, key: str, record: dict, predictions: dict[str, np.n
     os.replace(tmp, path)
     record["predictions"] = {"file": path.name, "sha256": _sha256(data), "arrays": sorted(predictions)}
     # a round trip through JSON first: the hash is of what a reader will parse (numpy scalars as numbers)
-    record = json.loads(json.dumps(record, default=_plain))
+    record = json.loads(json.dumps(record, default=jsonable))
     return write_record(folder, key, record)
 
 
@@ -56,14 +56,6 @@ def write_record(folder: Path, key: str, record: dict) -> dict:
     record["record_sha256"] = _record_hash(record)
     write_json(Path(folder) / f"{key}.json", record)
     return record
-
-
-def _plain(o):
-    if isinstance(o, np.integer | np.floating):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def check_cell(folder: Path, key: str) -> dict:

@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from samplerbench.data.parallel import pid_alive
 
-def _jsonable(o):
+
+def jsonable(o):
+    """``json.dumps``'s ``default``: numpy scalars and arrays as plain numbers and lists, else str."""
     if isinstance(o, np.integer | np.floating):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -28,7 +31,7 @@ def write_json(path: Path, obj) -> None:
     """``obj`` as JSON at ``path`` (numpy scalars and arrays as plain numbers and lists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, default=_jsonable))
+    tmp.write_text(json.dumps(obj, default=jsonable))
     os.replace(tmp, path)
 
 
@@ -64,18 +67,6 @@ def quarantine(path: Path, root: Path, why: str, then: str = "recomputing it") -
     return dest
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # ours: called at start or exit, when this process writes nothing
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def clean_tmp(folder: Path) -> int:
     """Remove the temporary files that a killed or failed writer left below ``folder`` (outside
     ``quarantine/``): those of processes no longer alive, and this process's own (it calls this
@@ -86,7 +77,10 @@ def clean_tmp(folder: Path) -> int:
     n = 0
     for f in folder.rglob("*.tmp*"):
         m = _TMP.search(f.name)
-        if m and f.is_file() and "quarantine" not in f.relative_to(folder).parts and not _alive(int(m.group(1))):
+        if not m or not f.is_file() or "quarantine" in f.relative_to(folder).parts:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or not pid_alive(pid):  # ours (called at start and exit) or a dead writer's
             f.unlink(missing_ok=True)
             n += 1
     return n
