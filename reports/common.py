@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from samplerbench.metrics.stats import NOT_LEARNED
+
 UPPER = "†"
 UPPER_NOTE = f" {UPPER} sees the labels: an upper bound, not a baseline."
 
@@ -18,8 +20,6 @@ def mark_upper_bounds(df: pd.DataFrame, column: str = "label") -> pd.DataFrame:
     return df
 
 
-#: rows' ``reader`` value of a cell whose trained reader (or the method's own piece) is at chance
-NOT_LEARNED = "did not learn"
 UNLEARNED = "⊘"
 UNLEARNED_NOTE = (f" {UNLEARNED} its reader (or the method's own trained piece) did not learn: validation score "
                   "within 3 binomial standard errors of chance. Those numbers are no comparison.")

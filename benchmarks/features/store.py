@@ -117,6 +117,8 @@ class ShardedStore:
         """What is wrong with written shard ``i`` (a file missing or not matching its sha256, a
         done record of another layout), or None when it is sound."""
         d = self.done(i)
+        if d is None:
+            return f"{self.done_path(i)}: unreadable done record"
         if not isinstance(d, dict) or not isinstance(d.get("files"), dict) or not isinstance(d.get("failures"), dict):
             return f"{self.done_path(i)}: not a done record"
         for name, sha in d["files"].items():
@@ -144,9 +146,9 @@ class ShardedStore:
         recomputes them in this run. Returns the shards set aside."""
         bad = []
         for i in range(rank, self.num_shards, world):
-            if i in self._verified or self.done(i) is None and not self.done_path(i).is_file():
+            if i in self._verified or not self.done_path(i).is_file():
                 continue
-            why = self._damage(i) if self.done(i) is not None else f"{self.done_path(i)}: unreadable done record"
+            why = self._damage(i)
             if why is None:
                 self._verified.add(i)
                 continue

@@ -104,6 +104,9 @@ def resampled_mean_class_accuracy(pred: np.ndarray, labels: np.ndarray, idx: np.
     return (recall * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
 
 
+#: a cell's ``reader`` value (rows, tables, the quality gate) when a piece it rests on is at chance
+NOT_LEARNED = "did not learn"
+
 #: how far above chance a validation score must be for its piece to count as having learned:
 #: this many binomial standard errors of a score at chance on the validation videos
 CHANCE_MARGIN_SE = 3.0

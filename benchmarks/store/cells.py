@@ -81,17 +81,17 @@ def check_cell(folder: Path, key: str) -> dict:
     return record
 
 
-def load_cell(folder: Path, key: str, fingerprint: str, quarantine_root: Path | None = None) -> dict | None:
+def load_cell(folder: Path, key: str, fingerprint: str) -> dict | None:
     """The stored record of a finished cell with this fingerprint, else None (to recompute). A
-    cell that fails its checks is moved to ``<quarantine_root>/quarantine/`` (default: the run
-    folder, two levels above ``folder``) with a one-line warning, and None returned."""
+    cell that fails its checks is moved to the run folder's ``quarantine/`` (``folder`` is
+    ``<run>/cells/<task>``) with a one-line warning, and None returned."""
     path = Path(folder) / f"{key}.json"
     if not path.is_file():
         return None
     try:
         record = check_cell(folder, key)
     except CellError as e:
-        root = Path(quarantine_root) if quarantine_root is not None else Path(folder).parent.parent
+        root = Path(folder).parent.parent
         why = str(e).partition(": ")[2]
         for f in (path, Path(folder) / f"{key}.npz"):
             if f.is_file():

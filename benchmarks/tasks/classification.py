@@ -320,7 +320,10 @@ def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed
         sel = sampler.select(view, budget, generator(seed, rec.video_id, key))
         if feats is not None and not tokens:  # the selected frames were encoded with every candidate: the head reads them
             x = feats[torch.from_numpy(sel.indices)][None].to(ctx.device)
-            sampler.head_logits(x) if sampler.reader == "head" else ctx.model.head(x)
+            if sampler.reader == "head":
+                sampler.head_logits(x)
+            else:
+                ctx.model.head(x)
         else:
             clip = (pixels[sel.indices] if pixels is not None else
                     read_record(rec, cands[sel.indices], size=ctx.frame_size, resize=ctx.resize))

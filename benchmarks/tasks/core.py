@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from samplerbench.metrics.stats import BootstrapConfig, above_chance
+from samplerbench.metrics.stats import NOT_LEARNED, BootstrapConfig, above_chance
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Sampler
 from samplerbench.store.cells import (
@@ -256,8 +256,8 @@ class Task(ABC):
         return []
 
 
-#: a cell's ``reader`` column: what its trained pieces' validation scores say
-LEARNED, NOT_LEARNED = "learned", "did not learn"
+#: a cell's ``reader`` column when every piece it rests on is above chance (else NOT_LEARNED)
+LEARNED = "learned"
 
 
 def reader_status(records: list[dict]) -> str:

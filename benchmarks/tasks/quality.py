@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from samplerbench.devices import describe_platform, own_section, platform_matches
-from samplerbench.tasks.core import NOT_LEARNED
+from samplerbench.metrics.stats import NOT_LEARNED
 
 DEFAULT_BASELINE = Path("results/baselines/quality.json")
 SPREAD_K = 2.0  # a third platform may differ from the envelope by twice what two platforms did

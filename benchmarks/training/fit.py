@@ -169,11 +169,11 @@ def cached_fit(kind: str, key_parts: list, build: Callable[[], nn.Module],
             return model, {**meta, "content_key": content, "checkpoint": str(path), "cached": True}
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=rng_devices(device)):
-        seed = derive_seed("init", kind, checkpoints.content_key(kind, *key_parts)) if init_seed is None else init_seed
+        seed = derive_seed("init", kind, content) if init_seed is None else init_seed
         torch.manual_seed(seed)
         model = build().to(device)
         meta = train(model)
-    meta = {**meta, "key": key, "content_key": checkpoints.content_key(kind, *key_parts), "kind": kind,
+    meta = {**meta, "key": key, "content_key": content, "kind": kind,
             "wall_s": time.perf_counter() - t0, "torch": torch.__version__, "device": str(device)}
     checkpoints.save(path, model.state_dict(), meta)
     model.eval().requires_grad_(False)
