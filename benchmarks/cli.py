@@ -77,13 +77,12 @@ def _features(args) -> int:
     tune_malloc()
     set_threads(args.threads or cores())
     out = extract_suite(suite_mod.load(args.suite), Path(args.cache) if args.cache else None, args.device,
-                        progress=not args.quiet, data_root=_data_root(args), limit=args.limit,
-                        timing=not args.no_timing)
+                        progress=not args.quiet, data_root=_data_root(args), limit=args.limit)
     if _finish_ranks():
         return 0
     for split, info in out.items():
         print(f"{split}: {info['videos']} videos ({info['decoded']} decoded now, {info['failed']} failed); "
-              f"features {info['features']}" + (f"; pixels {info['pixels']}" if info["pixels"] else ""))
+              f"features {', '.join(info['features'])}" + (f"; pixels {info['pixels']}" if info["pixels"] else ""))
     return 0
 
 

@@ -226,6 +226,12 @@ class Sampler:
         if self.learns:
             raise NotImplementedError(f"{type(self).__name__} learns but has no random_init")
 
+    def cost_modules(self) -> dict[str, Any]:
+        """The modules this method runs per video (after :meth:`prepare` or :meth:`random_init`),
+        by the role a paper's cost preset gives them (``samplerbench.cost.papers``): what a paper
+        suite is checked against, parameter for parameter and FLOP for FLOP."""
+        return {}
+
     def head_logits(self, feats):
         """``reader = "head"``: (B, k, D) features of the encoded frames -> (B, C) logits."""
         raise NotImplementedError

@@ -28,3 +28,11 @@ def torch_generator(*parts: object) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(derive_seed(*parts))
     return g
+
+
+def replicate_seed(base: int, replicate: int) -> int:
+    """The training seed of a configured ``base`` seed in replicate ``replicate`` (a suite's
+    ``[eval] seeds`` entry): every learned piece trains once per replicate, so that a seed's
+    cells carry the variance of training as well as of selection. A 31-bit integer (it is
+    written in training records and fed to ``torch.manual_seed``)."""
+    return derive_seed("replicate", base, replicate) & 0x7FFFFFFF

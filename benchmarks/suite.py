@@ -65,6 +65,10 @@ class Suite:
     reduction: dict = field(default_factory=dict)
     #: the paper's published numbers for rows of this suite (``[reference]``: source, rows)
     reference: dict = field(default_factory=dict)
+    #: a paper suite's configuration (``[paper]``): ``preset``, the cost preset
+    #: (``samplerbench cost``) whose modules the run instantiates, ``method``, the label of the
+    #: paper's method, and ``deviations``, each way the suite differs from the paper (reported)
+    paper: dict = field(default_factory=dict)
 
     @property
     def budgets(self) -> list[int]:
@@ -105,6 +109,8 @@ class Suite:
             del d["task"], d["reduction"]
         if not d["reference"]:
             del d["reference"]
+        if not d["paper"]:
+            del d["paper"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -129,6 +135,29 @@ def reference_problems(reference: dict, where: str) -> list[str]:
         bad = [k for k, v in row.items() if k not in REFERENCE_KEYS and not isinstance(v, (int, float))]
         if bad:
             out.append(f"{where}: reference.rows[{i}]: {bad[0]} is not a number")
+    return out
+
+
+PAPER_KEYS = {"preset", "method", "deviations"}
+
+
+def paper_problems(suite: Suite, where: str) -> list[str]:
+    """One line per malformed entry of a suite's ``[paper]``."""
+    paper = suite.paper
+    if not paper:
+        return []
+    out = [f"{where}: paper.{k}: unknown key (known: {sorted(PAPER_KEYS)})" for k in sorted(set(paper) - PAPER_KEYS)]
+    from samplerbench.cost.papers import PRESETS
+
+    if "preset" in paper and paper["preset"] not in PRESETS:
+        out.append(f"{where}: paper.preset must name a cost preset ({', '.join(PRESETS)}), not {paper.get('preset')!r}")
+    labels = {m.display for m in (*suite.methods, *(r.method for r in suite.retrieval_methods))}
+    if paper.get("method") not in labels:
+        out.append(f"{where}: paper.method must be the label of the paper's method ({sorted(labels)}), "
+                   f"not {paper.get('method')!r}")
+    devs = paper.get("deviations", [])
+    if not isinstance(devs, list) or not all(isinstance(d, str) and d for d in devs):
+        out.append(f"{where}: paper.deviations must be a list of sentences, one per deviation")
     return out
 
 
@@ -179,4 +208,4 @@ def load(name_or_path: str | Path) -> Suite:
                  eval=raw.get("eval", {}), methods=tuple(methods), description=raw.get("description", ""),
                  source=str(path), token_model=raw.get("token_model", {}), retrieval=retrieval,
                  retrieval_methods=tuple(rspecs), task=task, reduction=dict(raw.get("reduction", {})),
-                 reference=dict(raw.get("reference", {})))
+                 reference=dict(raw.get("reference", {})), paper=dict(raw.get("paper", {})))

@@ -164,9 +164,20 @@ class MMSampler(Sampler):
         self.forget()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self._light = LightEncoder(FrameCNN(dim=dim).eval(), self.resolution)
+            if self.light:  # the configured light encoder's architecture, random weights
+                from samplerbench.models.pretrained import build_pretrained
+
+                encoder = build_pretrained(self.light, load=False)
+                dim = encoder.dim
+            else:
+                encoder = FrameCNN(dim=dim)
+            self._light = LightEncoder(encoder.eval(), self.resolution)
             self._policy = MMSamplerPolicy(self._in_dim(dim), self.width, self.heads, frames,
                                            self.attention == "causal").eval()
+
+    def cost_modules(self) -> dict:
+        """The light encoder on every candidate and the policy over them."""
+        return {"light encoder": self._light, "policy": self._policy}
 
     def prepare(self, env) -> dict:
         """Train the policy against the frozen retrieval model (or load it from the cache)."""
@@ -205,8 +216,16 @@ class MMSampler(Sampler):
             return torch.stack([self._light(p.to(dev)).cpu() for p in pools])
 
     def _fit(self, policy: MMSamplerPolicy, env, retrieval) -> dict:
-        train_x = policy_inputs(self.light_features(env.pools(env.train)), self.variant)
-        val_x = policy_inputs(self.light_features(env.pools(env.val)), self.variant)
+        seed = env.seed_for(self.seed)  # this replicate's captions, Gumbel noise and order
+        # the light encoder's features of each split: the same for every variant of the replicate
+        light = (self.light, self._light_sha) if self.light else ("reader", env.classifier_key)
+
+        def feats_of(split):
+            return env.memo(("mmsampler-light", *light, self.resolution, split.manifest_hash),
+                            lambda: self.light_features(env.pools(split)))
+
+        train_x = policy_inputs(feats_of(env.train), self.variant)
+        val_x = policy_inputs(feats_of(env.val), self.variant)
         feats, val_feats = env.features(env.train), env.features(env.val)
         caps, val_caps = env.captions(env.train), env.captions(env.val)
         dev = env.device  # the policy's and the retrieval model's; the features stay on the CPU, batches move
@@ -215,7 +234,7 @@ class MMSampler(Sampler):
         scale = retrieval.logit_scale.exp().clamp(max=100).detach()
 
         def batch_loss(m, ids, epoch, step, _rng):
-            g = torch_generator("mmsampler", self.seed, epoch, step)
+            g = torch_generator("mmsampler", seed, epoch, step)
             pick = torch.randint(0, 1 << 30, (len(ids),), generator=g).numpy()
             cap = torch.tensor([per_video[i][pick[j] % len(per_video[i])] for j, i in enumerate(ids)], device=dev)
             idx = torch.from_numpy(ids)
@@ -232,7 +251,7 @@ class MMSampler(Sampler):
 
         retrieval.requires_grad_(False)
         cfg = FitConfig(epochs=self.epochs, batch=self.batch, lr=self.lr, weight_decay=0.01, patience=6,
-                        seed=self.seed)
+                        seed=seed)
         record = fit(policy, cfg, len(feats), batch_loss, validate, f"mmSampler policy ({self.variant})",
                      env.progress, initial_score=False)
         with torch.no_grad():

@@ -178,13 +178,14 @@ class SLLM(Sampler):
                                     2 * frames).eval()
 
     def _fit(self, model: SLLMModel, env: TrainEnv) -> dict:
+        seed = env.seed_for(self.seed)  # this replicate's batches
         feats = env.features(env.train)
         labels = env.multi_hot(env.train) if env.train.multilabel else env.first_labels(env.train)
         t = env.num_candidates
         budgets = [b for b in env.budgets if 2 <= b <= t] or [min(2, t)]
 
         def batch_loss(m, ids, epoch, step, _rng):
-            rng = np.random.Generator(np.random.PCG64(derive_seed("sllm-batch", self.seed, epoch, step)))
+            rng = np.random.Generator(np.random.PCG64(derive_seed("sllm-batch", seed, epoch, step)))
             n = int(rng.choice(budgets))
             edges = np.linspace(0, t, n + 1)  # TSN: a random candidate in each of n segments
             pos = np.minimum((edges[:-1] + rng.random((len(ids), n)) * np.diff(edges)).astype(np.int64), t - 1)
@@ -198,7 +199,7 @@ class SLLM(Sampler):
                 loss = loss + self.kl_weight * restoration_kl(restored, x[:, 1:2 * enc.shape[1] - 1:2])
             return loss
 
-        cfg = FitConfig(epochs=self.epochs, batch=self.batch, lr=self.lr, weight_decay=0.05, seed=self.seed,
+        cfg = FitConfig(epochs=self.epochs, batch=self.batch, lr=self.lr, weight_decay=0.05, seed=seed,
                         patience=6)
         record = fit(model, cfg, len(env.train), batch_loss, lambda m: head_top1(m, env, budgets),
                      f"SLLM head ({self.mode})", env.progress, initial_score=False)
@@ -214,6 +215,13 @@ class SLLM(Sampler):
         if self._model is None:
             raise RuntimeError("SLLM is not trained: the runner calls prepare(env) first")
         return self._model(feats)
+
+    def cost_modules(self) -> dict:
+        """FFRes (restore mode) and the temporal head."""
+        out = {"head": self._model.head}
+        if self._model.restorer is not None:
+            out["restorer"] = self._model.restorer
+        return out
 
     def head_flops(self, k: int) -> float:
         """fvcore FLOPs of the restorer and head on k encoded frames."""

@@ -36,7 +36,9 @@ Deviations, and why:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -207,7 +209,9 @@ class SOSampler(Sampler):
     resolution: int = 32
     width: int = 16
     shift_div: int = 10
-    weights: str = ""  # mobilenet_v2: a local ImageNet state dict
+    #: mobilenet_v2: a local ImageNet state dict, or "imagenet" for
+    #: ``$SAMPLERBENCH_WEIGHTS/torchvision-mobilenet_v2.pth`` (the paper's ImageNet start)
+    weights: str = ""
     target: str = "true"
     temperature: float = 0.3
     gamma: float = 0.01
@@ -224,19 +228,25 @@ class SOSampler(Sampler):
     def prepare(self, env: TrainEnv) -> dict:
         """Train the scorer on the training split (or load it from the cache)."""
         self.forget()
+        weights = self.weights_file()
+
         def build():
-            scorer = SOScorer(env.num_candidates, self.backbone, self.resolution, self.width, self.shift_div,
-                              self.weights)
+            scorer = SOScorer(env.num_candidates, self.backbone, self.resolution, self.width, self.shift_div, weights)
             return SOTrainee(scorer, env.train.num_classes)
 
         # multi-label targets are sigmoid probabilities (softmax before): their own key
         parts = [self.config(), *env.key_parts(), 1] + (["sigmoid-targets"] if env.train.multilabel else [])
+        if weights:  # the ImageNet start's identity: its bytes, not its path
+            from samplerbench.models.pretrained import weights_digest
+
+            parts.append(weights_digest(Path(weights)))
         trainee, record = cached_fit("sosampler", parts, build,
                                      lambda m: self._fit(m, env), env.cache_dir, device=env.device)
         self._model = trainee.scorer
         return {**record, **chance_of(env.val)}  # its score: the classifier's top-1 on its selections
 
     def _fit(self, model: SOTrainee, env: TrainEnv) -> dict:
+        seed = env.seed_for(self.seed)  # this replicate's augmentation and data order
         with torch.no_grad():  # the scorer's inputs, resized and normalised once (kept on the CPU)
             inputs = torch.cat([model.scorer.inputs(c.to(env.device)).cpu() for c in env.pools(env.train).split(64)])
         targets = semi_optimal_targets(env.frame_logits(env.train), env.multi_hot(env.train), self.target,
@@ -246,7 +256,7 @@ class SOSampler(Sampler):
         def batch_loss(m, ids, epoch, step, _rng):
             idx = torch.from_numpy(ids)
             x = inputs[idx]
-            flip = torch.rand(len(ids), generator=torch_generator("so-flip", self.seed, epoch, step)) < 0.5
+            flip = torch.rand(len(ids), generator=torch_generator("so-flip", seed, epoch, step)) < 0.5
             x = torch.where(flip[:, None, None, None, None], x.flip(-1), x).to(env.device)
             feats = m.scorer.features(x)
             logits = m.scorer.fc(m.scorer.dropout(feats)).squeeze(-1)
@@ -260,7 +270,7 @@ class SOSampler(Sampler):
 
         val_budgets = [b for b in env.budgets if b <= env.num_candidates // 4] or list(env.budgets)
         cfg = FitConfig(epochs=self.epochs, batch=self.batch, lr=self.lr, weight_decay=1e-4, patience=3,
-                        seed=self.seed)
+                        seed=seed)
         record = fit(model, cfg, len(env.train), batch_loss,
                      lambda m: selection_top1(m.scorer, env, val_budgets), "SOSampler scorer", env.progress,
                      initial_score=False)
@@ -272,6 +282,24 @@ class SOSampler(Sampler):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._model = SOScorer(frames, self.backbone, self.resolution, self.width, self.shift_div).eval()
+
+    def weights_file(self) -> str:
+        """The scorer's starting weights: ``weights`` as given, or for "imagenet" the file
+        ``$SAMPLERBENCH_WEIGHTS/torchvision-mobilenet_v2.pth`` (a one-line error naming it if absent)."""
+        if self.weights != "imagenet":
+            return self.weights
+        from samplerbench.models.pretrained import WEIGHTS_ENV, WeightsError, default_weights
+
+        path = default_weights("torchvision:mobilenet_v2")
+        if path is None:
+            raise WeightsError(f"sosampler weights = \"imagenet\": no ImageNet MobileNetV2 state dict "
+                               f"torchvision-mobilenet_v2.pth in ${WEIGHTS_ENV} "
+                               f"({os.environ.get(WEIGHTS_ENV) or 'not set'})")
+        return str(path)
+
+    def cost_modules(self) -> dict:
+        """The scorer (backbone and its per-frame linear score) on every candidate."""
+        return {"scorer": self._model}
 
     def logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """(T, 3, H, W) uint8 -> (1, T) the scorer's pre-sigmoid scores."""

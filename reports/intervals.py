@@ -45,9 +45,17 @@ def caption(intervals: pd.DataFrame, tests: pd.DataFrame | None, style: str) -> 
     r = intervals.iloc[0]
     level = int(round(100 * float(r["level"])))
     shape = "± half its width" if style == "pm" else "[low, high]"
-    text = (f"{level}% interval ({shape}): percentile bootstrap over the {int(r['n_videos'])} videos "
-            f"({int(r['resamples'])} resamples, seed {int(r['bootstrap_seed'])}; seeds kept, the same resampled "
-            "videos for every method).")
+    seeds = int(intervals["seeds"].max()) if "seeds" in intervals else 1
+    if seeds > 1:
+        text = (f"{level}% interval ({shape}): hierarchical percentile bootstrap over {seeds} seeds and the "
+                f"{int(r['n_videos'])} videos ({int(r['resamples'])} resamples, seed {int(r['bootstrap_seed'])}; each "
+                "resample draws seeds, then videos, the same draws for every method). A seed is a whole replicate: "
+                "every learned piece (reader, token ViTs, learned samplers, retrieval model) trained again under it, "
+                "so the intervals include training variance.")
+    else:
+        text = (f"{level}% interval ({shape}): percentile bootstrap over the {int(r['n_videos'])} videos "
+                f"({int(r['resamples'])} resamples, seed {int(r['bootstrap_seed'])}; the same resampled videos for "
+                "every method; one seed: training variance is not included).")
     if tests is not None and len(tests):
         alpha = float(tests["alpha"].iloc[0])
         text += (f" {SIGNIFICANT}: differs from uniform at the same budget (token samplers: from tokens-uniform), "

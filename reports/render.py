@@ -123,6 +123,7 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
                  f"({p0.get('train_frames')} frames) and {red.get('test_videos')} test videos ({p0.get('test_frames')} "
                  f"frames, {p0.get('test_instances')} instances), commit {str(p0.get('git_commit'))[:10]}"
                  f"{' (dirty)' if p0.get('git_dirty') else ''}, {p0.get('hardware', {}).get('cpu')}. ")
+        where += paper_note(p0.get("paper") or {})
         render_reduction(run_dir, out, _write, where)
         render_reference(p0.get("reference") or {}, run_dir, out, _write, where)
         return out
@@ -137,6 +138,7 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
     where = (f"Run {run_dir.name}: {p0.get('dataset')} / {p0.get('split')} (manifest {str(p0.get('manifest_hash'))[:12]}), "
              f"commit {str(p0.get('git_commit'))[:10]}{' (dirty)' if p0.get('git_dirty') else ''}, "
              f"{p0.get('hardware', {}).get('cpu')} ({p0.get('hardware', {}).get('device')}). ")
+    where += paper_note(p0.get("paper") or {})
     seeds = int(df["seed"].nunique())
     uncounted = p0.get("fvcore_unsupported_ops") or {}
     if uncounted:  # surfaced, never silently dropped
@@ -195,7 +197,8 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
 
     training = _training_table(p0)
     if not training.empty:
-        _write(training, out, "table_training", "Training cost of the learned pieces of the run, one-off, not in "
+        _write(training, out, "table_training", "Training cost of the learned pieces of the run, one row per piece "
+               "and seed (a seed is a whole replicate: every learned piece trains once per seed), one-off, not in "
                "the per-video GFLOPs (wall time of the run that trained them, on the device named in 'Trained on'; "
                f"this run's CPU: {p0.get('hardware', {}).get('cpu')}; 'cached': this run loaded the checkpoint). {where}")
     _plots(df, headline, head_name, order, out)
@@ -265,28 +268,48 @@ def _no_cost_note(reference: dict) -> str:
             if missing else "")
 
 
+def paper_note(paper: dict) -> str:
+    """A paper suite's configuration and each of its deviations from the paper, for captions."""
+    if not paper:
+        return ""
+    preset = paper.get("preset")
+    text = (f"Paper configuration: {paper.get('method')}'s modules are those the cost preset {preset} counts "
+            "(checked by samplerbench's tests). " if preset else f"Paper configuration of {paper.get('method')}. ")
+    devs = paper.get("deviations") or []
+    if devs:
+        text += "Deviations from the paper: " + " ".join(f"({i}) {d}" for i, d in enumerate(devs, 1)) + " "
+    return text
+
+
 def _training_table(prov: dict) -> pd.DataFrame:
-    """One row per learned piece recorded in the provenance."""
-    pieces = [("frame classifier", prov.get("classifier"))]
-    pieces += [(f"token ViT ({k})", v) for k, v in sorted((prov.get("token_models") or {}).items())]
-    pieces.append(("retrieval model", prov.get("retrieval_model")))
-    for k, v in sorted((prov.get("trained") or {}).items()):
-        pieces.append((k, v))
-        if isinstance(v.get("base"), dict):
-            pieces.append((f"{k}: base sampler", v["base"]))
+    """One row per learned piece and replicate (seed) recorded in the provenance."""
+    replicates = prov.get("replicates") or {"": {"classifiers": {"reader": prov.get("classifier")},
+                                                 "token_models": prov.get("token_models"),
+                                                 "retrieval_models": {"retrieval": prov.get("retrieval_model")},
+                                                 "trained": prov.get("trained")}}
+    pieces = []
+    for seed, rep in sorted(replicates.items(), key=lambda kv: int(kv[0]) if kv[0].lstrip("-").isdigit() else 0):
+        pieces.append(("frame classifier", seed, (rep.get("classifiers") or {}).get("reader")))
+        pieces += [(f"token ViT ({k})", seed, v) for k, v in sorted((rep.get("token_models") or {}).items())]
+        pieces.append(("retrieval model", seed, (rep.get("retrieval_models") or {}).get("retrieval")))
+        for k, v in sorted((rep.get("trained") or {}).items()):
+            pieces.append((k, seed, v))
+            if isinstance(v.get("base"), dict):
+                pieces.append((f"{k}: base sampler", seed, v["base"]))
     rows = []
-    for name, rec in pieces:
+    for name, seed, rec in pieces:
         if not rec:
             continue
         hist = [h for h in rec.get("history", []) if h.get("epoch", 0) > 0]
         val = rec.get("val", rec.get("val_top1"))  # the classifier's record names its score val_top1
-        rows.append({"Piece": name, "Epochs": rec.get("epochs_run", len(hist)), "Best epoch": rec.get("best_epoch", "–"),
+        rows.append({"Piece": name, "Seed": seed if seed != "" else "–", "Epochs": rec.get("epochs_run", len(hist)),
+                     "Best epoch": rec.get("best_epoch", "–"),
                      "Val. score": f"{val:.3f}" if isinstance(val, int | float) else "–",
                      "Train time (s)": f"{rec.get('wall_s', rec.get('fit_wall_s', float('nan'))):.0f}",
                      # records from before the device was recorded: every piece then trained on the CPU
                      "Trained on": rec.get("device", "cpu"),
                      "Cached": "yes" if rec.get("cached") else "no"})
-    return pd.DataFrame(rows).set_index("Piece") if rows else pd.DataFrame()
+    return pd.DataFrame(rows).set_index(["Piece", "Seed"]) if rows else pd.DataFrame()
 
 
 def _palette(order: list[str]) -> dict:

@@ -71,3 +71,63 @@ def test_sllm_preset_pairs_the_frames_as_the_runtime_method_does():
     with torch.no_grad():
         sequence, restored = model.sequence(torch.zeros(1, len(enc), 8))
     assert sequence.shape[1] == seq and restored.shape[1] == pairs  # the runtime's own sequence
+
+
+PAPER_SUITES = ("sosampler-activitynet", "sllm-hmdb51", "mmsampler-activitynet", "mmsampler-didemo",
+                "mmsampler-msrvtt", "kcenter-kinetics400", "evfr-bdd100k")
+
+
+@pytest.mark.parametrize("name", [n for n in PAPER_SUITES if n != "evfr-bdd100k"])
+def test_paper_suites_instantiate_the_modules_their_cost_preset_counts(name):
+    """Per paper suite: the reader's image path, the paper method's modules (built from the
+    suite's own parameters, random weights) have the preset's parameter counts and GFLOPs."""
+    from samplerbench import suite as suite_mod
+
+    s = suite_mod.load(name)
+    checks = paper_cost.check_suite(s)
+    # the reader, and the method's modules (K-center's distances are analytic: its reader is the check)
+    assert len(checks) >= (1 if name.startswith("kcenter") else 2)
+    for c in checks:
+        assert c.same, (name, c)
+
+
+def test_a_scaled_down_paper_method_fails_the_preset_check():
+    """The sllm-hmdb51 suite with the head and restorer the harness defaults to (depth 2 and 1,
+    4 heads: the suite before it named the paper's) is caught, module by module."""
+    import dataclasses
+
+    from samplerbench import suite as suite_mod
+
+    s = suite_mod.load("sllm-hmdb51")
+    small = tuple(dataclasses.replace(m, params={}) if m.display == "sllm" else m for m in s.methods)
+    checks = {c.role.split(" on ")[0]: c for c in paper_cost.check_suite(dataclasses.replace(s, methods=small))}
+    assert not checks["restorer"].same and not checks["temporal head"].same
+    assert checks["restorer"].run_params < checks["restorer"].preset_params
+
+
+@pytest.mark.parametrize("name", PAPER_SUITES)
+def test_every_paper_suite_names_its_configuration_and_deviations(name):
+    """A paper suite says which method is the paper's and how it deviates; the report's captions
+    carry each deviation."""
+    from samplerbench import suite as suite_mod
+    from samplerbench.reports.render import paper_note
+    from samplerbench.tasks.run import validate
+
+    s = suite_mod.load(name)
+    assert validate(s) == []
+    assert s.paper.get("method") and s.paper.get("deviations")
+    note = paper_note(s.paper)
+    for d in s.paper["deviations"]:
+        assert d in note
+
+
+def test_a_malformed_paper_section_is_one_line_each():
+    import dataclasses
+
+    from samplerbench import suite as suite_mod
+    from samplerbench.tasks.run import validate
+
+    s = suite_mod.load("sllm-hmdb51")
+    bad = dataclasses.replace(s, paper={"preset": "no-such", "method": "nobody", "deviations": "one", "extra": 1})
+    problems = [p for p in validate(bad) if ": paper." in p]
+    assert len(problems) == 4 and all(p.startswith(str(s.source)) for p in problems)

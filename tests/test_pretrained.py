@@ -544,3 +544,45 @@ def test_features_kept_in_fp16(tmp_path):
     ta = ra.query("metric == 'top1'").set_index(["method", "budget"])["value"]
     tb = rb.query("metric == 'top1'").set_index(["method", "budget"])["value"]
     assert (ta - tb).abs().max() <= 1 / 12 + 1e-9  # at most one of the 12 test videos flips
+
+
+def test_sosampler_imagenet_scorer_loads_the_named_file_or_names_it(tmp_path, monkeypatch):
+    """``weights = "imagenet"``: the MobileNetV2 state dict in $SAMPLERBENCH_WEIGHTS (the paper's
+    ImageNet start) is the scorer's start; absent, one line naming the file."""
+    import torchvision
+
+    from samplerbench.methods.sosampler import SOSampler, SOScorer
+    from samplerbench.models.pretrained import WeightsError
+
+    monkeypatch.delenv("SAMPLERBENCH_WEIGHTS", raising=False)
+    s = SOSampler(backbone="mobilenet_v2", resolution=128, weights="imagenet")
+    with pytest.raises(WeightsError, match="torchvision-mobilenet_v2.pth"):
+        s.weights_file()
+    torch.manual_seed(1)
+    ref = torchvision.models.mobilenet_v2(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "torchvision-mobilenet_v2.pth")
+    monkeypatch.setenv("SAMPLERBENCH_WEIGHTS", str(tmp_path))
+    assert s.weights_file() == str(tmp_path / "torchvision-mobilenet_v2.pth")
+    scorer = SOScorer(10, "mobilenet_v2", 128, weights=s.weights_file())
+    assert torch.equal(scorer.backbone[0][0][0].weight, ref.features[0][0].weight)
+
+
+def test_evfr_feature_index_reads_a_pretrained_encoder(tmp_path):
+    """``[reduction] embedding = "<family>:<model>"``: each frame's features from the encoder at
+    its own input size (EVFR's FSD: ImageNet ResNet-50), and their FLOPs per frame."""
+    import torchvision
+
+    from samplerbench.cost.flops import count_flops
+    from samplerbench.tasks.reduction import encoder_embedding
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path / "m.pth")
+    embed, sha = encoder_embedding("torchvision:mobilenet_v2", str(tmp_path / "m.pth"))
+    frames = _frames(n=3, size=64)
+    feats, flops = embed(frames)
+    enc = build_pretrained("torchvision:mobilenet_v2", tmp_path / "m.pth").eval()
+    x = torch.nn.functional.interpolate(enc.normalise(frames), size=(224, 224), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        np.testing.assert_allclose(feats, enc(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert feats.shape == (3, 1280) and len(sha) == 64
+    assert flops == 3 * count_flops(enc, x[:1]).flops

@@ -339,7 +339,7 @@ def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
     # a test video that cannot be decoded: every retrieval cell records it in failures.csv
     cache, victim = cache_with_a_corrupt_video(tmp_path / "cache", tmp_path / "cache_bad", "synth-events-*/videos/test/*.mp4")
     from samplerbench.models.clip4clip import RetrievalModel
-    from samplerbench.tasks.retrieval import Retrieval
+    from samplerbench.tasks.retrieval import Retrieval, seeds_of
 
     embedded, real_embed = [], RetrievalModel.text_embed
     RetrievalModel.text_embed = lambda self, ids: embedded.append(len(ids)) or real_embed(self, ids)
@@ -347,10 +347,10 @@ def test_retrieval_task_runs_mmsampler_and_matched_baselines(tmp_path):
         bad = run_suite(s, tmp_path / "results", cache, run_id="bad", progress=False)
     finally:
         RetrievalModel.text_embed = real_embed
-    # the frozen model embeds the test captions once per run (every caption, in one call here),
-    # not once per cell; a failed video's captions leave the ranking and nothing else changes (up
+    # each seed's frozen model (a seed is a replicate: its own retrieval model) embeds the test
+    # captions once per run (every caption, in one call here), not once per cell; a failed video's captions leave the ranking and nothing else changes (up
     # to float rounding: a (22 x 11) matrix product sums in another order than a (24 x 12) one)
-    assert embedded == [2 * cell["n_videos"]]
+    assert embedded == [2 * cell["n_videos"]] * len(seeds_of(s))
     for cell_json in (run_dir / "cells" / "retrieval").glob("*.json"):
         good, worse = (json.loads((d / "cells" / "retrieval" / cell_json.name).read_text()) for d in (run_dir, bad))
         with np.load(cell_json.with_suffix(".npz")) as g, np.load(bad / "cells/retrieval" / f"{cell_json.stem}.npz") as b:
@@ -495,7 +495,7 @@ def test_a_run_writes_intervals_and_tests_the_report_shows(tiny_run, tmp_path):
     assert "uniform" not in set(tests["method"]) and {"random", "oracle"} <= set(tests["method"])
     out = render(run_dir, tmp_path / "out")
     table = (out / "table_top1.md").read_text()
-    assert "percentile bootstrap over the" in table and " ± " in table
+    assert "hierarchical percentile bootstrap over 2 seeds and the" in table and " ± " in table
     assert (out / "pareto_top1.png").is_file() and (out / "table_pareto.md").is_file()
     ranged = (render(run_dir, tmp_path / "out2", interval="range") / "table_top1.md").read_text()
     uniform_row = next(line for line in ranged.splitlines() if line.startswith("| uniform"))
@@ -668,8 +668,9 @@ def test_the_shared_readers_model_only_timing_is_measured_once_per_frame_count(t
 
 
 def test_each_test_videos_features_are_read_once_per_run_not_once_per_cell(tiny_run, tmp_path, monkeypatch):
-    """The cells read a test video's stored features (and apply the fc) once per run while the
-    memo fits ``[eval] video_cache_mib``; with no room, once per cell, as before. Same rows."""
+    """The cells read a test video's stored features (and apply the fc) once per run and replicate
+    (each seed's reader has its own features) while the memo fits ``[eval] video_cache_mib``; with
+    no room, once per cell, as before. Same rows."""
     import dataclasses
 
     from samplerbench.features.store import ShardedStore
@@ -692,8 +693,8 @@ def test_each_test_videos_features_are_read_once_per_run_not_once_per_cell(tiny_
         run_dir = run_suite(variant, tmp_path / f"results{mib}", tmp / "cache", progress=False, timing=False)
         cells = len(list((run_dir / "cells" / "classification").glob("*.json")))
         assert cells == CELLS
-        if mib:  # each video once, whoever reads it after (the cells, the selection strips)
-            assert sorted(reads) == list(range(videos))
+        if mib:  # each video once per seed, whoever reads it after (the cells, the selection strips)
+            assert sorted(reads) == sorted(list(range(videos)) * len(s.seeds))
         else:
             assert len(reads) >= CELLS * videos
         rows[mib] = pd.read_csv(run_dir / "rows.csv").set_index(["method", "budget", "seed", "metric"])["value"]

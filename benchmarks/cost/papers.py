@@ -58,6 +58,8 @@ PRESETS: dict[str, CostConfig] = {c.name: c for c in [
                note="mmSampler NoPolicy, MSR-VTT: CLIP ViT-B/32 on 16 uniform frames"),
     CostConfig("mmsampler-policy-32-16", "clip-vit-b32", 32, 16, sampler="mmsampler",
                note="mmSampler: MobileNetV2 + policy on 32 candidates, CLIP on 16 kept"),
+    CostConfig("mmsampler-policy-16-11", "clip-vit-b32", 16, 11, sampler="mmsampler",
+               note="mmSampler, MSR-VTT: MobileNetV2 + policy on 16 candidates, CLIP on about 11 kept"),
     CostConfig("sosampler-anet", "resnet50", 10, 6, sampler="sosampler", sampler_resolution=128,
                note="SOSampler, ActivityNet: MobileNetV2 scorer at 128 on 10, ResNet-50 on 6"),
     CostConfig("kcenter-vitb16", "vit-b16-tokens", 32, 8, sampler="kcenter",
@@ -196,3 +198,132 @@ def table(cfg: CostConfig, comps: list[Component]) -> str:
         return "" if v is None else f"{v:.3f}" if isinstance(v, float) else v
 
     return head + pd.DataFrame([{k: fmt(v) for k, v in r.items()} for r in rows]).to_markdown(index=False)
+
+
+#: a suite's ``[model] encoder`` -> the preset's name for the same architecture
+RUNTIME_ENCODERS = {"torchvision:resnet50": "resnet50", "open_clip:ViT-B-32": "clip-vit-b32",
+                    "open_clip:ViT-B-16": "clip-vit-b16", "torchvision:mobilenet_v2": "mobilenet_v2",
+                    "timm:vit_base_patch16_224": "vit-b16-tokens"}
+
+
+@dataclass(frozen=True)
+class ModuleCheck:
+    """One module of a paper suite's run against the module its cost preset counts: parameters
+    (position tables sized by the run's own sequence length left out, named in ``note``) and
+    fvcore FLOPs per video at the preset's input shapes."""
+
+    role: str
+    run_params: int
+    preset_params: int
+    run_gflops: float
+    preset_gflops: float
+    note: str = ""
+    #: False for a pretrained reader: its file also holds parts the preset leaves out (a text
+    #: tower, an ImageNet classifier layer), so the image path's FLOPs are what is compared
+    compare_params: bool = True
+
+    @property
+    def same(self) -> bool:
+        params = self.run_params == self.preset_params or not self.compare_params
+        return params and abs(self.run_gflops - self.preset_gflops) <= 1e-6 + 1e-3 * self.preset_gflops
+
+
+def _params(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> int:
+    return sum(p.numel() for n, p in module.named_parameters() if not n.split(".")[-1] in skip)
+
+
+def check_suite(suite, num_classes: int = 400) -> list[ModuleCheck]:
+    """The modules a paper suite's run instantiates (its reader's encoder, its paper method's
+    modules, from the suite's own parameters, with random weights) against those its
+    ``[paper] preset`` counts: what makes the suite's quality and cost the paper's. Raises
+    ValueError for a suite without a preset."""
+    from samplerbench.registry import METHODS
+
+    name = suite.paper.get("preset")
+    if name not in PRESETS:
+        raise ValueError(f"{suite.source or suite.name}: no [paper] preset to check against")
+    cfg = PRESETS[name]
+    with torch.random.fork_rng(devices=[]):
+        out = [_encoder_check(suite, cfg, num_classes)]
+        spec = next(m for m in (*suite.methods, *(r.method for r in suite.retrieval_methods))
+                    if m.display == suite.paper["method"])
+        sampler = METHODS.get(spec.name)(**spec.params)
+        if sampler.learns:
+            dim = 512 if cfg.sllm_head else 128
+            kwargs = {"dim": dim} if spec.name in ("sllm", "mmsampler") else {}
+            sampler.random_init(cfg.candidates, num_classes, **kwargs)
+        out += _sampler_checks(sampler.cost_modules(), cfg)
+    return out
+
+
+def _encoder_check(suite, cfg: CostConfig, num_classes: int) -> ModuleCheck:
+    encoder = suite.model.get("encoder", "")
+    if cfg.encoder == "vit-b16-tokens":  # K-center's reader: the token ViT over the selected tokens
+        from samplerbench.models.pretrained import build_pretrained
+        from samplerbench.models.tokens import PretrainedTokenViT, TokenGrid
+
+        vit = suite.token_model.get("vit", "")
+        net = build_pretrained(vit, load=False).net
+        grid = TokenGrid(cfg.candidates, 14, 14)
+        run = PretrainedTokenViT(net, grid, num_classes)
+        k = cfg.frames * 196
+        run_flops = (count_flops(net.patch_embed.proj, torch.zeros(k, 3, 16, 16)).flops
+                     + count_flops(run, torch.zeros(1, k, 768), torch.zeros(1, k, dtype=torch.long),
+                                   expect_uncalled=True).flops)
+        preset = archs.TokenViT(positions=cfg.candidates * 196, num_classes=num_classes)
+        pre_flops = count_flops(preset, torch.zeros(1, k, 768), torch.zeros(1, k, dtype=torch.long)).flops
+        run_params = sum(_params(m) for m in (net.patch_embed, run.blocks, run.norm, run.fc))
+        pre_params = sum(_params(m) for m in (preset.embed, preset.transformer, preset.norm, preset.fc))
+        return ModuleCheck(f"token ViT on {k} tokens ({vit})", run_params, pre_params, run_flops / 1e9,
+                           pre_flops / 1e9, "class token and position tables left out (pretrained spatial + learned "
+                           "time vs one learned table)")
+    if RUNTIME_ENCODERS.get(encoder) != cfg.encoder:
+        return ModuleCheck(f"reader {encoder or '(none)'} vs {cfg.encoder}", -1, 0, 0.0, 0.0, "another architecture")
+    build, _ = ENCODERS[cfg.encoder]
+    from samplerbench.models.pretrained import build_pretrained
+
+    run = build_pretrained(encoder, load=False).eval()
+    x = torch.zeros(1, 3, cfg.resolution, cfg.resolution)
+    return ModuleCheck(f"reader {encoder} x {cfg.frames}", _params(run), _params(build()),
+                       count_flops(run, x, expect_uncalled=True).flops * cfg.frames / 1e9,
+                       count_flops(build(), x).flops * cfg.frames / 1e9,
+                       "image path's FLOPs compared (the weights file holds more than the preset counts)",
+                       compare_params=False)
+
+
+def _sampler_checks(modules: dict, cfg: CostConfig) -> list[ModuleCheck]:
+    T, r = cfg.candidates, cfg.sampler_resolution
+    out = []
+    if cfg.sampler == "sosampler":
+        run = modules["scorer"]
+        out.append(ModuleCheck(f"scorer on {T} candidates @{r}", _params(run), _params(archs.Scorer()),
+                               count_flops(run, torch.zeros(1, T, 3, r, r, dtype=torch.uint8)).flops / 1e9,
+                               count_flops(archs.Scorer(), torch.zeros(1, 3, r, r)).flops * T / 1e9))
+    elif cfg.sampler == "mmsampler":
+        light, policy = modules["light encoder"], modules["policy"]
+        ref = archs.mobilenet_v2_features()
+        out.append(ModuleCheck(f"light encoder on {T} candidates @{r}", _params(light), _params(ref),
+                               count_flops(light, torch.zeros(T, 3, r, r, dtype=torch.uint8),
+                                           expect_uncalled=True).flops / 1e9,
+                               count_flops(ref, torch.zeros(1, 3, r, r)).flops * T / 1e9))
+        ref = archs.MMSamplerPolicy(frames=T)
+        x = torch.zeros(1, T, ref.proj.in_features)
+        out.append(ModuleCheck("policy", _params(policy), _params(ref),
+                               count_flops(policy, torch.zeros(1, T, policy.proj.in_features)).flops / 1e9,
+                               count_flops(ref, x).flops / 1e9))
+    if cfg.restorer or cfg.sllm_head:
+        _, pairs, seq = archs.sllm_layout(T, "restore")
+        if cfg.restorer:
+            ref = archs.SLLMRestorer()
+            run = modules.get("restorer")
+            x = torch.zeros(1, pairs, 2, 512)
+            out.append(ModuleCheck(f"restorer on {pairs} pairs", _params(run) if run is not None else -1, _params(ref),
+                                   count_flops(run, x).flops / 1e9 if run is not None else 0.0,
+                                   count_flops(ref, x).flops / 1e9))
+        if cfg.sllm_head:
+            ref, run = archs.SLLMHead(frames=T), modules["head"]
+            x = torch.zeros(1, seq, 512)
+            out.append(ModuleCheck(f"temporal head on {seq} features", _params(run, ("pos",)), _params(ref, ("pos",)),
+                                   count_flops(run, x).flops / 1e9, count_flops(ref, x).flops / 1e9,
+                                   "position table left out (sized by the run's longest sequence)"))
+    return out

@@ -9,6 +9,7 @@ which the runner stores in the run's provenance under ``trained``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from samplerbench.data.candidates import decode_pools
 from samplerbench.metrics.classification import one_hot
 from samplerbench.metrics.stats import chance_top1
 from samplerbench.models.encoders import FrameClassifier
+from samplerbench.seeding import replicate_seed
 
 
 @dataclass
@@ -41,6 +43,9 @@ class TrainEnv:
     #: the run's stores (:class:`samplerbench.features.extract.SplitStores`): features and pixels
     #: read from disk when already extracted; None: decoded and encoded here, kept for this run only
     stores: Any = None
+    #: the replicate (a suite's ``[eval] seeds`` entry) this environment trains for: every learned
+    #: piece trains once per replicate, its checkpoint keyed by it (:meth:`key_parts`)
+    replicate: int = 0
     _pools: dict = field(default_factory=dict, repr=False)
     _outputs: dict = field(default_factory=dict, repr=False)
     _retrieval: tuple | None = field(default=None, repr=False)
@@ -81,6 +86,14 @@ class TrainEnv:
     def frame_logits(self, split: VideoSplit) -> torch.Tensor:
         """float (videos, T, C): the frozen classifier on each candidate alone."""
         return self._classify(split)[1]
+
+    def memo(self, key: tuple, make):
+        """``make()`` once per replicate for ``key``: what several learned pieces compute alike
+        (mmSampler's light features, the same for its three variants)."""
+        key = ("memo", *key)
+        if key not in self._outputs:
+            self._outputs[key] = make()
+        return self._outputs[key]
 
     @staticmethod
     def multi_hot(split: VideoSplit) -> torch.Tensor:
@@ -131,6 +144,7 @@ class TrainEnv:
             from samplerbench.models.clip4clip import RetrievalConfig, train_retrieval_model
 
             cfg = RetrievalConfig(**self.retrieval_cfg)
+            cfg = dataclasses.replace(cfg, seed=self.seed_for(cfg.seed))  # this replicate's data order
             with torch.inference_mode(False), torch.enable_grad():
                 model, record = train_retrieval_model(
                     lambda: (self.features(self.train), self.features(self.val)), self.captions(self.train),
@@ -141,9 +155,23 @@ class TrainEnv:
         return self._retrieval
 
     def key_parts(self) -> list:
-        """What every learned piece depends on besides its own config: the data and the classifier."""
+        """What every learned piece depends on besides its own config: the data, the classifier
+        and the replicate."""
         return [self.train.manifest_hash, self.val.manifest_hash, self.classifier_key, self.num_candidates,
-                list(self.frame_size)]
+                list(self.frame_size), {"replicate": self.replicate}]
+
+    def seed_for(self, base: int) -> int:
+        """A learned piece's training seed (data order, augmentation) in this replicate, from the
+        seed its configuration names (:func:`samplerbench.seeding.replicate_seed`)."""
+        return replicate_seed(base, self.replicate)
+
+    def for_replicate(self, replicate: int, classifier: FrameClassifier, classifier_key: str, stores: Any) -> TrainEnv:
+        """The environment of another replicate: its reader, the same data; the decoded pools
+        are shared, the classifier's outputs too when the reader is the same."""
+        same = classifier_key == self.classifier_key
+        return dataclasses.replace(self, replicate=replicate, classifier=classifier, classifier_key=classifier_key,
+                                   stores=stores, _pools=self._pools, _outputs=self._outputs if same else {},
+                                   _retrieval=None)
 
 
 def top1_in_labels(logits: torch.Tensor, split: VideoSplit) -> float:

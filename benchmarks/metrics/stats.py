@@ -4,7 +4,9 @@ exact test, as pure functions of per-video outcomes.
 Every cell of a run is resampled with the *same* video indices (:func:`resample_indices` of the
 videos every cell evaluated, one seeded generator), so two cells' bootstrap distributions are
 paired: the difference of a method and uniform on resample r is the difference on the same
-videos. Seeds are kept as they are (a resample draws videos, never seeds).
+videos. With several seeds the bootstrap is hierarchical (:func:`over_seeds`): each resample
+also draws seeds with replacement, the same draw for every method, so that an interval covers
+what another training run (a seed is a whole replicate) would give as well as other videos.
 
 Written here rather than with ``scipy.stats.bootstrap``: that function draws its own indices per
 call, and the paired test needs one draw shared by every cell and metric of a run. Its
@@ -35,6 +37,22 @@ class BootstrapConfig:
 def resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n) video positions drawn with replacement: one draw for a whole run."""
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n)) if n else np.zeros((resamples, 0), int)
+
+
+def seed_draws(seeds: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, seeds) seed positions drawn with replacement: the upper level of the
+    hierarchical bootstrap, one draw per number of seeds for a whole run (paired across methods)."""
+    return np.random.default_rng([seed, seeds]).integers(0, seeds, size=(resamples, seeds))
+
+
+def over_seeds(per_seed: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """The hierarchical bootstrap distribution (R,) from each seed's values on the video resamples
+    ``per_seed`` (S, R) and the seed draws (R, S): resample r averages the drawn seeds' values on
+    resample r's videos. One seed: its own distribution."""
+    d = np.asarray(per_seed, dtype=np.float64)
+    if d.shape[0] == 1:
+        return d[0]
+    return d[np.asarray(draws), np.arange(d.shape[1])[:, None]].mean(axis=1)
 
 
 def percentile_interval(dist: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:

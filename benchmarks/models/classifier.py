@@ -116,13 +116,16 @@ def train_classifier(train: VideoSplit, val: VideoSplit, model_cfg: ModelConfig,
     eval mode, and its record. Both stages go through the one training loop
     (:func:`samplerbench.training.fit.fit`); the decoded frames stay on the CPU, each batch moves.
     ``decoded``: when it trains, every frame it decoded is left there, per split's manifest hash
-    (the caller can fill the splits' stores from them instead of decoding again)."""
+    (the caller can fill the splits' stores from them instead of decoding again); frames already
+    there are used, not decoded again (the reader of another replicate)."""
     parts = [model_cfg.identity(), asdict(cfg), train.manifest_hash, val.manifest_hash, list(size), train.num_classes,
              2]  # 2: frame pretraining, epoch 0
 
     def run(model: FrameClassifier) -> dict:
         t0 = time.perf_counter()
-        train_frames, val_frames = decode_all(train, size, progress), decode_all(val, size, progress)
+        known = decoded or {}  # another replicate's reader decoded them already: the same frames
+        train_frames = known.get(train.manifest_hash) or decode_all(train, size, progress)
+        val_frames = known.get(val.manifest_hash) or decode_all(val, size, progress)
         pretrain = _pretrain(model, train, train_frames, cfg, progress)
         if pretrain and progress:
             tqdm.write(f"frame pretraining: loss {pretrain['loss']:.3f}, frame top-1 {pretrain['frame_top1']:.3f}")

@@ -52,10 +52,11 @@ class Classification(Task):
     resampled_metrics = QUALITY  # mAP on multi-label data only, where it is the headline (the others: single-label)
 
     def setup(self, run: Run) -> None:
-        FrameContext.of(run)
+        FrameContext.every(run)
 
     def extract(self, run: Run) -> None:
-        FrameContext.of(run).extract()
+        for ctx in FrameContext.every(run):
+            ctx.extract()
 
     def config(self, run: Run) -> dict:
         out = {"token_model": run.suite.token_model}
@@ -72,16 +73,18 @@ class Classification(Task):
                                columns=(("ignores_budget", METHODS.get(spec.name).ignores_budget),))
 
     def reader_keys(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[str]:
+        """The cell's replicate's reader, and the token ViT that reads a token sampler's tokens."""
+        ctx = FrameContext.of(run, cell.seed)
+        own = [ctx.classifier_record["key"]]
         if sampler is not None and sampler.reader == "tokens":
-            ctx = FrameContext.of(run)
             ctx.token_model(cell.method.key, sampler)
-            return [ctx.token_models[cell.method.key][1]["key"]]
-        return []
+            return own + [ctx.token_models[cell.method.key][1]["key"]]
+        return own
 
     def readers(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[dict]:
         """The method's own pieces, and what reads its selections: its token ViT, the frame
         classifier (a method with its own head reads the classifier's frozen features only)."""
-        ctx = FrameContext.of(run)
+        ctx = FrameContext.of(run, cell.seed)
         own = super().readers(run, cell, sampler)
         if sampler is not None and sampler.reader == "tokens":
             return own + [ctx.token_models[cell.method.key][1]]
@@ -93,7 +96,7 @@ class Classification(Task):
         """Select, predict and record every video of the split for one cell. A token ViT reads
         its videos in batches of ``[eval] token_batch`` (default 32) selections of one length:
         one call a video was most of a token method's cells (4 blocks at batch 1)."""
-        ctx = FrameContext.of(run)
+        ctx = FrameContext.of(run, cell.seed)
         key, budget = cell.method.key, Budget("count", cell.budget)
         probs, labels, per_video, fails = [], [], [], []
         to_probs = metrics.sigmoid if ctx.split.multilabel else metrics.softmax
@@ -219,7 +222,7 @@ class Classification(Task):
         """Timing: once per (method, budget), at the first seed, with a fresh sampler (no memo
         hides the work; weights load from the cache); skipped when stored for this fingerprint, or
         for a quality-only run. Then the selection strips of the report."""
-        ctx = FrameContext.of(run)
+        ctx = FrameContext.of(run, run.suite.seeds[0])
         n_videos = int(run.suite.eval.get("timing_videos", 16))
         shared: dict = {}  # the shared reader's model-only timings of this run, per frame count
         for cell, rec in cells if run.timing else ():
@@ -231,7 +234,7 @@ class Classification(Task):
             sampler = METHODS.get(cell.method.name)(**cell.method.params)
             if sampler.learns:
                 with torch.inference_mode(False), torch.enable_grad():
-                    sampler.prepare(run.env)
+                    sampler.prepare(ctx.env)
             t = time_cell(ctx, cell.method.key, sampler, int(cell.budget), cell.seed, n_videos, shared, cell.key)
             write_json(path, {**t, "cell": cell.key, "provenance_id": run.prov["provenance_id"],
                               "fingerprint": rec["fingerprint"]})

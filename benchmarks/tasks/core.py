@@ -26,7 +26,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import packages_distributions, version
@@ -104,11 +104,12 @@ class Run:
     prov: dict
     #: what every fingerprint covers besides the cell: manifests, candidates, frame size
     data_identity: dict = field(default_factory=dict)
-    #: what learned methods train on (:class:`samplerbench.features.TrainEnv`), set by a task's setup
-    env: Any = None
+    #: what learned methods train on in a replicate: ``env_of(seed)`` is that seed's
+    #: :class:`samplerbench.features.TrainEnv` (set by a task's setup; None: nothing can learn)
+    env_of: Callable[[int], Any] | None = None
     state: dict = field(default_factory=dict)  # shared pieces built by one task and read by another
     samplers: dict[str, Sampler] = field(default_factory=dict)
-    trained: dict[str, list[str]] = field(default_factory=dict)  # method key -> checkpoint keys
+    trained: dict[str, list[str]] = field(default_factory=dict)  # sampler key -> checkpoint keys
     results: dict[tuple[str, str], dict] = field(default_factory=dict)  # (task, cell key) -> record
     counts: Counter = field(default_factory=Counter)
     data_root: Path | None = None  # where a suite's relative dataset roots live (--data-root)
@@ -125,25 +126,44 @@ class Run:
     def run_id(self) -> str:
         return self.run_dir.name
 
-    def sampler(self, spec: MethodSpec) -> Sampler:
+    def sampler(self, spec: MethodSpec, seed: int) -> Sampler:
         """One instance per configured method for all its cells (per-video memos are shared); a
-        learned one is trained or loaded first, its record kept under ``trained`` in the provenance."""
-        if spec.key not in self.samplers:
+        learned one is one instance per seed, trained (or loaded) first in that seed's replicate
+        (:meth:`replicate`), its record kept in the provenance (:func:`record_trained`)."""
+        key = self.sampler_key(spec, seed)
+        if key not in self.samplers:
             sampler = METHODS.get(spec.name)(**spec.params)
             sampler.check()
             keys = []
             if sampler.learns:
-                if self.env is None:
+                if self.env_of is None:
                     raise RuntimeError(f"{spec.display}: learns, but this task gives no training environment")
                 t0 = time.perf_counter()
                 with torch.inference_mode(False), torch.enable_grad():
-                    record = sampler.prepare(self.env)
+                    record = sampler.prepare(self.env_of(seed))
                 self.prepare_s += time.perf_counter() - t0
                 if record is not None:
-                    self.prov.setdefault("trained", {}).setdefault(spec.display, record)
+                    record_trained(self.prov, "trained", spec.display, seed, record, self.suite.seeds)
                     keys = checkpoint_keys(record)
-            self.samplers[spec.key], self.trained[spec.key] = sampler, keys
-        return self.samplers[spec.key]
+            self.samplers[key], self.trained[key] = sampler, keys
+        return self.samplers[key]
+
+    def sampler_key(self, spec: MethodSpec, seed: int) -> str:
+        """Where a method's instance is kept: one for every seed, or one per seed if it learns."""
+        return f"{spec.key}@s{seed}" if METHODS.get(spec.name).learns else spec.key
+
+    def trained_record(self, spec: MethodSpec, seed: int) -> dict | None:
+        """The training record of a learned method in a seed's replicate (None: it learns nothing)."""
+        return self.prov.get("replicates", {}).get(str(seed), {}).get("trained", {}).get(spec.display)
+
+
+def record_trained(prov: dict, kind: str, name: str, seed: int, record: dict, seeds: list[int]) -> None:
+    """Keep a trained piece's record in the provenance: under ``replicates[seed][kind][name]``
+    for every seed, and under ``kind[name]`` for the suite's first seed as well (what a reader of
+    one replicate, the report's training table, looks up)."""
+    prov.setdefault("replicates", {}).setdefault(str(seed), {}).setdefault(kind, {})[name] = record
+    if seed == seeds[0]:
+        prov.setdefault(kind, {})[name] = record
 
 
 class Task(ABC):
@@ -173,7 +193,7 @@ class Task(ABC):
     def extract(self, run: Run) -> None:  # noqa: B027  (an optional hook)
         """Fill the stores the cells read, every rank its share (after :meth:`setup`)."""
 
-    def merge(self, run: Run, parts: list[CellOutput]) -> CellOutput:
+    def merge(self, run: Run, cell: Cell, parts: list[CellOutput]) -> CellOutput:
         """One cell's output from its ranks' parts, in rank order (= manifest order): per-video
         records, failures and prediction rows concatenated; a task whose predictions are not
         per-video rows overrides it. Called with the single part in one process, too."""
@@ -213,7 +233,7 @@ class Task(ABC):
         method's own (a learned sampler, SLLM's head); a task adds the reader of its selections."""
         if cell.method is None:
             return []
-        own = run.prov.get("trained", {}).get(cell.method.display)
+        own = run.trained_record(cell.method, cell.seed)
         return [own] if own else []
 
     def finish(self, run: Run, cells: list[tuple[Cell, dict]]) -> None:  # noqa: B027  (an optional hook)
@@ -316,7 +336,8 @@ def fingerprint(task: Task, run: Run, cell: Cell, sampler: Sampler | None, task_
         "task": task.name, "version": task.version, "config": task_config, "data": run.data_identity,
         "method": None if cell.method is None else {"name": cell.method.name, "params": cell.method.params},
         "implementation": implementation(sampler) if sampler is not None else {},
-        "trained": (run.trained.get(cell.method.key, []) if cell.method else []) + task.reader_keys(run, cell, sampler),
+        "trained": (run.trained.get(run.sampler_key(cell.method, cell.seed), []) if cell.method else [])
+        + task.reader_keys(run, cell, sampler),
         "budget": cell.budget, "seed": cell.seed, "spec": repr(cell.spec), "columns": cell.columns,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -348,7 +369,7 @@ def run_task(task: Task, run: Run) -> list[tuple[Cell, dict]]:
     for cell in task.cells(run):
         t1, p1 = time.perf_counter(), run.prepare_s
         with ranks.main_first():  # what a cell's method trains, rank 0 trains, the others load
-            sampler = run.sampler(cell.method) if cell.method is not None else None
+            sampler = run.sampler(cell.method, cell.seed) if cell.method is not None else None
             fp = fingerprint(task, run, cell, sampler, task_config)  # a token reader's ViT trains here
         t_train += time.perf_counter() - t1 - (run.prepare_s - p1)
         status = reader_status(task.readers(run, cell, sampler))
@@ -394,7 +415,7 @@ def _compute(task: Task, run: Run, cell: Cell, sampler: Sampler | None, fp: str,
     mine = task.evaluate(run, cell, sampler) if task.shardable or ranks.main else None
     parts = ranks.gather(mine) if task.shardable else [mine]
     if ranks.main:
-        record = _write(task, run, cell, sampler, fp, folder, task.merge(run, parts), status)
+        record = _write(task, run, cell, sampler, fp, folder, task.merge(run, cell, parts), status)
         if ranks.world == 1:
             return record
     ranks.barrier()

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -40,8 +40,9 @@ from samplerbench.models.tokens import (
 )
 from samplerbench.registry import DATASETS, METHODS
 from samplerbench.sampling import Budget, Sampler, Selection, VideoView
-from samplerbench.seeding import generator
+from samplerbench.seeding import generator, replicate_seed
 from samplerbench.suite import Suite
+from samplerbench.tasks.core import record_trained
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +90,16 @@ def throughput_config(suite: Suite) -> ThroughputConfig:
 
 
 def reader(suite: Suite, train: VideoSplit, val: VideoSplit, frame_size, candidates: int, cache_dir: Path,
-           progress: bool, device: torch.device | str = "cpu", decoded: dict | None = None):
+           progress: bool, device: torch.device | str = "cpu", decoded: dict | None = None, replicate: int = 0):
     """The classifier every selection is read by, by the suite's ``[model] protocol``: trained
     by the harness, a pretrained encoder with a probe head, or CLIP zero-shot; on ``device``
-    (where it trains, if it does). ``decoded``: the training frames the harness's classifier
-    decoded, when it trained (:func:`train_classifier`)."""
+    (where it trains, if it does). What trains, trains once per ``replicate`` (its seed from
+    ``[train] seed`` and the replicate: :func:`samplerbench.seeding.replicate_seed`).
+    ``decoded``: the training frames the harness's classifier decodes, per split (given filled,
+    they are not decoded again: :func:`train_classifier`)."""
     cfg = ModelConfig(**suite.model)
     tcfg = TrainConfig(**suite.train)
+    tcfg = replace(tcfg, seed=replicate_seed(tcfg.seed, replicate))
     if cfg.protocol == "frozen-probe":
         return probe_classifier(train, val, cfg, tcfg.batch_videos, tcfg.seed, frame_size, candidates, cache_dir,
                                 progress, device)
@@ -164,6 +168,8 @@ class FrameContext:
     stores: SplitStores | None = None
     #: this rank's part of the test split (all of it in one process)
     part: range | None = None
+    #: the replicate (a suite's ``[eval] seeds`` entry) whose reader and learned pieces these are
+    seed: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     token_models: dict[str, tuple[TokenClassifier, dict]] = field(default_factory=dict)
     token_costs: dict[tuple[str, int], FlopCount] = field(default_factory=dict)
@@ -181,28 +187,44 @@ class FrameContext:
         return self.model.resize_for(self.frame_size)
 
     @classmethod
-    def of(cls, run) -> FrameContext:
-        """Built once per run (``run.state["frames"]``): the splits, the trained classifier, the
-        training environment of learned methods; records the data identity and provenance."""
-        if "frames" in run.state:
-            return run.state["frames"]
+    def of(cls, run, seed: int | None = None) -> FrameContext:
+        """The context of one replicate (a suite's ``[eval] seeds`` entry; default: the first),
+        built once per run (``run.state[("frames", seed)]``). The first replicate's context
+        loads the splits and trains (or loads) the reader; each other one trains its own reader
+        where the reader trains (:meth:`replicate`) and shares everything else."""
+        first = run.suite.seeds[0]
+        seed = first if seed is None else seed
+        key = ("frames", seed)
+        if key not in run.state:
+            run.state[key] = cls._first(run, seed) if seed == first else cls.of(run, first).replicate(run, seed)
+            if seed == first:
+                run.state["frames"] = run.state[key]
+                run.env_of = lambda s: cls.of(run, s).env
+        return run.state[key]
+
+    @classmethod
+    def _first(cls, run, seed: int) -> FrameContext:
+        """The splits, the first replicate's reader and its training environment; records the
+        data identity and provenance."""
         suite = run.suite
         split, train, val = load_splits(suite, run.cache_dir, run.progress, data_root=run.data_root, limit=run.limit)
         frame_size = frame_size_of(suite)
         candidates = int(suite.eval.get("candidates", 32))
         decoded: dict[str, list[torch.Tensor]] = {}  # every frame of train and val, when the reader trains here
         model, record = reader(suite, train, val, frame_size, candidates, run.cache_dir, run.progress, run.device,
-                               decoded)
+                               decoded, replicate=seed)
         if "val" in record:  # trained here (not zero-shot): whether it learned is read against chance
             record = {**record, **chance_of(val)}
         unreadable = {**train.meta.get("unreadable", {}), **val.meta.get("unreadable", {})}
         if unreadable:  # left out of training, named in the provenance
             run.prov["training_videos_unreadable"] = unreadable
         run.prov.update(candidates=candidates, timing=asdict(throughput_config(suite)), dataset=suite.dataset["name"],
-                        split=split.split, manifest_hash=split.manifest_hash, train_manifest_hash=train.manifest_hash,
-                        classifier=record)
+                        split=split.split, manifest_hash=split.manifest_hash, train_manifest_hash=train.manifest_hash)
+        record_trained(run.prov, "classifiers", "reader", seed, record, suite.seeds)
+        run.prov["classifier"] = record
+        # the reader's key is each cell's (its replicate's: Classification.reader_keys), not the run's
         run.data_identity.update(test=split.manifest_hash, train=train.manifest_hash, val=val.manifest_hash,
-                                 candidates=candidates, frame_size=list(frame_size), classifier=record["key"])
+                                 candidates=candidates, frame_size=list(frame_size))
         dtypes = {"fp32": torch.float32, "fp16": torch.float16}
         feature_dtype = suite.eval.get("feature_dtype", "fp32")
         if feature_dtype not in dtypes:
@@ -213,7 +235,7 @@ class FrameContext:
         env = TrainEnv(train, val, model, record["content_key"], candidates, frame_size, tuple(suite.budgets), run.cache_dir,
                        run.device, run.progress, retrieval_cfg=dict(suite.retrieval.get("model", {})),
                        captions_per_video=int(suite.retrieval.get("captions_per_video", 5)),
-                       resize=model.resize_for(frame_size))
+                       resize=model.resize_for(frame_size), replicate=seed)
         ex = Extraction(candidates, frame_size, model.resize_for(frame_size), model.features, dtypes[feature_dtype],
                         run.device, int(suite.eval.get("decode_workers", default_workers(run.device))),
                         int(suite.eval.get("encode_batch_frames", 0)))
@@ -227,16 +249,46 @@ class FrameContext:
             # methods read them later, and decoding train and val again took 25 s of a cold run
             for s in (train, val):
                 stores.ensure(s, frames=decoded[s.manifest_hash])
-        decoded.clear()
-        run.env = env
+        run.state["decoded"] = decoded  # the other replicates' readers train on the same frames
         patch_cap = int(suite.eval.get("patch_cache_mib", PatchFeatureMemo.cap_bytes >> 20)) << 20
         ctx = cls(suite, split, train, val, model, record, PipelineCost(model, (3, *frame_size)), run.device,
                   frame_size, candidates, run.cache_dir, env, run.prov, run.progress, stores,
-                  run.ranks.part(len(split.records)),
+                  run.ranks.part(len(split.records)), seed=seed,
                   patch_memo=PatchFeatureMemo(patch_cap), patch_tables=PatchTables(patch_cap),
                   video_memo=VideoMemo(int(suite.eval.get("video_cache_mib", VideoMemo.cap_bytes >> 20)) << 20))
-        run.state["frames"] = ctx
         return ctx
+
+    @classmethod
+    def every(cls, run, seeds: list[int] | None = None) -> list[FrameContext]:
+        """Every replicate's context (``seeds``, default the suite's), built now (a task's setup:
+        what trains, trains before any cell); the frames decoded for the readers are let go after."""
+        out = [cls.of(run, s) for s in (run.suite.seeds if seeds is None else seeds)]
+        run.state.pop("decoded", None)
+        return out
+
+    def replicate(self, run, seed: int) -> FrameContext:
+        """Replicate ``seed``'s context: its own reader where the reader trains (and so its own
+        feature store and training environment), the same splits, pixels and cost model."""
+        model, record = reader(self.suite, self.train, self.val, self.frame_size, self.num_candidates,
+                               self.cache_dir, self.progress, self.device, run.state.get("decoded"), replicate=seed)
+        if "val" in record:
+            record = {**record, **chance_of(self.val)}
+        record_trained(run.prov, "classifiers", "reader", seed, record, self.suite.seeds)
+        same = record["content_key"] == self.classifier_record["content_key"]
+        stores = self.stores
+        if not same:
+            ex = replace(self.stores.ex, encode=model.features)
+            stores = replace(self.stores, ex=ex, encoder=model.encoder_identity(record["content_key"], self.device))
+        env = self.env.for_replicate(seed, model, record["content_key"], stores)
+        decoded = run.state.get("decoded")
+        if not same and decoded and stores.ex.resize is None and trains_on_splits(self.suite):
+            for s in (self.train, self.val):  # as the first replicate's: encoded from the frames in memory
+                stores.ensure(s, frames=decoded[s.manifest_hash])
+        return replace(self, model=model, classifier_record=record, env=env, stores=stores, seed=seed,
+                       token_models={}, token_costs={}, failures=dict(self.failures),
+                       patch_memo=PatchFeatureMemo(self.patch_memo.cap_bytes),
+                       patch_tables=PatchTables(self.patch_tables.cap_bytes),
+                       video_memo=self.video_memo if same else VideoMemo(self.video_memo.cap_bytes))
 
     def extract(self) -> None:
         """Fill the test split's stores (each rank its shards, then all wait) and read which of its
@@ -266,6 +318,7 @@ class FrameContext:
         """The token ViT trained on this method's selections (trained once, cached on disk)."""
         if spec_key not in self.token_models:
             cfg = TokenModelConfig(**{**self.suite.token_model, "patch": sampler.patch})
+            cfg = replace(cfg, seed=self.env.seed_for(cfg.seed))  # this replicate's ViT
             with torch.inference_mode(False), torch.enable_grad():  # may be first asked inside a timed cell
                 model, record = train_token_classifier(sampler, self.train, self.val, cfg, self.num_candidates,
                                                        self.suite.budgets, self.frame_size, self.cache_dir,
@@ -274,7 +327,7 @@ class FrameContext:
                                                        tables=self.patch_tables)
             record = {**record, **chance_of(self.val)}
             self.token_models[spec_key] = (model, record)
-            self.prov.setdefault("token_models", {})[spec_key] = record
+            record_trained(self.prov, "token_models", spec_key, self.seed, record, self.suite.seeds)
             untrained = {m.key for m in self.suite.methods if METHODS.get(m.name)(**m.params).reader == "tokens"}
             if not untrained - set(self.token_models):  # the last token ViT of the run: its tables are done with
                 self.patch_tables.table.clear()

@@ -54,8 +54,31 @@ def thumbnail(frames: torch.Tensor, side: int = 16) -> tuple[np.ndarray, float]:
     return x.flatten(1).numpy(), float(frames[0].numel() * len(frames))
 
 
-#: name -> function of a video's uint8 frames (n, 3, H, W) -> ((n, D) embeddings, FLOPs)
+#: name -> function of a video's uint8 frames (n, 3, H, W) -> ((n, D) embeddings, FLOPs); any
+#: other ``[reduction] embedding`` names a pretrained encoder (:func:`encoder_embedding`)
 EMBEDDINGS: dict[str, Callable[[torch.Tensor], tuple[np.ndarray, float]]] = {"thumbnail": thumbnail}
+
+
+def encoder_embedding(name: str, weights: str | None = None) -> tuple[Callable[[torch.Tensor], tuple[np.ndarray, float]], str]:
+    """A pretrained encoder's features of each frame at its own input size and normalisation,
+    from local weights (EVFR's FSD reads ImageNet ResNet-50 features: ``torchvision:resnet50``),
+    and the weights' sha256; FLOPs counted by fvcore per frame."""
+    from samplerbench.cost.flops import count_flops
+    from samplerbench.models.pretrained import build_pretrained
+
+    enc = build_pretrained(name, weights).eval()
+    size = tuple(enc.preprocess.size)
+    per_frame: dict[tuple, float] = {}
+
+    def embed(frames: torch.Tensor) -> tuple[np.ndarray, float]:
+        with torch.inference_mode():
+            x = F.interpolate(enc.normalise(frames), size=size, mode="bilinear", antialias=True, align_corners=False)
+            feats = torch.cat([enc(c) for c in x.split(32)]).float()
+            if x.shape[1:] not in per_frame:
+                per_frame[x.shape[1:]] = count_flops(enc, x[:1]).flops
+        return feats.numpy(), per_frame[x.shape[1:]] * len(frames)
+
+    return embed, enc.weights_sha
 
 
 @dataclass(frozen=True)
@@ -75,8 +98,9 @@ class ReductionConfig:
         if "ratios" in raw:
             raw["ratios"] = tuple(int(k) for k in raw["ratios"])
         cfg = cls(**raw, seg=seg)
-        if cfg.embedding not in EMBEDDINGS:
-            raise ValueError(f"{suite.source}: reduction.embedding must be one of {sorted(EMBEDDINGS)}")
+        if cfg.embedding not in EMBEDDINGS and ":" not in cfg.embedding:
+            raise ValueError(f"{suite.source}: reduction.embedding must be one of {sorted(EMBEDDINGS)} or a "
+                             f"pretrained encoder <family>:<model> (e.g. torchvision:resnet50), not {cfg.embedding!r}")
         if 1 not in cfg.ratios or any(k < 1 for k in cfg.ratios):
             raise ValueError(f"{suite.source}: reduction.ratios must be integers >= 1 and include 1 (the full set)")
         return cfg
@@ -114,7 +138,8 @@ def load_instances(split: VideoSplit, count: int, size: tuple[int, int] | None =
 
 
 def load_videos(split: VideoSplit, inst: FrameInstances, count: int, size: tuple[int, int], failures: dict,
-                embedding: str | None = None, progress: bool = True) -> list[VideoData]:
+                embedding: Callable[[torch.Tensor], tuple[np.ndarray, float]] | None = None,
+                progress: bool = True) -> list[VideoData]:
     """Decode every frame of the first ``count`` videos and take their masks from ``inst``
     (:func:`load_instances`); a video that cannot be decoded is recorded in ``failures`` and
     left out."""
@@ -129,8 +154,8 @@ def load_videos(split: VideoSplit, inst: FrameInstances, count: int, size: tuple
             continue
         maps = torch.from_numpy(inst.semantic_maps(rec.video_id, rec.num_frames, tuple(frames.shape[-2:])))
         v = VideoData(rec.video_id, frames, maps, path=str(rec.path))
-        if embedding:
-            v.feats, v.feat_flops = EMBEDDINGS[embedding](frames)
+        if embedding is not None:
+            v.feats, v.feat_flops = embedding(frames)
         out.append(v)
     return out
 
@@ -196,8 +221,10 @@ class Reduction(Task):
         test_split = build(run.cache_dir, ds.get("split", "test"), **opts, **params)
         size = tuple(ds.get("frame_size", [64, 64]))
         failures: dict[str, str] = {}  # a training video that cannot be read: a failure of every cell
+        embed, embed_sha = ((EMBEDDINGS[cfg.embedding], "") if cfg.embedding in EMBEDDINGS
+                            else encoder_embedding(cfg.embedding))
         train = load_videos(train_split, load_instances(train_split, cfg.train_videos, size, run.cache_dir),
-                            cfg.train_videos, size, failures, cfg.embedding, run.progress)
+                            cfg.train_videos, size, failures, embed, run.progress)
         inst = load_instances(test_split, cfg.test_videos, size, run.cache_dir)
         test = load_videos(test_split, inst, cfg.test_videos, size, failures, None, run.progress)
         gt_dict = inst.subset([v.video_id for v in test])
@@ -213,6 +240,9 @@ class Reduction(Task):
                         test_instances=len(gt_dict["annotations"]), video_failures=failures)
         run.data_identity.update(test=test_split.manifest_hash, train=train_split.manifest_hash,
                                  frame_size=list(size))
+        if embed_sha:  # what the samplers observe: the encoder's weights (thumbnails: nothing to add)
+            run.data_identity["embedding_weights"] = embed_sha
+            run.prov["embedding_weights_sha256"] = embed_sha
 
     def config(self, run: Run) -> dict:
         return asdict(run.state["reduction"]["cfg"])

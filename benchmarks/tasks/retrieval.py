@@ -26,7 +26,7 @@ from samplerbench.metrics.stats import resampled_mean
 from samplerbench.models.clip4clip import CaptionSet, caption_embeddings, similarity
 from samplerbench.sampling import Budget, Sampler
 from samplerbench.suite import RetrievalSpec
-from samplerbench.tasks.core import Cell, CellOutput, Run, Task
+from samplerbench.tasks.core import Cell, CellOutput, Run, Task, record_trained
 from samplerbench.tasks.frames import FrameContext
 
 
@@ -42,31 +42,39 @@ class Retrieval(Task):
     lower_is_better = ("t2v_MdR", "t2v_MnR", "v2t_MdR", "v2t_MnR")
 
     def extract(self, run: Run) -> None:
-        FrameContext.of(run).extract()
+        for ctx in FrameContext.every(run, seeds_of(run.suite)):
+            ctx.extract()
 
     def setup(self, run: Run) -> None:
-        ctx = FrameContext.of(run)
-        model, record = ctx.env.retrieval_model()
-        run.prov["retrieval_model"] = record
-        captions = ctx.env.captions(ctx.split)  # embedded once: the model is frozen, every cell ranks them
-        run.state["retrieval"] = (model, record, captions, caption_embeddings(model, captions, ctx.device))
+        """Each replicate's retrieval model (trained once per seed, or CLIP4Clip's towers) and
+        the test captions it embeds once: the model is frozen, every cell of the seed ranks them."""
+        models = {}
+        for ctx in FrameContext.every(run, seeds_of(run.suite)):
+            model, record = ctx.env.retrieval_model()
+            record_trained(run.prov, "retrieval_models", "retrieval", ctx.seed, record, run.suite.seeds)
+            if ctx.seed == run.suite.seeds[0]:
+                run.prov["retrieval_model"] = record
+            captions = ctx.env.captions(ctx.split)
+            models[ctx.seed] = (model, record, captions, caption_embeddings(model, captions, ctx.device))
+        run.state["retrieval"] = models
 
     def config(self, run: Run) -> dict:
         return {"captions_per_video": int(run.suite.retrieval.get("captions_per_video", 5)), "v2t": v2t_of(run.suite)}
 
     def reader_keys(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[str]:
-        return [run.state["retrieval"][1]["key"]]
+        """The cell's replicate's retrieval model and the reader whose features it pools."""
+        return [run.state["retrieval"][cell.seed][1]["key"], FrameContext.of(run, cell.seed).classifier_record["key"]]
 
     def readers(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[dict]:
-        return super().readers(run, cell, sampler) + [run.state["retrieval"][1]]
+        return super().readers(run, cell, sampler) + [run.state["retrieval"][cell.seed][1]]
 
     def cells(self, run: Run) -> Iterator[Cell]:
         suite = run.suite
-        seeds = list(suite.retrieval.get("seeds", suite.seeds))
+        seeds = seeds_of(suite)
         candidates = FrameContext.of(run).num_candidates
         adaptive_means, fixed = {}, []
         for spec in suite.retrieval_methods:
-            sampler = run.sampler(spec.method)
+            sampler = run.sampler(spec.method, seeds[0])  # what it is (adaptive?), not yet its training
             if spec.budget == "match" and not sampler.adaptive and not sampler.ignores_budget:
                 fixed.append(spec)
                 continue
@@ -86,8 +94,8 @@ class Retrieval(Task):
 
     def evaluate(self, run: Run, cell: Cell, sampler: Sampler) -> CellOutput:
         """Select on every test video, embed the kept frames, rank captions against videos."""
-        ctx = FrameContext.of(run)
-        model = run.state["retrieval"][0]
+        ctx = FrameContext.of(run, cell.seed)
+        model = run.state["retrieval"][cell.seed][0]
         embs, per_video, fails, kept = [], [], [], []
         index = {r.video_id: i for i, r in enumerate(ctx.split.records)}
         for rec, vc, view, sel in ctx.selections(cell.method.key, sampler, cell.spec, cell.seed, fails):
@@ -110,10 +118,11 @@ class Retrieval(Task):
         emb = torch.stack(embs).cpu() if embs else torch.zeros(0)
         return CellOutput(per_video, {"emb": emb, "kept": np.array(kept, np.int64)}, fails)
 
-    def merge(self, run: Run, parts: list[CellOutput]) -> CellOutput:
-        """The ranks' video embeddings joined, then every caption ranked against every video."""
-        ctx = FrameContext.of(run)
-        model, _, captions, text = run.state["retrieval"]
+    def merge(self, run: Run, cell: Cell, parts: list[CellOutput]) -> CellOutput:
+        """The ranks' video embeddings joined, then every caption ranked against every video by
+        the cell's replicate's model."""
+        ctx = FrameContext.of(run, cell.seed)
+        model, _, captions, text = run.state["retrieval"][cell.seed]
         per_video = [v for p in parts for v in p.videos]
         embs = [p.predictions["emb"] for p in parts if len(p.predictions["emb"])]
         kept = np.concatenate([p.predictions["kept"] for p in parts])
@@ -201,6 +210,11 @@ def _budget_of(spec: RetrievalSpec, sampler: Sampler, candidates: int) -> tuple[
     if spec.budget == "all" or sampler.ignores_budget:
         return "all", Budget("count", candidates)
     return str(spec.budget), Budget("count", int(spec.budget))
+
+
+def seeds_of(suite) -> list[int]:
+    """The retrieval cells' seeds (``[retrieval] seeds``, default the suite's): each a replicate."""
+    return list(suite.retrieval.get("seeds", suite.seeds))
 
 
 def _cell(spec: RetrievalSpec, tag: str, budget: Budget, seed: int, matched: str = "") -> Cell:

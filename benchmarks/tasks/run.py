@@ -25,7 +25,7 @@ from samplerbench.models.tokens import TokenModelConfig
 from samplerbench.registry import DATASETS, METHODS
 from samplerbench.store import provenance
 from samplerbench.store.files import clean_tmp, write_json
-from samplerbench.suite import MethodSpec, Suite, reference_problems
+from samplerbench.suite import MethodSpec, Suite, paper_problems, reference_problems
 from samplerbench.tasks.classification import Classification
 from samplerbench.tasks.core import Run, Task, rescore, run_task
 from samplerbench.tasks.dist import Ranks
@@ -112,6 +112,7 @@ def validate(suite: Suite) -> list[str]:
     if v2t not in V2T:
         problems.append(f"{src}: retrieval.v2t must be one of {list(V2T)}, not {v2t!r}")
     problems += reference_problems(suite.reference, src)
+    problems += paper_problems(suite, src)
     if suite.task == "reduction":
         try:
             ReductionConfig.of(suite)
@@ -191,6 +192,8 @@ def _run_suite(suite: Suite, run_dir: Path, cache_dir: Path, cache_given: bool, 
                               run_id=run_id, seeds=suite.seeds, task=suite.task)
     if suite.reference:
         prov["reference"] = suite.reference
+    if suite.paper:  # the paper's configuration and the suite's deviations, for the report's captions
+        prov["paper"] = suite.paper
     if ranks.world > 1:
         prov["ranks"] = ranks.world
     run = Run(suite, run_dir, cache_dir, dev, progress, prov, data_root=data_root, limit=limit, ranks=ranks,
@@ -234,12 +237,17 @@ def extract_suite(suite: Suite, cache_dir: Path | None = None, device: str = "cp
     prov = provenance.collect(device=str(dev), suite=suite.name, suite_hash=suite.digest(), suite_file=suite.source,
                               run_id="features", seeds=suite.seeds, task=suite.task)
     run = Run(suite, cache_dir / "store", cache_dir, dev, progress, prov, data_root=data_root, limit=limit, ranks=ranks)
-    with ranks.main_first():
-        ctx = FrameContext.of(run)
+    with ranks.main_first():  # every replicate's reader (trained once per seed where it trains)
+        contexts = FrameContext.every(run)
     out = {}
-    for split in (ctx.split, ctx.train, ctx.val):
-        decoded = ctx.stores.ensure(split, sharded=True)
-        feats, pixels = ctx.stores.stores(split)
-        out[split.split] = {"videos": len(split.records), "decoded": decoded, "failed": len(feats.failures()),
-                            "features": str(feats.root), "pixels": str(pixels.root) if pixels is not None else None}
+    for ctx in contexts:
+        for split in (ctx.split, ctx.train, ctx.val):
+            decoded = ctx.stores.ensure(split, sharded=True)
+            feats, pixels = ctx.stores.stores(split)
+            entry = out.setdefault(split.split, {"videos": len(split.records), "decoded": 0, "failed": 0,
+                                                 "features": [], "pixels": str(pixels.root) if pixels is not None else None})
+            entry["decoded"] += decoded
+            entry["failed"] = max(entry["failed"], len(feats.failures()))
+            if str(feats.root) not in entry["features"]:
+                entry["features"].append(str(feats.root))
     return out

@@ -4,9 +4,12 @@ method against ``uniform`` at the same budget (token samplers: against ``tokens-
 
 The resamples are drawn once per task over the videos every cell evaluated (in the first cell's
 order), so every cell and metric sees the same resampled videos: the difference of two cells on
-a resample is paired. With several seeds, a (method, budget)'s value on a resample is the mean
-over its seeds on those videos (seeds are kept, videos resampled). Written beside the rows as
-``<task>_intervals.csv`` and ``<task>_tests.csv``.
+a resample is paired. With several seeds the bootstrap is hierarchical: each resample also draws
+seeds with replacement (the same draw for every method: seed s of a method and of uniform share
+replicate s's reader), and a (method, budget)'s value is the mean of the drawn seeds' values on
+the resampled videos. A seed is a whole replicate (every learned piece trains once per seed),
+so the intervals and tests cover training variance as well as the choice of videos. Written
+beside the rows as ``<task>_intervals.csv`` and ``<task>_tests.csv``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from samplerbench.metrics.stats import (
     BootstrapConfig,
     bootstrap_p_value,
     mcnemar_exact,
+    over_seeds,
     percentile_interval,
     resample_indices,
+    seed_draws,
 )
 from samplerbench.store.cells import load_predictions
 from samplerbench.store.files import write_csv
@@ -47,14 +52,14 @@ def video_statistics(task, folder: Path, cells: list[tuple], cfg: BootstrapConfi
     idx = resample_indices(len(order), cfg.resamples, cfg.seed)
     ident = np.arange(len(order))[None, :]
     # per (label, budget): each seed's values on the resamples, its point values and outcomes
-    groups: dict[tuple, dict] = defaultdict(lambda: {"dist": defaultdict(list), "point": defaultdict(list),
+    groups: dict[tuple, dict] = defaultdict(lambda: {"dist": defaultdict(dict), "point": defaultdict(list),
                                                      "correct": {}, "method": None, "baseline": BASELINE})
     for cell, rec in cells:
         videos, preds = task.aligned(rec["videos"], load_predictions(folder, rec), order)
         g = groups[(cell.display, cell.budget)]
         g["method"], g["baseline"] = rec["method"], baseline_of(rec)
         for metric, dist in task.resampled(videos, preds, idx).items():
-            g["dist"][metric].append(dist)
+            g["dist"][metric][cell.seed] = dist
         for metric, v in task.resampled(videos, preds, ident).items():
             g["point"][metric].append(float(v[0]))
         correct = task.correct(videos, preds)
@@ -62,27 +67,37 @@ def video_statistics(task, folder: Path, cells: list[tuple], cfg: BootstrapConfi
             g["correct"][cell.seed] = correct
     intervals, tests = [], []
     level = 1 - cfg.alpha
+    draws: dict[int, np.ndarray] = {}  # per number of seeds: one draw, shared by every method (paired)
+
+    def hierarchical(per_seed: dict[int, np.ndarray]) -> np.ndarray:
+        s = len(per_seed)
+        if s not in draws:
+            draws[s] = seed_draws(s, cfg.resamples, cfg.seed)
+        return over_seeds(np.stack([per_seed[k] for k in sorted(per_seed)]), draws[s])
+
     for (label, budget), g in groups.items():
         for metric, dists in g["dist"].items():
-            mean = np.mean(dists, axis=0)
+            mean = hierarchical(dists)
             lo, hi = percentile_interval(mean, cfg.alpha)
             intervals.append({"task": task.name, "label": label, "method": g["method"], "budget": budget,
                               "metric": metric, "value": float(np.mean(g["point"][metric])), "lo": lo, "hi": hi,
                               "seeds": len(dists), "n_videos": len(order), "resamples": cfg.resamples,
-                              "bootstrap_seed": cfg.seed, "level": level})
+                              "bootstrap_seed": cfg.seed, "level": level,
+                              "bootstrap": "hierarchical (seeds, videos)" if len(dists) > 1 else "videos"})
         base = next((b for (_, bb), b in groups.items() if bb == budget and b["method"] == g["baseline"]), None)
         if base is None or g["method"] == g["baseline"]:
             continue
         for metric, dists in g["dist"].items():
-            if metric not in base["dist"] or len(base["dist"][metric]) != len(dists):
-                continue
-            diff = np.mean(dists, axis=0) - np.mean(base["dist"][metric], axis=0)
+            if metric not in base["dist"] or set(base["dist"][metric]) != set(dists):
+                continue  # paired on seeds as on videos: the same replicates on both sides
+            diff = hierarchical(dists) - hierarchical(base["dist"][metric])
             lo, hi = percentile_interval(diff, cfg.alpha)
             p = bootstrap_p_value(diff)
             row = {"task": task.name, "label": label, "method": g["method"], "budget": budget, "metric": metric,
                    "baseline": g["baseline"], "diff": float(np.mean(g["point"][metric]) - np.mean(base["point"][metric])),
                    "lo": lo, "hi": hi, "p_bootstrap": p, "significant": bool(p < cfg.alpha),
-                   "test": "paired bootstrap over videos", "n_videos": len(order), "resamples": cfg.resamples,
+                   "test": "paired hierarchical bootstrap over seeds and videos" if len(dists) > 1
+                   else "paired bootstrap over videos", "seeds": len(dists), "n_videos": len(order), "resamples": cfg.resamples,
                    "alpha": cfg.alpha}
             if metric == "top1" and g["correct"] and set(g["correct"]) == set(base["correct"]):
                 seeds = sorted(g["correct"])  # McNemar on the (video, seed) pairs
