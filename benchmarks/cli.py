@@ -127,7 +127,7 @@ def _compare(args) -> int:
     cfg = BootstrapConfig(args.resamples, args.seed, args.alpha)
     diffs, alone = compare_runs(a, b, TASKS, cfg)
     out = render_compare(diffs, alone, a, b, Path(args.out) / f"compare-{a.name}-vs-{b.name}", cfg.alpha)
-    changed = int((diffs["diff"] != 0).sum()) if len(diffs) else 0
+    changed = int(diffs["changed"].sum()) if len(diffs) else 0  # two NaNs are the same value
     print(f"{changed} value(s) differ ({int(diffs['significant'].sum()) if len(diffs) else 0} significant), "
           f"{len(alone)} cell(s) in one run only: {out / 'compare.md'}")
     return 0

@@ -103,6 +103,9 @@ class VideoView:
     frame_size: tuple[int, int] | None = None  # (H, W) of the decoded candidates: layout, not content
     provider_flops: InitVar[dict[str, float] | None] = None
     charged_flops: float = 0.0
+    #: what its features and frame probabilities come from (a replicate's reader): a sampler's
+    #: per-video memo of work on them is kept per reader (:func:`per_video`)
+    reader: str = ""
     _providers: dict = field(init=False, default_factory=dict, repr=False)
     _provider_flops: dict = field(init=False, default_factory=dict, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -286,8 +289,12 @@ def per_video(memo: VideoMemo, view: VideoView, compute: Callable[[], _T]) -> _T
     instance per method for all its cells (5 budgets x 3 seeds would otherwise score every
     video 15 times) and times with a fresh one, so timing still pays for it. Keep only what is
     small per video (the memo lives as long as the instance); the view charges its observations
-    on every call as before, since the sampler reads them first."""
-    key = (view.video_id, view.num_candidates, view.frame_size)
+    on every call as before, since the sampler reads them first. A sampler that observes the
+    reader's features or probabilities keeps one entry per reader (each seed's replicate has its
+    own), one that sees pixels only one for every seed."""
+    # features and frame probabilities are the replicate's reader's: work on them is its own
+    reader = view.reader if view.allowed & {"features", "frame_probs"} else ""
+    key = (view.video_id, view.num_candidates, view.frame_size, reader)
     if key not in memo:
         memo[key] = compute()
     return memo[key]

@@ -18,7 +18,15 @@ Deviations:
 - Frames are 64x64 with 16x16 patches (4x4 tokens per frame, 512 per 32-frame video) and a
   ViT of width 128, depth 4, trained from a frame-pretraining stage on the embedded data: the
   paper uses 224x224 frames (14x14 tokens, 6272 per video), an ImageNet-pretrained ViT-B/16
-  and K = 1568. The presets of ``samplerbench cost`` keep the paper's sizes.
+  and K = 1568. The presets of ``samplerbench cost`` keep the paper's sizes, and the
+  ``kcenter-kinetics400`` suite runs them (``embed = "vit"``).
+- On the embedded data a token is the frozen frame reader's feature map pooled over its patch
+  (``embed = "encoder-map"``), not a linear embedding of the patch's pixels: the paper's
+  pretrained ViT tokens see past their patch after the first block, and a from-scratch or
+  per-patch embedding left the uniform-token reader near chance. The encoder is charged once
+  per touched frame, so K-center's spread over many frames costs what it touches.
+- Every token sampler is compared with its dense reference (every token of the N uniform
+  frames) read by its own ViT, so that a difference is the selection's, not the reader's.
 - One ViT serves every budget (trained on a random budget of the suite's per batch), where the
   paper trains one per budget.
 - The test-time start is seeded per (seed, video, method) (the authors' start is random).

@@ -35,7 +35,7 @@ def render_compare(diffs: pd.DataFrame, alone: pd.DataFrame, run_a: Path, run_b:
     """``compare.md`` and ``compare.html`` in ``out``; returns the folder."""
     out.mkdir(parents=True, exist_ok=True)
     title = f"{Path(run_b).name} (B) against {Path(run_a).name} (A)"
-    changed = diffs[diffs["diff"] != 0] if len(diffs) else diffs
+    changed = diffs[diffs["changed"]] if len(diffs) else diffs
     summary = (f"{diffs['cell'].nunique() if len(diffs) else 0} cells in both runs; {len(changed)} (cell, metric) "
                f"values differ, {int(diffs['significant'].sum()) if len(diffs) else 0} of them significantly; "
                f"{len(alone)} cells in one run only.")

@@ -159,6 +159,7 @@ def render_page(run_dir: Path, out: Path, provs: list[dict], budget: int | None 
                   ("command", " ".join(p0.get("command", [])) if isinstance(p0.get("command"), list) else p0.get("command"))]
     failures_csv = run_dir / "failures.csv"
     fails = pd.read_csv(failures_csv) if failures_csv.is_file() and failures_csv.stat().st_size else pd.DataFrame()
+    fails = failures_by_video(fails)
     strips, note, css = _strips(run_dir, budget)
     page = TEMPLATE.render(
         title=f"samplerbench: {run_dir.name}", summary=f"{p0.get('suite')} suite on {p0.get('dataset')}; "
@@ -171,3 +172,18 @@ def render_page(run_dir: Path, out: Path, provs: list[dict], budget: int | None 
     path = out / "index.html"
     path.write_text(page)
     return path
+
+
+def failures_by_video(fails: pd.DataFrame, shown: int = 4) -> pd.DataFrame:
+    """One row per (task, video): its first error and the cells it failed in (how many, the
+    first few); ``failures.csv`` keeps every (cell, video)."""
+    if fails.empty or not {"task", "cell", "video", "error"} <= set(fails.columns):
+        return fails
+
+    def cells(c: pd.Series) -> str:
+        names = list(c)
+        return f"{len(names)}: " + ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+    return (fails.groupby(["task", "video"], sort=False)
+            .agg(cells=("cell", cells), error=("error", "first")).reset_index())
+

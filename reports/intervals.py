@@ -40,6 +40,11 @@ def with_interval(value: float, lo: float, hi: float, style: str = "pm", fmt: st
     return f"{fmt.format(v)} [{fmt.format(a)}, {fmt.format(b)}]"
 
 
+#: whom a method is tested against, in the caption (retrieval's caption replaces it)
+TOKEN_CLAUSE = ("from uniform at the same budget (token samplers: from their dense reference, every token of the "
+                "N uniform frames read by the same token ViT; else from tokens-uniform)")
+
+
 def caption(intervals: pd.DataFrame, tests: pd.DataFrame | None, style: str) -> str:
     """The sentence that names the interval and the test behind the marks."""
     r = intervals.iloc[0]
@@ -58,7 +63,7 @@ def caption(intervals: pd.DataFrame, tests: pd.DataFrame | None, style: str) -> 
                 "every method; one seed: training variance is not included).")
     if tests is not None and len(tests):
         alpha = float(tests["alpha"].iloc[0])
-        text += (f" {SIGNIFICANT}: differs from uniform at the same budget (token samplers: from tokens-uniform), "
+        text += (f" {SIGNIFICANT}: differs {TOKEN_CLAUSE}, "
                  f"paired bootstrap test over the same resamples, two-sided p < {alpha:g}")
         if "p_mcnemar" in tests:
             text += " (McNemar's exact test on top-1, in the tests file, is the second opinion)"

@@ -152,7 +152,8 @@ def render(run_dir: Path, out_root: Path = Path("reports/out"), interval: str = 
     tokens = p0.get("token_models") or {}
     if tokens:
         where += ("Token samplers (" + ", ".join(sorted(tokens)) + ") are read by a token ViT trained on their own "
-                  "selections, not by the frame classifier: compare them with each other (validation top-1 "
+                  "selections, not by the frame classifier: compare each with its dense reference ('<method>: every "
+                  "token', every token of the N uniform frames read by the same ViT; validation top-1 "
                   + ", ".join(f"{k} {v.get('val', float('nan')):.2f}" for k, v in sorted(tokens.items())) + "). ")
 
     # Tables 1 and 1b: methods x budgets (headline metric; event hit rate), with the bootstrap

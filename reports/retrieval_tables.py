@@ -29,6 +29,7 @@ from samplerbench.reports.common import (
     plain,
     same_videos_note,
 )
+from samplerbench.reports.intervals import TOKEN_CLAUSE
 from samplerbench.reports.reference import reference_points
 
 COLUMNS = (("R@1", "{:.1f}"), ("R@5", "{:.1f}"), ("R@10", "{:.1f}"), ("MdR", "{:.1f}"), ("MnR", "{:.1f}"))
@@ -86,8 +87,7 @@ def render_retrieval(run_dir: Path, out: Path, write, caption_prefix: str = "", 
         ivs = iv.load(run_dir, "retrieval", "intervals")
         stats_note = (iv.caption(ivs, iv.load(run_dir, "retrieval", "tests"), style)
                   .replace("videos (", "query videos, each with its captions (")
-                  .replace("from uniform at the same budget (token samplers: from tokens-uniform)",
-                           "from uniform at the same frame count") + " ")
+                  .replace(TOKEN_CLAUSE, "from uniform at the same frame count") + " ")
     for direction, title in (("t2v", "Text-to-video"), ("v2t", "Video-to-text")):
         rows = []
         for label in order:

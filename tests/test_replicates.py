@@ -113,10 +113,37 @@ def test_every_learned_piece_trains_once_per_seed_and_a_seed_replicates_alone(tm
     alone = run_suite(dataclasses.replace(s, eval={**s.eval, "seeds": [1]}), tmp_path / "alone",
                       tmp_path / "cache", progress=False, timing=False)
     prov1 = json.loads(next((alone / "provenance").glob("*.json")).read_text())
-    for name, get in pieces.items():
+    for get in pieces.values():
         assert get(prov1["replicates"]["1"])["key"] == get(reps["1"])["key"] and get(prov1["replicates"]["1"])["cached"]
     rows1 = pd.read_csv(alone / "rows.csv")
     key = ["label", "budget", "seed", "metric"]
     full = rows[(rows.seed == 1) & (rows.kind == "quality")].set_index(key)["value"].sort_index()
     part = rows1[rows1.kind == "quality"].set_index(key)["value"].sort_index()
     pd.testing.assert_series_equal(full, part)
+
+
+def test_a_per_video_memo_of_the_readers_features_is_kept_per_replicate():
+    """A training-free sampler serves every seed with one instance; what it memoises from the
+    reader's features (EVFR AFS's feature index) is kept per reader, since each seed's replicate
+    reads with its own: the weights of replicate 1 are its features', not replicate 0's. Work on
+    pixels alone (the SSIM index) is shared."""
+    from samplerbench.methods.evfr import EVFRAdaptive
+    from samplerbench.sampling import VideoView
+
+    rng = np.random.default_rng(0)
+    feats = {"r0": rng.random((8, 16)).astype(np.float32), "r1": rng.random((8, 16)).astype(np.float32)}
+    pixels = rng.integers(0, 255, (8, 3, 16, 16), dtype=np.uint8)
+
+    def view(reader, observes):
+        return VideoView("v", 80, np.arange(0, 80, 10), allowed=observes, frame_size=(16, 16), reader=reader,
+                         providers={"features": lambda: feats[reader], "pixels": lambda: pixels})
+
+    afs = EVFRAdaptive(index="feature")
+    w0, w1 = afs.weights(view("r0", afs.observes))[0], afs.weights(view("r1", afs.observes))[0]
+    fresh = EVFRAdaptive(index="feature").weights(view("r1", afs.observes))[0]
+    np.testing.assert_array_equal(w1, fresh)
+    assert not np.array_equal(w0, w1) and len(afs._memo) == 2
+    ssim = EVFRAdaptive(index="ssim")
+    ssim.weights(view("r0", ssim.observes))
+    ssim.weights(view("r1", ssim.observes))
+    assert len(ssim._memo) == 1

@@ -79,3 +79,18 @@ def test_the_reference_table_shows_the_papers_cost_beside_ours_and_the_videos_ev
     assert {"GFLOPs/video (paper)", "GFLOPs/video (measured)", "Videos"} <= set(csv.columns)
 
 
+
+
+def test_the_failures_table_is_one_row_per_video_with_its_cells():
+    """failures.csv keeps every (cell, video); the page shows one row per video: how many cells
+    it failed in, the first few, and its first error."""
+    from samplerbench.reports.html import failures_by_video
+
+    cells = [f"m{i}__n4__s0" for i in range(6)]
+    fails = pd.DataFrame([{"task": "classification", "cell": c, "video": "v1", "error": f"v1.mp4: bad ({c})"}
+                          for c in cells] + [{"task": "classification", "cell": cells[0], "video": "v2", "error": "x"}])
+    got = failures_by_video(fails)
+    assert got["video"].tolist() == ["v1", "v2"]
+    assert got.loc[0, "cells"] == "6: " + ", ".join(cells[:4]) + ", ..." and got.loc[0, "error"] == "v1.mp4: bad (m0__n4__s0)"
+    assert got.loc[1, "cells"] == f"1: {cells[0]}"
+    assert failures_by_video(pd.DataFrame()).empty

@@ -180,6 +180,20 @@ def test_token_samplers_run_with_their_own_trained_vit(tmp_path):
         assert rows[(m, 1, "frames")] == 1 and rows[(m, 4, "frames")] == 4
         assert 0 < rows[(m, 1, "gflops_encoder")] < rows[(m, 4, "gflops_encoder")]
     assert rows[("tokens-uniform", 4, "frames_touched")] == 4
+    # K-center's dense reference: every token of the N uniform frames, read by K-center's own ViT
+    # (the same tokens as tokens-uniform's cells, another reader), and its paired tests' baseline
+    by_label = pd.read_csv(run_dir / "rows.csv").set_index(["label", "budget", "seed", "metric"])["value"]
+    for b in (1, 4):
+        assert by_label[("kcenter: every token", b, 0, "tokens")] == by_label[("tokens-uniform", b, 0, "tokens")]
+    cells = {json.loads(p.read_text())["label"]: json.loads(p.read_text())
+             for p in (run_dir / "cells" / "classification").glob("*__n4__s0.json")}
+    sel = pd.read_json(run_dir / "classification_selections.jsonl", lines=True).groupby("cell")["hash"].apply(list)
+    dense_cell = cells["kcenter: every token"]["cell"]
+    assert sel[dense_cell] == sel["tokens-uniform__n4__s0"]
+    tests = pd.read_csv(run_dir / "classification_tests.csv")
+    k = tests[tests.label == "kcenter"]
+    assert len(k) and (k["baseline_label"] == "kcenter: every token").all()
+    assert "kcenter: every token" not in set(tests["label"])  # a reference is no method under test
     assert rows[("kcenter", 4, "frames_touched")] >= 1
     assert rows[("kcenter", 4, "gflops_sampler")] > 0 and rows[("tokens-uniform", 4, "gflops_sampler")] == 0
     prov = json.loads(next((run_dir / "provenance").glob("*.json")).read_text())
@@ -512,6 +526,18 @@ def test_compare_two_runs(tiny_run, tmp_path):
     _, _, run_dir = tiny_run
     diffs, alone = compare_runs(run_dir, run_dir, TASKS)
     assert len(diffs) and (diffs["diff"] == 0).all() and not diffs["significant"].any() and alone.empty
+    assert not diffs["changed"].any()
+    # a metric that is NaN in both runs (no video of the cell has an event: no hit rate) is no difference
+    blank = tmp_path / "blank"
+    shutil.copytree(run_dir, blank)
+    cell = sorted((blank / "cells" / "classification").glob("uniform__*.json"))[0]
+    rec = json.loads(cell.read_text())
+    write_cell(cell.parent, rec["cell"], {**rec, "videos": [{**v, "events": []} for v in rec["videos"]]},
+               load_predictions(cell.parent, rec))
+    diffs, _ = compare_runs(blank, blank, TASKS)
+    nan = diffs[(diffs["cell"] == rec["cell"]) & (diffs["metric"] == "event_hit_rate")]
+    assert len(nan) == 1 and np.isnan(nan["a"].iloc[0]) and np.isnan(nan["b"].iloc[0])
+    assert not diffs["changed"].any() and not diffs["significant"].any()
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)
     folder = other / "cells" / "classification"
@@ -524,7 +550,7 @@ def test_compare_two_runs(tiny_run, tmp_path):
     write_cell(folder, rec["cell"], rec, preds)
     diffs, alone = compare_runs(run_dir, other, TASKS)
     assert alone.to_dict("records")[0]["cell"] == gone.stem and alone["only_in"].tolist() == ["A"]
-    changed = diffs[diffs["diff"] != 0]
+    changed = diffs[diffs["changed"]]
     assert set(changed["cell"]) == {rec["cell"]}
     from samplerbench.reports.compare import render_compare
 

@@ -86,7 +86,8 @@ def count_flops(module: nn.Module, *inputs: torch.Tensor, expect_uncalled: bool 
     if unsupported:
         log.info("fvcore could not count %s in %s", unsupported, type(module).__name__)
     if uncalled and not expect_uncalled:
-        log.warning("%s: submodules never called in the counted forward: %s", type(module).__name__, uncalled)
+        log.warning("%s: %d submodule(s) never called in the counted forward (%s%s)", type(module).__name__,
+                    len(uncalled), ", ".join(uncalled[:3]), ", ..." if len(uncalled) > 3 else "")
     return FlopCount(total, unsupported, by_operator, uncalled)
 
 

@@ -229,7 +229,7 @@ class ModuleCheck:
 
 
 def _params(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> int:
-    return sum(p.numel() for n, p in module.named_parameters() if not n.split(".")[-1] in skip)
+    return sum(p.numel() for n, p in module.named_parameters() if n.split(".")[-1] not in skip)
 
 
 def check_suite(suite, num_classes: int = 400) -> list[ModuleCheck]:

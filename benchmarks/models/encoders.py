@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from samplerbench.registry import Registry
@@ -75,6 +76,18 @@ class FrameCNN(nn.Module):
 
     #: reads frames (or patches) of any size
     any_size = True
+    #: has a spatial feature map (:meth:`feature_map`): a token of a frame can be the map over its patch
+    has_feature_map = True
+
+    def feature_map(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Normalised frames (M, 3, H, W) -> (M, rows * cols, D): the last conv block's map
+        pooled over each cell of a rows x cols grid, as :meth:`forward` pools the whole map
+        (max or mean), so that pooling a frame's cells again gives its feature exactly."""
+        if not x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self.body(x)
+        cells = F.adaptive_max_pool2d(y, grid) if self.pool == "max" else F.adaptive_avg_pool2d(y, grid)
+        return cells.flatten(2).transpose(1, 2)
 
     @staticmethod
     def normalise(frames: torch.Tensor) -> torch.Tensor:

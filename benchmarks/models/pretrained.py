@@ -130,6 +130,7 @@ class PretrainedEncoder(nn.Module):
         self.clip4clip_sha = ""  # a CLIP4Clip fine-tuned checkpoint loaded into the towers
         #: reads inputs of any size (a CNN) or only its own (a ViT's position embeddings)
         self.any_size = any_size
+        self.has_feature_map = False  # a token of a frame is its own patch's embedding (embed = "vit")
         self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1), persistent=False)
 
@@ -202,9 +203,14 @@ def build_pretrained(encoder: str, weights: str | os.PathLike | None = None, loa
     if load:
         p = Path(weights) if weights else default_weights(encoder)
         if p is None or not p.is_file():
-            expected = p or Path(os.environ.get(WEIGHTS_ENV, "$" + WEIGHTS_ENV)) / f"{family}-{name.replace('/', '_')}.safetensors"
-            raise WeightsError(f"{expected}: no weights for {encoder} (give [model] weights = \"path\" or put them "
-                               f"there; published at {published_at(encoder)})")
+            file = f"{family}-{name.replace('/', '_')}.safetensors"
+            if p is not None or os.environ.get(WEIGHTS_ENV):
+                expected = p or Path(os.environ[WEIGHTS_ENV]) / file
+                raise WeightsError(f"{expected}: no weights for {encoder} (give [model] weights = \"path\" or put "
+                                   f"them there; published at {published_at(encoder)})")
+            # only a variable that is set is named as a place: here, where to set it
+            raise WeightsError(f"{encoder}: no weights (set {WEIGHTS_ENV} to a folder holding {file} (or .pth/.pt/"
+                               f".bin), or give [model] weights = \"path\"; published at {published_at(encoder)})")
         sd = load_state_dict(p)
         if family == "open_clip":
             missing, unexpected = net.load_state_dict(sd, strict=False)

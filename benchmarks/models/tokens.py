@@ -98,10 +98,17 @@ def sampler_points(pixels: torch.Tensor, patch: int, w_t: float = 1.0, w_s: floa
     return torch.cat([normalise_patches(patchify(pixels, patch)), xyz], 1), grid
 
 
+#: how a token ViT embeds its tokens (:attr:`TokenModelConfig.embed`)
+EMBEDS = ("encoder-map", "encoder", "linear", "vit")
+
+
 @dataclass(frozen=True)
 class TokenModelConfig:
     patch: int = 16
-    embed: str = "encoder"  # "encoder": the frozen frame encoder per patch; "linear": ViT's
+    #: "encoder-map": the frozen frame encoder on each touched frame, a token its feature map
+    #: over the patch; "encoder": the frozen frame encoder on each patch alone; "linear": ViT's
+    #: own patch embedding, trained here; "vit": a pretrained ViT (below)
+    embed: str = "encoder-map"
     width: int = 128
     depth: int = 4
     heads: int = 4
@@ -154,19 +161,22 @@ class PretrainedTokenViT(nn.Module):
 class TokenClassifier(nn.Module):
     """uint8 patches (B, K, C p^2) and their token ids (B, K) -> logits (B, classes).
 
-    ``embed = "encoder"`` (default): each patch alone through the harness's frozen frame
-    encoder (pretrained on frames), then a linear map to the width: the stand-in for the
-    paper's ImageNet-pretrained ViT. ``"linear"`` is ViT's own patch embedding, trained from
-    scratch: it stayed at chance on synth-events even on single event frames (val top-1
-    0.05-0.11 after 7 epochs, patch 8 or 16). A trainable CNN per patch learned (0.64 on
-    single frames after 8 epochs) but took 5 minutes of pretraining alone on 2 cores.
-    A token depends only on its own patch either way; the transformer trains on top.
+    ``embed = "encoder-map"`` (default): each frame a selected token lies in goes through the
+    harness's frozen frame encoder, and a token is the encoder's feature map pooled over its
+    patch (pooling a frame's tokens again gives the frame's feature exactly): the stand-in for
+    the paper's ImageNet-pretrained ViT, whose tokens also see past their patch after the first
+    block. The encoder's cost is charged per touched frame. ``"encoder"``: each patch alone
+    through the frozen encoder (a token depends on its own patch only): a frame encoder's
+    features of a patch cut from its context carried too little, and the uniform-token reader
+    stayed near chance on synth-events.
+    ``"linear"`` is ViT's own patch embedding, trained from scratch; ``"vit"`` a pretrained ViT.
+    The transformer trains on top.
     """
 
     def __init__(self, cfg: TokenModelConfig, grid: TokenGrid, num_classes: int, encoder: nn.Module | None = None):
         super().__init__()
-        if cfg.embed not in ("encoder", "linear", "vit"):
-            raise ValueError(f"token embed must be encoder, linear or vit, not {cfg.embed!r}")
+        if cfg.embed not in EMBEDS:
+            raise ValueError(f"token embed must be one of {', '.join(EMBEDS)}, not {cfg.embed!r}")
         if cfg.embed == "vit":  # the paper's reader: a pretrained ViT
             from samplerbench.models.pretrained import build_pretrained
 
@@ -177,17 +187,53 @@ class TokenClassifier(nn.Module):
                 raise ValueError(f"{cfg.vit} embeds {patch}x{patch} patches; set [token_model] patch = {patch}")
             self.vit = PretrainedTokenViT(self.encoder.net, grid, num_classes)
             return
-        if cfg.embed == "encoder" and encoder is None:
-            raise ValueError("embed = 'encoder' needs the frame encoder")
+        if cfg.embed in ("encoder", "encoder-map") and encoder is None:
+            raise ValueError(f"embed = {cfg.embed!r} needs the frame encoder")
+        if cfg.embed == "encoder-map" and not encoder.has_feature_map:
+            raise ValueError(f"[token_model] embed = \"encoder-map\" reads the reader's feature map, and "
+                             f"{type(encoder).__name__} exposes none: set embed = \"linear\", or \"vit\" with a "
+                             f"pretrained ViT")
         if cfg.embed == "encoder" and not encoder.any_size:
             raise ValueError(f"token samplers embed each {cfg.patch}x{cfg.patch} patch with the reader's encoder, and "
                              f"{type(encoder).__name__} reads only its own input size: set "
                              f"[token_model] embed = \"linear\" or use a CNN reader")
         self.cfg, self.grid = cfg, grid
         self.vit = TokenViT(cfg.patch, grid.total, cfg.width, cfg.depth, cfg.heads, num_classes)
-        self.encoder = encoder.requires_grad_(False) if cfg.embed == "encoder" else None
+        self.encoder = encoder.requires_grad_(False) if cfg.embed in ("encoder", "encoder-map") else None
         if self.encoder is not None:
             self.vit.embed = nn.Linear(encoder.dim, cfg.width)
+
+    @property
+    def per_frame_embedding(self) -> bool:
+        """Whether a token's features come from its whole frame (the encoder's map), so that the
+        encoder runs once per touched frame rather than once per token."""
+        return self.cfg.embed == "encoder-map"
+
+    def video_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (T, 3, H, W) -> (T * rows * cols, D): every token's features, t-major
+        (where the model is)."""
+        if self.per_frame_embedding:
+            self.encoder.eval()  # frozen, BatchNorm included
+            with torch.no_grad():
+                x = self.encoder.normalise(pixels.to(device_of(self)))
+                cells = self.encoder.feature_map(x, (self.grid.rows, self.grid.cols))
+            return cells.reshape(-1, cells.shape[-1])
+        return self.patch_features(patchify(pixels, self.cfg.patch)[None])[0]
+
+    def tokens_of(self, frames: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        """The features of some tokens of some frames: ``frames`` uint8 (n, 3, H, W), ``local``
+        the tokens' positions among those frames' tokens (t-major). Per-patch embeddings embed
+        the selected patches only; the map embeds each frame once."""
+        local = torch.as_tensor(local)
+        if self.per_frame_embedding:
+            return self.video_tokens(frames)[local.to(device_of(self))]
+        return self.patch_features(patchify(frames, self.cfg.patch)[local][None])[0]
+
+    def read(self, frames: torch.Tensor, local: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """One video's logits (1, C) from its touched frames and its selected tokens (``local``
+        among the frames' tokens; ``ids``, their token ids in the video)."""
+        x = self.tokens_of(frames, local)
+        return self.vit(x[None], torch.as_tensor(ids)[None].to(x.device))
 
     @property
     def in_features(self) -> int:
@@ -215,6 +261,18 @@ class TokenClassifier(nn.Module):
         return self.vit(self.patch_features(patches), ids)
 
 
+class FrameTokens(nn.Module):
+    """Every token of uint8 frames (n, 3, H, W) through a token model's embedding: what a
+    touched frame costs when tokens come from the encoder's map (what fvcore counts)."""
+
+    def __init__(self, model: TokenClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model.video_tokens(frames)
+
+
 @dataclass
 class PatchFeatureMemo:
     """What a token ViT's embedding reads in a method's cells: the selected patches' frozen
@@ -238,15 +296,24 @@ class PatchFeatureMemo:
             self.method, self.table, self.used, self.full = method, {}, 0, False
         feats = self.table.get(video_id)
         if feats is None:
-            patches = patchify(pixels(), model.cfg.patch)
-            if self.full:
-                return model.patch_features(patches[tokens][None])
-            feats = model.patch_features(patches[None])[0]
+            if self.full:  # the touched frames' selected tokens only
+                return selected_tokens(model, pixels(), tokens)[None]
+            feats = model.video_tokens(pixels())
             if self.used + feats.nbytes <= self.cap_bytes:
                 self.table[video_id], self.used = feats, self.used + feats.nbytes
             else:
                 self.full = True
         return feats[tokens.to(feats.device)][None]
+
+
+def selected_tokens(model: TokenClassifier, pixels: torch.Tensor, tokens) -> torch.Tensor:
+    """(K, D): the features of a video's selected tokens (ids into its T candidates' tokens),
+    from the frames they touch only."""
+    tokens = torch.as_tensor(tokens)
+    per_frame = model.grid.per_frame
+    frames = torch.unique(tokens // per_frame)
+    local = torch.searchsorted(frames, tokens // per_frame) * per_frame + tokens % per_frame
+    return model.tokens_of(pixels[frames], local)
 
 
 class _Selections(Dataset):
@@ -281,11 +348,12 @@ def _selected(sampler: Sampler, pixels: torch.Tensor, video_id: str, n: int, see
     return sel.tokens
 
 
-def patch_table(pools: torch.Tensor, patch_features, patch: int) -> torch.Tensor:
-    """(videos, tokens, D) on the CPU: every patch's frozen features, computed once (outside
-    autograd, as a plain tensor that training graphs may index; each batch moves to the model)."""
+def patch_table(pools: torch.Tensor, video_tokens) -> torch.Tensor:
+    """(videos, tokens, D) on the CPU: every token's frozen features (``video_tokens`` of each
+    pool, :meth:`TokenClassifier.video_tokens`), computed once (outside autograd, as a plain
+    tensor that training graphs may index; each batch moves to the model)."""
     with torch.inference_mode():
-        feats = torch.stack([patch_features(patchify(v, patch)[None])[0].cpu() for v in pools])
+        feats = torch.stack([video_tokens(v).cpu() for v in pools])
     return feats.clone()
 
 
@@ -299,17 +367,17 @@ class PatchTables:
     cap_bytes: int = 1024 << 20
     table: dict = field(default_factory=dict)
 
-    def __call__(self, key: tuple, pools: torch.Tensor, patch_features, patch: int) -> torch.Tensor:
+    def __call__(self, key: tuple, pools: torch.Tensor, video_tokens) -> torch.Tensor:
         if key not in self.table:
-            feats = patch_table(pools, patch_features, patch)
+            feats = patch_table(pools, video_tokens)
             if sum(t.nbytes for t in self.table.values()) + feats.nbytes > self.cap_bytes:
                 return feats
             self.table[key] = feats
         return self.table[key]
 
 
-def token_top1(sampler: Sampler, pools: torch.Tensor, split: VideoSplit, budgets, patch_features,
-               patch: int, seed: int = 0, batch: int = 64, feats: torch.Tensor | None = None):
+def token_top1(sampler: Sampler, pools: torch.Tensor, split: VideoSplit, budgets, video_tokens,
+               seed: int = 0, batch: int = 64, feats: torch.Tensor | None = None):
     """``score(model)``: the token ViT's top-1 on the sampler's selections of ``split``, averaged
     over the budgets (a multi-label video counts when its top class is one of its labels).
 
@@ -318,7 +386,7 @@ def token_top1(sampler: Sampler, pools: torch.Tensor, split: VideoSplit, budgets
     per call, a video at a time, was most of a token ViT's training: 8 validations x 5 budgets.)
     ``feats``: the patch table when the caller has it.
     """
-    feats = patch_table(pools, patch_features, patch) if feats is None else feats
+    feats = patch_table(pools, video_tokens) if feats is None else feats
     chunks: dict[int, list[tuple[list[int], torch.Tensor]]] = {}  # per budget: (videos, their tokens)
     for n in budgets:
         picks = selections(sampler, pools, split, [n] * len(pools), seed)
@@ -377,7 +445,7 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
         w = Path(cfg.vit_weights) if cfg.vit_weights else default_weights(cfg.vit)
         parts.append(weights_digest(w) if w is not None and w.is_file() else "missing")  # build() names the file
     # what a patch's features depend on: the patch size and the frozen weights that embed it
-    embedding = (cfg.patch, cfg.embed, encoder_key if cfg.embed == "encoder" else "",
+    embedding = (cfg.patch, cfg.embed, encoder_key if cfg.embed in ("encoder", "encoder-map") else "",
                  (cfg.vit, parts[-1]) if cfg.embed == "vit" else "")
 
     def build():
@@ -387,7 +455,7 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
 
     def run(model):
         pools, vpools = decode(train, candidates, size), decode(val, candidates, size)
-        feats = tables((train.manifest_hash, candidates, tuple(size), *embedding), pools, model.patch_features, cfg.patch)
+        feats = tables((train.manifest_hash, candidates, tuple(size), *embedding), pools, model.video_tokens)
         fcfg = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
         order_rng = default_order_rng(fcfg)
 
@@ -414,9 +482,9 @@ def train_token_classifier(sampler: Sampler, train: VideoSplit, val: VideoSplit,
             x = feats[torch.from_numpy(ids)[:, None], toks]
             return video_label_loss(m.vit(x.to(device_of(m)), toks.to(device_of(m))), train, ids)
 
-        validate = token_top1(sampler, vpools, val, budgets, model.patch_features, cfg.patch,
+        validate = token_top1(sampler, vpools, val, budgets, model.video_tokens,
                               feats=tables((val.manifest_hash, candidates, tuple(size), *embedding), vpools,
-                                           model.patch_features, cfg.patch))
+                                           model.video_tokens))
         return fit(model, fcfg, len(train), video_loss, validate, f"token ViT ({sampler.name})", progress,
                    initial_score=False, order_rng=order_rng)
 

@@ -29,11 +29,11 @@ from samplerbench.data.video import fit_frames
 from samplerbench.metrics import classification as metrics
 from samplerbench.metrics.stats import resampled_mean, resampled_mean_class_accuracy
 from samplerbench.models.encoders import FrameClassifier
-from samplerbench.models.tokens import patchify
 from samplerbench.registry import METHODS
 from samplerbench.sampling import Budget, Sampler
 from samplerbench.seeding import generator
 from samplerbench.store.files import write_json
+from samplerbench.suite import MethodSpec
 from samplerbench.tasks.core import Cell, CellOutput, Run, Task
 from samplerbench.tasks.frames import FrameContext, VideoCache, throughput_config
 
@@ -65,21 +65,43 @@ class Classification(Task):
         return out
 
     def cells(self, run: Run) -> Iterator[Cell]:
+        """Every (method, budget, seed); after a token sampler's cells (other than the uniform
+        baseline's), its dense reference: every token of the N uniform frames, read by the same
+        token ViT (:func:`dense_reference`), against which its paired tests are made."""
         ctx = FrameContext.of(run)
         for spec in run.suite.methods:
+            dense = dense_reference(spec)
+            tested = (("tested_against", dense.display),) if dense is not None else ()
             for b in method_budgets(spec.name, run.suite.budgets, ctx.num_candidates):
                 for s in run.suite.seeds:
                     yield Cell(f"{spec.key}__n{b}__s{s}", spec, b, s, label=spec.display,
-                               columns=(("ignores_budget", METHODS.get(spec.name).ignores_budget),))
+                               columns=(("ignores_budget", METHODS.get(spec.name).ignores_budget), *tested))
+            if dense is not None:
+                for b in run.suite.budgets:
+                    for s in run.suite.seeds:
+                        yield Cell(f"{spec.key}-dense__n{b}__s{s}", dense, b, s, spec=spec, label=dense.display,
+                                   columns=(("ignores_budget", False), ("reference_of", spec.display)))
+
+    @staticmethod
+    def token_reader(cell: Cell) -> MethodSpec:
+        """The method whose token ViT reads a cell: its own, or for a dense reference the
+        token sampler it is the reference of (``cell.spec``)."""
+        return cell.spec if isinstance(cell.spec, MethodSpec) else cell.method
 
     def reader_keys(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[str]:
         """The cell's replicate's reader, and the token ViT that reads a token sampler's tokens."""
         ctx = FrameContext.of(run, cell.seed)
         own = [ctx.classifier_record["key"]]
         if sampler is not None and sampler.reader == "tokens":
-            ctx.token_model(cell.method.key, sampler)
-            return own + [ctx.token_models[cell.method.key][1]["key"]]
+            key, _ = self._vit(run, cell)
+            return own + [ctx.token_models[key][1]["key"]]
         return own
+
+    def _vit(self, run: Run, cell: Cell):
+        """(key, model) of the token ViT that reads a token cell, trained (or loaded) if needed."""
+        spec = self.token_reader(cell)
+        ctx = FrameContext.of(run, cell.seed)
+        return spec.key, ctx.token_model(spec.key, run.sampler(spec, cell.seed))
 
     def readers(self, run: Run, cell: Cell, sampler: Sampler | None) -> list[dict]:
         """The method's own pieces, and what reads its selections: its token ViT, the frame
@@ -87,7 +109,7 @@ class Classification(Task):
         ctx = FrameContext.of(run, cell.seed)
         own = super().readers(run, cell, sampler)
         if sampler is not None and sampler.reader == "tokens":
-            return own + [ctx.token_models[cell.method.key][1]]
+            return own + [ctx.token_models[self._vit(run, cell)[0]][1]]
         if sampler is not None and sampler.reader == "head":
             return own
         return own + [ctx.classifier_record]
@@ -116,9 +138,11 @@ class Classification(Task):
                               "gflops_sampler": (view.charged_flops + sel.own_flops) / 1e9, "gflops_encoder": enc.gflops,
                               "gflops_head": head.gflops, **ctx.facts(rec), **extra})
 
+        vit_key = self._vit(run, cell)[0] if sampler.reader == "tokens" else key
+
         def flush():
             if pending:
-                model = ctx.token_model(key, sampler)
+                model = ctx.token_models[vit_key][0]
                 with torch.inference_mode():
                     out = model.vit(torch.stack([x for _, x, _ in pending]).to(ctx.device),
                                     torch.stack([t for _, _, t in pending]).to(ctx.device))
@@ -130,13 +154,13 @@ class Classification(Task):
             n = int(sel.indices.size)
             with torch.inference_mode():
                 if sampler.reader == "tokens":
-                    model = ctx.token_model(key, sampler)
+                    model = ctx.token_models[vit_key][0]
                     tok = torch.from_numpy(sel.tokens)
-                    x = ctx.patch_memo(key, model, rec.video_id, lambda vc=vc: vc.pixels, tok)[0]
+                    x = ctx.patch_memo(vit_key, model, rec.video_id, lambda vc=vc: vc.pixels, tok)[0]
                     if pending and (len(pending) == token_batch or len(tok) != len(pending[0][2])):
                         flush()
                     pending.append(((rec, vc, view, sel, len(tok) / model.grid.per_frame,  # frame-equivalents
-                                     ctx.token_flops(key, model, len(tok)), FlopCount(0.0),
+                                     ctx.token_flops(vit_key, model, len(tok), n), FlopCount(0.0),
                                      {"tokens": len(tok), "frames_touched": n}), x, tok))
                     continue
                 if sampler.reader == "head":  # the method's own head on the encoded frames' features
@@ -226,8 +250,8 @@ class Classification(Task):
         n_videos = int(run.suite.eval.get("timing_videos", 16))
         shared: dict = {}  # the shared reader's model-only timings of this run, per frame count
         for cell, rec in cells if run.timing else ():
-            if cell.seed != run.suite.seeds[0]:
-                continue
+            if cell.seed != run.suite.seeds[0] or dict(cell.columns).get("reference_of"):
+                continue  # timed at the first seed; a dense reference is a reading, not a method to time
             path = run.run_dir / "timing" / f"{cell.key}.json"
             if _stored_fingerprint(path) == rec["fingerprint"]:
                 continue
@@ -283,6 +307,16 @@ def _stored_fingerprint(path: Path) -> str | None:
         return None
 
 
+def dense_reference(spec: MethodSpec) -> MethodSpec | None:
+    """A token sampler's dense reference: ``tokens-uniform`` at its patch size (every token of
+    the N uniform frames), labelled after it; None for frame samplers and the uniform tokens."""
+    cls = METHODS.get(spec.name)
+    if cls.reader != "tokens" or spec.name == "tokens-uniform":
+        return None
+    # the patch is always named: the key differs from a plain tokens-uniform's (its own ViT)
+    return MethodSpec("tokens-uniform", {"patch": spec.params.get("patch", cls.patch)}, f"{spec.display}: every token")
+
+
 def method_budgets(name: str, budgets: list[int], candidates: int) -> list[int]:
     """The suite's budgets; a method that ignores the budget (dense) runs once, at T."""
     return [candidates] if METHODS.get(name).ignores_budget else list(budgets)
@@ -330,12 +364,10 @@ def time_cell(ctx: FrameContext, key: str, sampler: Sampler, budget_n: int, seed
         else:
             clip = (pixels[sel.indices] if pixels is not None else
                     read_record(rec, cands[sel.indices], size=ctx.frame_size, resize=ctx.resize))
-            if tokens:  # the touched frames' patches, then the selected tokens among them
-                p = token_model.cfg.patch
+            if tokens:  # the touched frames, then the selected tokens among their tokens
                 per_frame = token_model.grid.per_frame
                 local = np.searchsorted(sel.indices, sel.tokens // per_frame) * per_frame + sel.tokens % per_frame
-                patches = patchify(clip, p)[torch.from_numpy(local)]
-                token_model(patches[None].to(ctx.device), torch.from_numpy(sel.tokens)[None].to(ctx.device))
+                token_model.read(clip.to(ctx.device), torch.from_numpy(local), torch.from_numpy(sel.tokens))
             elif sampler.reader == "head":
                 sampler.head_logits(ctx.model.features(clip.to(ctx.device))[None])
             else:

@@ -63,11 +63,13 @@ def compare_runs(run_a: Path, run_b: Path, tasks: dict,
             for metric in sorted(set(da) & set(db)):
                 d = db[metric] - da[metric]
                 lo, hi = percentile_interval(d, cfg.alpha)
-                delta = float(pb0[metric][0] - pa0[metric][0])
+                va0, vb0 = float(pa0[metric][0]), float(pb0[metric][0])
+                same = va0 == vb0 or (np.isnan(va0) and np.isnan(vb0))  # two NaNs (no event anywhere) agree
+                delta = 0.0 if same else vb0 - va0
                 diffs.append({"task": name, "cell": key, "label": ra.get("label"), "budget": ra.get("budget"),
                               "seed": ra.get("seed"), "metric": metric, "a": float(pa0[metric][0]),
-                              "b": float(pb0[metric][0]), "diff": delta, "lo": lo, "hi": hi,
-                              "p_bootstrap": bootstrap_p_value(d) if delta != 0 else 1.0,
-                              "significant": bool(delta != 0 and bootstrap_p_value(d) < cfg.alpha),
+                              "b": float(pb0[metric][0]), "diff": delta, "changed": not same, "lo": lo, "hi": hi,
+                              "p_bootstrap": 1.0 if same else bootstrap_p_value(d),
+                              "significant": bool(not same and bootstrap_p_value(d) < cfg.alpha),
                               "n_videos": len(order), "same_fingerprint": ra.get("fingerprint") == rb.get("fingerprint")})
     return pd.DataFrame(diffs), pd.DataFrame(alone)

@@ -32,6 +32,7 @@ from samplerbench.models.classifier import TrainConfig, train_classifier
 from samplerbench.models.encoders import FrameClassifier, ModelConfig
 from samplerbench.models.protocols import probe_classifier, zero_shot_classifier
 from samplerbench.models.tokens import (
+    FrameTokens,
     PatchFeatureMemo,
     PatchTables,
     TokenClassifier,
@@ -172,7 +173,7 @@ class FrameContext:
     seed: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     token_models: dict[str, tuple[TokenClassifier, dict]] = field(default_factory=dict)
-    token_costs: dict[tuple[str, int], FlopCount] = field(default_factory=dict)
+    token_costs: dict[tuple, FlopCount] = field(default_factory=dict)
     #: token methods' cells: each test video's patch features, computed once per method
     #: (``eval.patch_cache_mib``, default 1024: what the current method may keep)
     patch_memo: PatchFeatureMemo = field(default_factory=PatchFeatureMemo)
@@ -333,8 +334,19 @@ class FrameContext:
                 self.patch_tables.table.clear()
         return self.token_models[spec_key][0]
 
-    def token_flops(self, spec_key: str, model: TokenClassifier, k: int) -> FlopCount:
-        """fvcore FLOPs of the token ViT on k tokens (counted once per k)."""
+    def token_flops(self, spec_key: str, model: TokenClassifier, k: int, touched: int) -> FlopCount:
+        """fvcore FLOPs of the token ViT on k tokens and of their embedding: per patch, or (the
+        encoder's map) the frozen encoder on each of the ``touched`` frames (counted once per k,
+        and once per frame)."""
+        if model.per_frame_embedding:
+            if (spec_key, k) not in self.token_costs:
+                self.token_costs[(spec_key, k)] = count_flops(model.vit, torch.zeros(1, k, model.encoder.dim),
+                                                              torch.zeros(1, k, dtype=torch.long))
+            if (spec_key, "frame") not in self.token_costs:
+                frame = torch.zeros(1, 3, *self.frame_size, dtype=torch.uint8)
+                self.token_costs[(spec_key, "frame")] = count_flops(FrameTokens(model), frame, expect_uncalled=True)
+            vit, frame = self.token_costs[(spec_key, k)], self.token_costs[(spec_key, "frame")]
+            return FlopCount(vit.flops + touched * frame.flops, {**frame.unsupported, **vit.unsupported})
         if (spec_key, k) not in self.token_costs:
             dim = model.in_features
             self.token_costs[(spec_key, k)] = count_flops(model, torch.zeros(1, k, dim, dtype=torch.uint8),
@@ -376,7 +388,8 @@ class FrameContext:
         flops = {"frame_probs": t * self.cost.per_frame_classifier_flops(),
                  "features": t * self.cost.encoder_head(1)[0].flops}
         return VideoView(rec.video_id, rec.num_frames, vc.candidates, allowed=sampler.observes,
-                         providers=providers, provider_flops=flops, frame_size=self.frame_size)
+                         providers=providers, provider_flops=flops, frame_size=self.frame_size,
+                         reader=self.classifier_record["key"])
 
     def facts(self, rec: VideoRecord) -> dict:
         """What the file said of a video, kept in its per-video record: frames, frame rate, and

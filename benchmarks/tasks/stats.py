@@ -1,6 +1,7 @@
 """A task's statistics over videos, from the cells' stored predictions: a percentile bootstrap
 interval for every resampled quality metric of every (method, budget), and a paired test of each
-method against ``uniform`` at the same budget (token samplers: against ``tokens-uniform``).
+method against ``uniform`` at the same budget (a token sampler: against its dense reference, every
+token of the N uniform frames read by the same token ViT, or else ``tokens-uniform``).
 
 The resamples are drawn once per task over the videos every cell evaluated (in the first cell's
 order), so every cell and metric sees the same resampled videos: the difference of two cells on
@@ -58,6 +59,8 @@ def video_statistics(task, folder: Path, cells: list[tuple], cfg: BootstrapConfi
         videos, preds = task.aligned(rec["videos"], load_predictions(folder, rec), order)
         g = groups[(cell.display, cell.budget)]
         g["method"], g["baseline"] = rec["method"], baseline_of(rec)
+        columns = dict(cell.columns)
+        g["against"], g["reference"] = columns.get("tested_against"), bool(columns.get("reference_of"))
         for metric, dist in task.resampled(videos, preds, idx).items():
             g["dist"][metric][cell.seed] = dist
         for metric, v in task.resampled(videos, preds, ident).items():
@@ -84,9 +87,15 @@ def video_statistics(task, folder: Path, cells: list[tuple], cfg: BootstrapConfi
                               "seeds": len(dists), "n_videos": len(order), "resamples": cfg.resamples,
                               "bootstrap_seed": cfg.seed, "level": level,
                               "bootstrap": "hierarchical (seeds, videos)" if len(dists) > 1 else "videos"})
-        base = next((b for (_, bb), b in groups.items() if bb == budget and b["method"] == g["baseline"]), None)
-        if base is None or g["method"] == g["baseline"]:
+        # a token sampler against its dense reference (the same ViT on every token of the N
+        # uniform frames) when the run has it; else uniform frames, or uniform tokens
+        base = groups.get((g["against"], budget)) if g["against"] else None
+        if base is None:
+            base = next((b for (_, bb), b in groups.items()
+                         if bb == budget and b["method"] == g["baseline"] and not b["reference"]), None)
+        if base is None or base is g or g["reference"] or (g["method"] == g["baseline"] and not g["against"]):
             continue
+        base_label = next(lab for (lab, bb), b in groups.items() if b is base)
         for metric, dists in g["dist"].items():
             if metric not in base["dist"] or set(base["dist"][metric]) != set(dists):
                 continue  # paired on seeds as on videos: the same replicates on both sides
@@ -94,7 +103,7 @@ def video_statistics(task, folder: Path, cells: list[tuple], cfg: BootstrapConfi
             lo, hi = percentile_interval(diff, cfg.alpha)
             p = bootstrap_p_value(diff)
             row = {"task": task.name, "label": label, "method": g["method"], "budget": budget, "metric": metric,
-                   "baseline": g["baseline"], "diff": float(np.mean(g["point"][metric]) - np.mean(base["point"][metric])),
+                   "baseline": base["method"], "baseline_label": base_label, "diff": float(np.mean(g["point"][metric]) - np.mean(base["point"][metric])),
                    "lo": lo, "hi": hi, "p_bootstrap": p, "significant": bool(p < cfg.alpha),
                    "test": "paired hierarchical bootstrap over seeds and videos" if len(dists) > 1
                    else "paired bootstrap over videos", "seeds": len(dists), "n_videos": len(order), "resamples": cfg.resamples,

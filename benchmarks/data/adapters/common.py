@@ -166,13 +166,19 @@ def finish(name: str, split: str, parsed: Parsed, root: Path, cache_dir: Path, p
     bad = sum(1 for r in records if r.error)
     if bad:
         log.warning("%s/%s: %d video(s) cannot be read; each is a recorded failure", name, split, bad)
+    if not parsed.records:  # nothing to look for on disk: say why the split is empty
+        raise AnnotationError(f"{name}/{split}: the split lists no video (an empty list, or a held-out fraction "
+                              f"of too few videos: raise val_fraction / test_fraction or list the split itself)")
     if not records:
-        raise AnnotationError(f"{name}/{split}: no video of the split is on disk under {root}")
+        raise AnnotationError(f"{name}/{split}: none of the {len(parsed.records)} listed videos is on disk under {root}")
     extra = json.dumps({"adapter": name, "split": split, "limit": limit,
                         **{k: v for k, v in asdict(params).items() if k not in ("root", "verify")}}, sort_keys=True)
     h = manifest_hash(parsed.files, records, root, params.verify, extra)
     meta = {**parsed.meta, "root": str(root), "missing": [str(r.path) for r in missing] if parsed.skip_missing else [],
             "listed": len(parsed.records)}
+    if "captions" in meta:  # a video left out (--limit, missing) takes its captions with it
+        kept = {r.video_id for r in records}
+        meta["captions"] = [(v, c) for v, c in meta["captions"] if v in kept]
     return VideoSplit(name, split, records, parsed.classes, parsed.multilabel, h, meta)
 
 
