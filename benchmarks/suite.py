@@ -138,29 +138,6 @@ def reference_problems(reference: dict, where: str) -> list[str]:
     return out
 
 
-PAPER_KEYS = {"preset", "method", "deviations"}
-
-
-def paper_problems(suite: Suite, where: str) -> list[str]:
-    """One line per malformed entry of a suite's ``[paper]``."""
-    paper = suite.paper
-    if not paper:
-        return []
-    out = [f"{where}: paper.{k}: unknown key (known: {sorted(PAPER_KEYS)})" for k in sorted(set(paper) - PAPER_KEYS)]
-    from samplerbench.cost.papers import PRESETS
-
-    if "preset" in paper and paper["preset"] not in PRESETS:
-        out.append(f"{where}: paper.preset must name a cost preset ({', '.join(PRESETS)}), not {paper.get('preset')!r}")
-    labels = {m.display for m in (*suite.methods, *(r.method for r in suite.retrieval_methods))}
-    if paper.get("method") not in labels:
-        out.append(f"{where}: paper.method must be the label of the paper's method ({sorted(labels)}), "
-                   f"not {paper.get('method')!r}")
-    devs = paper.get("deviations", [])
-    if not isinstance(devs, list) or not all(isinstance(d, str) and d for d in devs):
-        out.append(f"{where}: paper.deviations must be a list of sentences, one per deviation")
-    return out
-
-
 def available() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
 

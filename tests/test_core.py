@@ -492,6 +492,7 @@ def test_only_an_upper_bounds_view_holds_the_labels():
 
     ctx = FrameContext.__new__(FrameContext)
     ctx.cost, ctx.split, ctx.frame_size = Cost(), SimpleNamespace(num_classes=3, multilabel=False), (8, 8)
+    ctx.classifier_record = {"key": "reader"}  # the replicate's reader (keys per-video memos of its features)
     rec = SimpleNamespace(video_id="v", num_frames=10, labels=[2])
     vc = VideoCache(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.ones(4, 5), np.zeros((4, 3)), np.arange(4))
     for name, sees in (("uniform", False), ("evfr-fps", False), ("oracle", True)):

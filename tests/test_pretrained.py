@@ -377,7 +377,8 @@ PAPER_SUITES = {  # suite -> (layout builder, folder under the data root, substi
                                                       ('patch = 16', 'patch = 16\nepochs = 1')]),
     "mmsampler-didemo": ("didemo", "DiDeMo", [("candidates = 32", "candidates = 6"), ("budgets = [32]", "budgets = [6]"),
                                                ("seeds = [0, 1, 2]", "seeds = [0]"),
-                                               ("resolution = 224 }", "resolution = 32, epochs = 1, batch = 4 }")]),
+                                               ("resolution = 224, width = 512, heads = 8 }",
+                                                "resolution = 32, width = 512, heads = 8, epochs = 1, batch = 4 }")]),
 }
 
 
@@ -414,7 +415,7 @@ def test_each_paper_suite_runs_on_its_layout(tmp_path, tiny_clip_config, name):
         src = src.replace(a, b)
     if name == "sosampler-activitynet":  # a 64-pixel reader and scorer: the layout's clips are 32x48
         src = src.replace('params = { root = "ActivityNet" }', 'params = { root = "ActivityNet" }\nframe_size = [64, 64]')
-        src = src.replace('name = "sosampler"', 'name = "sosampler"\nparams = { epochs = 1 }')
+        src = src.replace('weights = "imagenet" }', 'weights = "imagenet", epochs = 1 }')
     path = tmp_path / f"{name}.toml"
     path.write_text(src)
     os.environ["SAMPLERBENCH_WEIGHTS"] = str(w)
@@ -442,9 +443,10 @@ def test_token_path_refuses_a_fixed_size_reader(tiny_clip_config):
     cnn = build_pretrained("torchvision:resnet18", load=False)
     assert not vit.any_size and cnn.any_size
     grid = TokenGrid(4, 2, 2)
+    per_patch = TokenModelConfig(patch=16, embed="encoder")  # each patch alone through the reader
     with pytest.raises(ValueError, match='embed = "linear"'):
-        TokenClassifier(TokenModelConfig(patch=16), grid, 3, vit)
-    model = TokenClassifier(TokenModelConfig(patch=16), grid, 3, cnn)
+        TokenClassifier(per_patch, grid, 3, vit)
+    model = TokenClassifier(per_patch, grid, 3, cnn)
     patches = torch.randint(0, 256, (1, 5, 3 * 16 * 16), dtype=torch.uint8)
     assert model(patches, torch.arange(5)[None]).shape == (1, 3)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from samplerbench.cost.papers import PRESETS
 from samplerbench.metrics.ranking import V2T
 from samplerbench.models.classifier import TrainConfig
 from samplerbench.models.encoders import ModelConfig
@@ -25,7 +26,7 @@ from samplerbench.models.tokens import TokenModelConfig
 from samplerbench.registry import DATASETS, METHODS
 from samplerbench.store import provenance
 from samplerbench.store.files import clean_tmp, write_json
-from samplerbench.suite import MethodSpec, Suite, paper_problems, reference_problems
+from samplerbench.suite import MethodSpec, Suite, reference_problems
 from samplerbench.tasks.classification import Classification
 from samplerbench.tasks.core import Run, Task, rescore, run_task
 from samplerbench.tasks.dist import Ranks
@@ -72,6 +73,28 @@ def _config_problems(where: str, cls, raw: dict) -> list[str]:
     except (TypeError, ValueError) as e:
         return [f"{where}: {e}"]
     return []
+
+
+PAPER_KEYS = {"preset", "method", "deviations"}
+
+
+def paper_problems(suite: Suite, where: str) -> list[str]:
+    """One line per malformed entry of a suite's ``[paper]``: its cost preset, its method's
+    label, its deviations."""
+    paper = suite.paper
+    if not paper:
+        return []
+    out = [f"{where}: paper.{k}: unknown key (known: {sorted(PAPER_KEYS)})" for k in sorted(set(paper) - PAPER_KEYS)]
+    if "preset" in paper and paper["preset"] not in PRESETS:
+        out.append(f"{where}: paper.preset must name a cost preset ({', '.join(PRESETS)}), not {paper.get('preset')!r}")
+    labels = {m.display for m in (*suite.methods, *(r.method for r in suite.retrieval_methods))}
+    if paper.get("method") not in labels:
+        out.append(f"{where}: paper.method must be the label of the paper's method ({sorted(labels)}), "
+                   f"not {paper.get('method')!r}")
+    devs = paper.get("deviations", [])
+    if not isinstance(devs, list) or not all(isinstance(d, str) and d for d in devs):
+        out.append(f"{where}: paper.deviations must be a list of sentences, one per deviation")
+    return out
 
 
 def validate(suite: Suite) -> list[str]:

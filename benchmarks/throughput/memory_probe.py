@@ -47,7 +47,7 @@ def main(root: Path, copies: int, work: Path) -> dict:
     ctx = FrameContext(suite, split, split, split, model, {"key": "memory"}, PipelineCost(model, (3, *SIZE)), cpu,
                        SIZE, CANDIDATES, work, None, {}, progress=False, stores=stores)
     ctx.extract()
-    run = Run(suite, work, work, cpu, False, {}, state={"frames": ctx})
+    run = Run(suite, work, work, cpu, False, {}, state={("frames", 0): ctx})  # the context of replicate (seed) 0
     task = Classification()
     for spec in suite.methods:
         out = task.evaluate(run, Cell(f"{spec.name}__n8__s0", spec, 8, 0), METHODS.get(spec.name)())

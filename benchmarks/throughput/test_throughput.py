@@ -141,7 +141,7 @@ def test_end_to_end_cell(normalised, small_split, device, tmp_path):
         ctx = FrameContext(suite, small_split, small_split, small_split, model, {"key": "bench"}, cost, device,
                            (64, 64), 32, tmp_path, None, {}, progress=False, stores=stores)
         ctx.extract()
-        run = Run(suite, tmp_path, tmp_path, device, False, {}, state={"frames": ctx})
+        run = Run(suite, tmp_path, tmp_path, device, False, {}, state={("frames", 0): ctx})  # the context of replicate (seed) 0
         out = task.evaluate(run, Cell("uniform__n8__s0", suite.methods[0], 8, 0), sampler)
         values = task.score(out.videos, out.predictions)
         sync(device)
